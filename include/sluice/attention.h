@@ -1,0 +1,36 @@
+// The attention core: softmax(q·kᵀ·scale + mask)·v for one layer, behind one interface
+// so backends (math reference, ATen SDPA, fused CUDA kernels) are chosen by config.
+// Projections, positions and gates live in SelfAttention around it.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace sluice {
+
+// Which keys each query may see. Queries are the last T of S key positions
+// (T == S in training; T < S when decoding with a KV cache).
+struct AttentionMask {
+  int64_t window = 0;  // 0: full causal; w > 0: query at position p sees keys p-w+1..p
+};
+
+class AttentionCore {
+ public:
+  virtual ~AttentionCore() = default;
+  // q [B, H, T, D]; k, v [B, KV, S, D] with H % KV == 0 (GQA: query head h reads kv head
+  // h / (H/KV)). Returns [B, H, T, D]. `scale` multiplies q·kᵀ.
+  virtual at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                             const AttentionMask& mask, double scale) const = 0;
+  virtual const char* name() const = 0;
+};
+
+// The factory: "math" or "sdpa" (and later "fused"). Throws std::invalid_argument for others.
+std::shared_ptr<AttentionCore> make_attention_core(const std::string& backend);
+std::vector<std::string> attention_backends();
+
+// Boolean [T, S] mask, true where query t (absolute position S-T+t) may attend key s.
+at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, const at::Device& device);
+
+}  // namespace sluice

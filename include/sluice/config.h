@@ -1,0 +1,151 @@
+// The run configuration. Member names are the YAML keys: `model.rope.base` in a file is
+// `Config::model.rope.base` here. Defaults live in the member initialisers and nowhere
+// else; src/config/schema.cpp adds types, ranges, choices and documentation per key.
+#pragma once
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace sluice {
+
+struct RunConfig {
+  std::string name = "run";
+  std::string dir = "runs";
+};
+
+struct RopeConfig {
+  double base = 10000.0;
+  std::string scaling = "none";
+  double factor = 1.0;
+  int64_t original_max_len = 0;
+};
+
+struct AttentionConfig {
+  std::string backend = "sdpa";
+  int64_t window = 0;
+};
+
+struct ModelConfig {
+  std::string arch = "dense";
+  int64_t vocab_size = 256;
+  int64_t d_model = 128;
+  int64_t n_layers = 4;
+  int64_t n_heads = 4;
+  int64_t n_kv_heads = 4;
+  int64_t head_dim = 0;  // 0: d_model / n_heads
+  int64_t ffn_hidden = 0;  // 0: SwiGLU rule round_up(8/3 * d_model, 64)
+  std::string position = "rope";
+  RopeConfig rope;
+  AttentionConfig attention;
+  bool qk_norm = false;
+  bool tie_embeddings = true;
+  double norm_eps = 1e-5;
+  double init_std = 0.02;
+
+  // Derived shapes (valid after validation).
+  int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : d_model / n_heads; }
+  int64_t resolved_ffn_hidden() const {
+    if (ffn_hidden > 0) return ffn_hidden;
+    const int64_t h = (8 * d_model + 2) / 3;
+    return (h + 63) / 64 * 64;
+  }
+};
+
+struct DataConfig {
+  std::string train;
+  std::string val;
+  double val_fraction = 0.05;
+  int64_t seq_len = 256;
+  std::string tokenizer = "byte";
+};
+
+struct TrainConfig {
+  int64_t steps = 1000;
+  int64_t micro_batch = 8;
+  int64_t grad_accum = 1;
+  std::string device = "auto";
+  std::string precision = "auto";
+  double grad_clip = 1.0;
+  int64_t log_every = 10;
+  int64_t eval_every = 100;
+  int64_t eval_batches = 8;
+  int64_t seed = 1234;
+  int64_t threads = 0;
+};
+
+struct OptimConfig {
+  std::string name = "adamw";
+  double lr = 3e-4;
+  double weight_decay = 0.1;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  std::vector<std::string> no_decay = {"norm", "bias", "embedding"};
+};
+
+struct ScheduleConfig {
+  std::string kind = "cosine";
+  int64_t warmup_steps = 100;
+  double min_lr_ratio = 0.1;
+  double decay_fraction = 0.2;
+};
+
+struct CheckpointConfig {
+  int64_t every = 0;
+  int64_t keep_last = 3;
+};
+
+struct ParallelConfig {
+  int64_t data_parallel = 1;
+};
+
+struct LogConfig {
+  std::string level = "info";
+  bool file = true;
+  double peak_tflops = 0.0;
+};
+
+struct Config {
+  RunConfig run;
+  ModelConfig model;
+  DataConfig data;
+  TrainConfig train;
+  OptimConfig optim;
+  ScheduleConfig schedule;
+  CheckpointConfig checkpoint;
+  ParallelConfig parallel;
+  LogConfig log;
+};
+
+// Where a value came from, for error messages: "configs/tiny.yaml:12:5" or "--set".
+struct SourceLocation {
+  std::string file;
+  int line = 0;  // 1-based; 0 when unknown (a default or a --set)
+  int column = 0;
+  std::string str() const;
+};
+
+// A fully loaded, validated configuration plus where each explicitly set key came from.
+struct LoadedConfig {
+  Config config;
+  std::string source_file;
+  std::map<std::string, SourceLocation> origin;  // key path -> location (explicit keys only)
+};
+
+// Loads `path`, applies `overrides` ("a.b=value", parsed as YAML like the file) and
+// validates everything. Throws sluice::InputError listing every problem, each naming the
+// file, line and key path. Creates nothing on disk.
+LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
+// Same for a YAML document already in memory; `name` is used in messages.
+LoadedConfig load_config_text(const std::string& yaml_text, const std::string& name,
+                              const std::vector<std::string>& overrides);
+
+// The fully resolved configuration (every key, defaults included) as YAML.
+std::string to_yaml(const Config& config);
+// Markdown reference of every key (docs/config.md is this text).
+std::string config_reference_markdown();
+// Every leaf key path in schema order.
+std::vector<std::string> config_keys();
+
+}  // namespace sluice

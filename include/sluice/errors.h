@@ -1,0 +1,21 @@
+// Error kinds and the exit codes they map to (documented in README.md).
+#pragma once
+#include <stdexcept>
+#include <string>
+
+namespace sluice {
+
+enum ExitCode : int {
+  kExitOk = 0,        // success (also: stopped cleanly on SIGTERM/SIGINT after a checkpoint)
+  kExitInternal = 1,  // a bug, a CUDA/LibTorch failure, non-finite loss with on_nonfinite=abort
+  kExitBadInput = 2,  // bad config, arguments or data files; nothing was started
+};
+
+// Bad input from the user: a config, an argument or a data file. Maps to exit code 2.
+// The message names the file / key / argument and what was expected.
+class InputError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+}  // namespace sluice

@@ -1,0 +1,71 @@
+#include "config/check.h"
+
+#include <filesystem>
+#include <string>
+
+namespace sluice::config_detail {
+namespace {
+
+namespace fs = std::filesystem;
+
+int64_t tokenizer_vocab(const std::string& tokenizer) { return tokenizer == "byte" ? 256 : 0; }
+
+void check_file(std::vector<Problem>& out, const std::string& key, const std::string& path, bool required) {
+  if (path.empty()) {
+    if (required) out.push_back({key, "is required: the path of a text file"});
+    return;
+  }
+  std::error_code ec;
+  const auto st = fs::status(path, ec);
+  if (ec || !fs::exists(st)) {
+    out.push_back({key, "file '" + path + "' does not exist"});
+  } else if (!fs::is_regular_file(st)) {
+    out.push_back({key, "'" + path + "' is not a regular file"});
+  }
+}
+
+}  // namespace
+
+std::vector<Problem> check_consistency(const Config& c) {
+  std::vector<Problem> out;
+  const ModelConfig& m = c.model;
+
+  if (m.head_dim == 0 && m.d_model % m.n_heads != 0) {
+    out.push_back({"model.n_heads", "model.d_model (" + std::to_string(m.d_model) + ") is not divisible by n_heads (" +
+                                        std::to_string(m.n_heads) +
+                                        "); change the sizes or set model.head_dim explicitly"});
+  }
+  if (m.n_heads % m.n_kv_heads != 0) {
+    out.push_back({"model.n_kv_heads", "n_heads (" + std::to_string(m.n_heads) + ") must be a multiple of n_kv_heads (" +
+                                           std::to_string(m.n_kv_heads) + ")"});
+  }
+  if (m.position == "rope" && m.n_heads > 0 && (m.head_dim > 0 || m.d_model % m.n_heads == 0) &&
+      m.resolved_head_dim() % 2 != 0) {
+    out.push_back({m.head_dim > 0 ? "model.head_dim" : "model.d_model",
+                   "RoPE needs an even head dimension, got " + std::to_string(m.resolved_head_dim())});
+  }
+  const int64_t tok_vocab = tokenizer_vocab(c.data.tokenizer);
+  if (tok_vocab > 0 && m.vocab_size < tok_vocab) {
+    out.push_back({"model.vocab_size", "is " + std::to_string(m.vocab_size) + " but tokenizer '" + c.data.tokenizer +
+                                           "' has " + std::to_string(tok_vocab) + " tokens; need at least that many"});
+  }
+  if (c.schedule.warmup_steps > c.train.steps) {
+    out.push_back({"schedule.warmup_steps", "(" + std::to_string(c.schedule.warmup_steps) + ") exceeds train.steps (" +
+                                                std::to_string(c.train.steps) + ")"});
+  }
+  if (c.data.val.empty() && c.data.val_fraction == 0.0 && c.train.eval_every > 0) {
+    out.push_back({"train.eval_every", "validation needs data.val or data.val_fraction > 0; set eval_every: 0 to "
+                                       "train without validation"});
+  }
+  if (m.attention.window > 0 && m.attention.window >= c.data.seq_len) {
+    // Not an error in principle, but a window that never binds is almost always a typo.
+    out.push_back({"model.attention.window", "(" + std::to_string(m.attention.window) +
+                                                 ") must be smaller than data.seq_len (" +
+                                                 std::to_string(c.data.seq_len) + "); use 0 for full attention"});
+  }
+  check_file(out, "data.train", c.data.train, /*required=*/true);
+  check_file(out, "data.val", c.data.val, /*required=*/false);
+  return out;
+}
+
+}  // namespace sluice::config_detail

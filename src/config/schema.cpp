@@ -1,0 +1,348 @@
+#include "config/schema.h"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <set>
+#include <type_traits>
+
+namespace sluice::config_detail {
+namespace {
+
+// --- per-type parsing and emitting -------------------------------------------------------
+
+template <class T>
+struct Traits;
+
+template <>
+struct Traits<int64_t> {
+  static constexpr Kind kind = Kind::Int;
+  static bool parse(const YAML::Node& n, int64_t& out) {
+    if (!n.IsScalar()) return false;
+    try {
+      out = n.as<int64_t>();
+      return true;
+    } catch (const YAML::Exception&) {
+      return false;
+    }
+  }
+  static YAML::Node emit(int64_t v) { return YAML::Node(v); }
+};
+
+template <>
+struct Traits<double> {
+  static constexpr Kind kind = Kind::Float;
+  static bool parse(const YAML::Node& n, double& out) {
+    if (!n.IsScalar()) return false;
+    try {
+      out = n.as<double>();
+    } catch (const YAML::Exception&) {
+      return false;
+    }
+    return std::isfinite(out);
+  }
+  static YAML::Node emit(double v) { return YAML::Node(format_double(v)); }
+};
+
+template <>
+struct Traits<bool> {
+  static constexpr Kind kind = Kind::Bool;
+  static bool parse(const YAML::Node& n, bool& out) {
+    if (!n.IsScalar()) return false;
+    try {
+      out = n.as<bool>();
+      return true;
+    } catch (const YAML::Exception&) {
+      return false;
+    }
+  }
+  static YAML::Node emit(bool v) { return YAML::Node(v); }
+};
+
+template <>
+struct Traits<std::string> {
+  static constexpr Kind kind = Kind::String;
+  static bool parse(const YAML::Node& n, std::string& out) {
+    if (!n.IsScalar()) return false;
+    out = n.Scalar();
+    return true;
+  }
+  static YAML::Node emit(const std::string& v) { return YAML::Node(v); }
+};
+
+template <>
+struct Traits<std::vector<std::string>> {
+  static constexpr Kind kind = Kind::StringList;
+  static bool parse(const YAML::Node& n, std::vector<std::string>& out) {
+    if (!n.IsSequence()) return false;
+    std::vector<std::string> v;
+    for (const auto& e : n) {
+      if (!e.IsScalar()) return false;
+      v.push_back(e.Scalar());
+    }
+    out = std::move(v);
+    return true;
+  }
+  static YAML::Node emit(const std::vector<std::string>& v) {
+    YAML::Node n(YAML::NodeType::Sequence);
+    for (const auto& s : v) n.push_back(s);
+    n.SetStyle(YAML::EmitterStyle::Flow);
+    return n;
+  }
+};
+
+const char* expected_for(Kind k) {
+  switch (k) {
+    case Kind::Int: return "an integer";
+    case Kind::Float: return "a finite number";
+    case Kind::Bool: return "true or false";
+    case Kind::String: return "a string";
+    case Kind::StringList: return "a list of strings";
+  }
+  return "a value";
+}
+
+// Builder used by the table below: add(KEY(model.d_model), "doc").min(1)
+class Builder {
+ public:
+  explicit Builder(std::vector<Field>& fields) : fields_(fields) {}
+
+  template <class Ref>
+  Builder& add(const char* path, Ref ref, const char* doc) {
+    using T = std::decay_t<decltype(ref(std::declval<Config&>()))>;
+    Field f;
+    f.path = path;
+    f.kind = Traits<T>::kind;
+    f.doc = doc;
+    f.assign = [ref](Config& c, const YAML::Node& n) -> std::string {
+      T v{};
+      if (!Traits<T>::parse(n, v)) return expected_for(Traits<T>::kind);
+      ref(c) = std::move(v);
+      return "";
+    };
+    f.emit = [ref](const Config& c) { return Traits<T>::emit(ref(const_cast<Config&>(c))); };
+    if constexpr (std::is_arithmetic_v<T> && !std::is_same_v<T, bool>) {
+      f.number = [ref](const Config& c) { return static_cast<double>(ref(const_cast<Config&>(c))); };
+    }
+    if constexpr (std::is_same_v<T, std::string>) {
+      f.strings = [ref](const Config& c) { return std::vector<std::string>{ref(const_cast<Config&>(c))}; };
+    }
+    if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      f.strings = [ref](const Config& c) { return ref(const_cast<Config&>(c)); };
+    }
+    fields_.push_back(std::move(f));
+    return *this;
+  }
+  Builder& min(double v, bool exclusive = false) {
+    fields_.back().min = v;
+    fields_.back().min_exclusive = exclusive;
+    return *this;
+  }
+  Builder& max(double v) {
+    fields_.back().max = v;
+    return *this;
+  }
+  Builder& choices(std::vector<std::string> c) {
+    fields_.back().choices = std::move(c);
+    return *this;
+  }
+  Builder& path() {
+    fields_.back().is_path = true;
+    return *this;
+  }
+
+ private:
+  std::vector<Field>& fields_;
+};
+
+// The key path is the member expression: one spelling, no drift between YAML and C++.
+#define KEY(p) #p, [](Config& c) -> auto& { return c.p; }
+
+std::vector<Field> build_schema() {
+  std::vector<Field> f;
+  Builder b(f);
+  // run
+  b.add(KEY(run.name), "Run name; the run directory is `run.dir/<name>-<timestamp>` unless `--run-dir` is given.");
+  b.add(KEY(run.dir), "Parent folder of run directories.");
+  // model
+  b.add(KEY(model.arch), "Architecture: `dense` decoder (Llama-style).").choices({"dense"});
+  b.add(KEY(model.vocab_size), "Embedding rows; at least the tokenizer's vocabulary size.").min(2);
+  b.add(KEY(model.d_model), "Width of the residual stream.").min(1);
+  b.add(KEY(model.n_layers), "Number of decoder blocks.").min(1);
+  b.add(KEY(model.n_heads), "Query heads.").min(1);
+  b.add(KEY(model.n_kv_heads), "Key/value heads (GQA); must divide `n_heads`. Equal to `n_heads` is MHA, 1 is MQA.").min(1);
+  b.add(KEY(model.head_dim), "Per-head width; 0 means `d_model / n_heads` (then `n_heads` must divide `d_model`). "
+                             "May differ from `d_model / n_heads` when set (Qwen3 style).").min(0);
+  b.add(KEY(model.ffn_hidden), "SwiGLU hidden width; 0 means 8/3·d_model rounded up to a multiple of 64.").min(0);
+  b.add(KEY(model.position), "Position encoding: `rope` (rotary, rotate-half layout) or `none` (NoPE).")
+      .choices({"rope", "none"});
+  b.add(KEY(model.rope.base), "RoPE base θ: frequencies θ_j = base^(-2j/head_dim).").min(1.0, true);
+  b.add(KEY(model.rope.scaling), "RoPE scaling for context extension: `none`.").choices({"none"});
+  b.add(KEY(model.attention.backend), "Attention kernel: `math` (explicit softmax, the reference) or `sdpa` "
+                                      "(at::scaled_dot_product_attention: flash/cuDNN on GPU).")
+      .choices({"math", "sdpa"});
+  b.add(KEY(model.attention.window), "Sliding-window size in tokens (query i sees keys i-window+1..i); 0 = full causal.")
+      .min(0);
+  b.add(KEY(model.qk_norm), "RMSNorm on each query and key head before RoPE (Qwen3 / OLMo-2 style).");
+  b.add(KEY(model.tie_embeddings), "Share the token embedding with the output head (no `lm_head.weight`).");
+  b.add(KEY(model.norm_eps), "RMSNorm epsilon.").min(0.0, true).max(1.0);
+  b.add(KEY(model.init_std), "Std of the normal init of linear and embedding weights; output projections "
+                             "(o_proj, down_proj) use init_std / sqrt(2·n_layers).")
+      .min(0.0, true);
+  // data
+  b.add(KEY(data.train), "Training text file (UTF-8). Relative paths are relative to the working directory.").path();
+  b.add(KEY(data.val), "Validation text file; empty means the last `val_fraction` of `data.train`.").path();
+  b.add(KEY(data.val_fraction), "Share of `data.train` held out for validation when `data.val` is empty.")
+      .min(0.0)
+      .max(0.5);
+  b.add(KEY(data.seq_len), "Tokens per training sequence (context length).").min(1);
+  b.add(KEY(data.tokenizer), "Tokenizer: `byte` (UTF-8 bytes, vocabulary 256).").choices({"byte"});
+  // train
+  b.add(KEY(train.steps), "Optimizer steps.").min(1);
+  b.add(KEY(train.micro_batch), "Sequences per forward/backward pass.").min(1);
+  b.add(KEY(train.grad_accum), "Micro-batches accumulated per optimizer step.").min(1);
+  b.add(KEY(train.device), "`auto` (CUDA when available), `cpu` or `cuda`.").choices({"auto", "cpu", "cuda"});
+  b.add(KEY(train.precision), "`auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32` or `bf16` (autocast; "
+                              "weights and optimizer state stay fp32).")
+      .choices({"auto", "fp32", "bf16"});
+  b.add(KEY(train.grad_clip), "Clip gradients to this global L2 norm; 0 disables clipping.").min(0.0);
+  b.add(KEY(train.log_every), "Steps between progress lines and metrics records.").min(1);
+  b.add(KEY(train.eval_every), "Steps between validation passes; 0 = only at the end.").min(0);
+  b.add(KEY(train.eval_batches), "Micro-batches per validation pass.").min(1);
+  b.add(KEY(train.seed), "Seed for initialisation and data order; same seed and config give the same CPU loss curve.")
+      .min(0);
+  b.add(KEY(train.threads), "CPU threads for LibTorch; 0 = LibTorch's default.").min(0);
+  // optim
+  b.add(KEY(optim.name), "Optimizer: `adamw` (decoupled weight decay).").choices({"adamw"});
+  b.add(KEY(optim.lr), "Peak learning rate.").min(0.0, true);
+  b.add(KEY(optim.weight_decay), "Decoupled weight decay.").min(0.0);
+  b.add(KEY(optim.beta1), "Adam β1.").min(0.0).max(0.999999);
+  b.add(KEY(optim.beta2), "Adam β2.").min(0.0).max(0.999999);
+  b.add(KEY(optim.eps), "Adam ε.").min(0.0, true);
+  b.add(KEY(optim.no_decay), "Parameter kinds exempt from weight decay: any of `norm`, `bias`, `embedding`.")
+      .choices({"norm", "bias", "embedding"});
+  // schedule
+  b.add(KEY(schedule.kind), "`cosine` (warmup, cosine to min_lr), `wsd` (warmup, stable, linear decay over the "
+                            "last decay_fraction), `linear` (warmup, linear to min_lr), `constant` (warmup, flat).")
+      .choices({"cosine", "wsd", "linear", "constant"});
+  b.add(KEY(schedule.warmup_steps), "Linear warmup steps from 0 to `optim.lr`.").min(0);
+  b.add(KEY(schedule.min_lr_ratio), "Final learning rate as a fraction of `optim.lr` (cosine, wsd, linear).")
+      .min(0.0)
+      .max(1.0);
+  b.add(KEY(schedule.decay_fraction), "wsd: share of all steps spent in the final decay.").min(0.0, true).max(1.0);
+  // checkpoint
+  b.add(KEY(checkpoint.every), "Steps between checkpoints; 0 = none during training.").min(0);
+  b.add(KEY(checkpoint.keep_last), "Checkpoints kept in the run directory.").min(1);
+  // parallel
+  b.add(KEY(parallel.data_parallel), "Data-parallel ranks; 1 (single process) until distributed training lands.")
+      .min(1)
+      .max(1);
+  // log
+  b.add(KEY(log.level), "Console log level: `debug`, `info`, `warn`, `error`.")
+      .choices({"debug", "info", "warn", "error"});
+  b.add(KEY(log.file), "Also write the log to `RUN_DIR/train.log`.");
+  b.add(KEY(log.peak_tflops), "Peak bf16 dense TFLOP/s of one device for MFU; 0 = known value for the "
+                              "detected GPU (H100/H200: 989, A100: 312).")
+      .min(0.0);
+  return f;
+}
+#undef KEY
+
+std::string number_text(double v) { return format_double(v); }
+
+}  // namespace
+
+std::string format_double(double v) {
+  char buf[64];
+  if (v == std::floor(v) && std::fabs(v) < 1e15) {  // 10000.0 rather than 1e+04
+    std::snprintf(buf, sizeof buf, "%.1f", v);
+    return buf;
+  }
+  for (int prec = 1; prec <= 17; ++prec) {
+    std::snprintf(buf, sizeof buf, "%.*g", prec, v);
+    if (std::strtod(buf, nullptr) == v) break;
+  }
+  std::string s = buf;
+  // Keep floats recognisable as floats in YAML ("1" -> "1.0").
+  if (s.find_first_of(".eEn") == std::string::npos) s += ".0";
+  return s;
+}
+
+std::string Field::type_name() const {
+  std::string t;
+  switch (kind) {
+    case Kind::Int: t = "integer"; break;
+    case Kind::Float: t = "float"; break;
+    case Kind::Bool: t = "bool"; break;
+    case Kind::String: t = is_path ? "path" : "string"; break;
+    case Kind::StringList: t = "list"; break;
+  }
+  if (min && max) {
+    t += std::string(min_exclusive ? " in (" : " in [") + number_text(*min) + ", " + number_text(*max) + "]";
+  } else if (min) {
+    t += std::string(min_exclusive ? " > " : " >= ") + number_text(*min);
+  } else if (max) {
+    t += " <= " + number_text(*max);
+  }
+  if (!choices.empty()) {
+    t += kind == Kind::StringList ? " of: " : ": ";
+    for (size_t i = 0; i < choices.size(); ++i) t += (i ? ", " : "") + choices[i];
+  }
+  if (kind == Kind::Int) {
+    // "integer >= 1" reads better than "integer >= 1.0"
+    size_t p;
+    while ((p = t.find(".0")) != std::string::npos) t.erase(p, 2);
+  }
+  return t;
+}
+
+std::string Field::check(const Config& c) const {
+  if (number) {
+    const double v = number(c);
+    const bool low = min && (min_exclusive ? v <= *min : v < *min);
+    const bool high = max && v > *max;
+    if (low || high) {
+      std::string got = kind == Kind::Int ? std::to_string(static_cast<int64_t>(v)) : format_double(v);
+      return "expected " + type_name() + ", got " + got;
+    }
+  }
+  if (strings && !choices.empty()) {
+    std::set<std::string> seen;
+    for (const auto& s : strings(c)) {
+      bool ok = false;
+      for (const auto& ch : choices) ok = ok || ch == s;
+      if (!ok) return "expected " + type_name() + ", got '" + s + "'";
+      if (kind == Kind::StringList && !seen.insert(s).second) return "'" + s + "' is listed twice";
+    }
+  }
+  return "";
+}
+
+const std::vector<Field>& schema() {
+  static const std::vector<Field> fields = build_schema();
+  return fields;
+}
+
+const Field* find_field(const std::string& path) {
+  for (const auto& f : schema())
+    if (f.path == path) return &f;
+  return nullptr;
+}
+
+bool is_section(const std::string& path) {
+  const std::string prefix = path + ".";
+  for (const auto& f : schema())
+    if (f.path.compare(0, prefix.size(), prefix) == 0) return true;
+  return false;
+}
+
+std::vector<std::string> section_names() {
+  std::vector<std::string> out;
+  for (const auto& f : schema()) {
+    std::string s = f.path.substr(0, f.path.find('.'));
+    if (out.empty() || out.back() != s) out.push_back(s);
+  }
+  return out;
+}
+
+}  // namespace sluice::config_detail

@@ -1,0 +1,81 @@
+#include <ATen/ATen.h>
+
+#include <functional>
+#include <map>
+#include <stdexcept>
+
+#include "sluice/attention.h"
+
+namespace sluice {
+
+at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, const at::Device& device) {
+  auto opts = at::TensorOptions().dtype(at::kLong).device(device);
+  const at::Tensor qpos = at::arange(S - T, S, opts).unsqueeze(1);  // [T, 1] absolute positions
+  const at::Tensor kpos = at::arange(0, S, opts).unsqueeze(0);      // [1, S]
+  at::Tensor allowed = kpos <= qpos;
+  if (mask.window > 0) allowed = allowed & (qpos - kpos < mask.window);
+  return allowed;
+}
+
+namespace {
+
+// The reference: explicit scores, fp32 softmax, KV heads repeated to match query heads.
+class MathAttention final : public AttentionCore {
+ public:
+  at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+                     double scale) const override {
+    const int64_t H = q.size(1), KV = k.size(1), T = q.size(2), S = k.size(2);
+    at::Tensor kk = k, vv = v;
+    if (H != KV) {
+      kk = k.repeat_interleave(H / KV, /*dim=*/1);
+      vv = v.repeat_interleave(H / KV, /*dim=*/1);
+    }
+    at::Tensor scores = at::matmul(q, kk.transpose(-2, -1)).to(at::kFloat) * scale;
+    scores = scores.masked_fill(allowed_positions(T, S, mask, q.device()).logical_not(),
+                                -std::numeric_limits<float>::infinity());
+    const at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
+    return at::matmul(probs, vv);
+  }
+  const char* name() const override { return "math"; }
+};
+
+// ATen's fused SDPA: flash / cuDNN / memory-efficient kernels on GPU, GQA without copies.
+class SdpaAttention final : public AttentionCore {
+ public:
+  at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+                     double scale) const override {
+    const int64_t T = q.size(2), S = k.size(2);
+    const bool gqa = q.size(1) != k.size(1);
+    if (mask.window == 0 && T == S) {
+      return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, 0.0, /*is_causal=*/true, scale, gqa);
+    }
+    // is_causal aligns the diagonal top-left; windows and cached decoding need the explicit mask.
+    return at::scaled_dot_product_attention(q, k, v, allowed_positions(T, S, mask, q.device()), 0.0, false, scale,
+                                            gqa);
+  }
+  const char* name() const override { return "sdpa"; }
+};
+
+const std::map<std::string, std::function<std::shared_ptr<AttentionCore>()>>& registry() {
+  static const std::map<std::string, std::function<std::shared_ptr<AttentionCore>()>> r = {
+      {"math", [] { return std::make_shared<MathAttention>(); }},
+      {"sdpa", [] { return std::make_shared<SdpaAttention>(); }},
+  };
+  return r;
+}
+
+}  // namespace
+
+std::shared_ptr<AttentionCore> make_attention_core(const std::string& backend) {
+  const auto it = registry().find(backend);
+  if (it == registry().end()) throw std::invalid_argument("unknown attention backend '" + backend + "'");
+  return it->second();
+}
+
+std::vector<std::string> attention_backends() {
+  std::vector<std::string> names;
+  for (const auto& kv : registry()) names.push_back(kv.first);
+  return names;
+}
+
+}  // namespace sluice

@@ -1,0 +1,72 @@
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
+#include <cmath>
+
+#include "model/decoder_block.h"
+#include "model/rms_norm.h"
+#include "model/rope.h"
+#include "sluice/model.h"
+
+namespace sluice {
+
+namespace nn = torch::nn;
+
+DecoderImpl::DecoderImpl(const ModelConfig& cfg) : cfg_(cfg) {
+  embed_tokens = register_module("embed_tokens", nn::Embedding(cfg.vocab_size, cfg.d_model));
+  layers = register_module("layers", nn::ModuleList());
+  for (int64_t i = 0; i < cfg.n_layers; ++i) layers->push_back(DecoderBlock(cfg));
+  norm = register_module("norm", std::make_shared<RMSNormImpl>(cfg.d_model, cfg.norm_eps));
+  if (cfg.position == "rope") rotary_ = std::make_shared<Rotary>(cfg.resolved_head_dim(), cfg.rope.base);
+}
+
+at::Tensor DecoderImpl::forward(const at::Tensor& tokens) {
+  ForwardContext ctx;
+  ctx.mask.window = cfg_.attention.window;
+  if (rotary_) ctx.rope = rotary_->tables(0, tokens.size(1), tokens.device());
+  at::Tensor h = embed_tokens->forward(tokens);
+  for (const auto& layer : *layers) h = layer->as<DecoderBlockImpl>()->forward(h, ctx);
+  return norm->forward(h);
+}
+
+CausalLMImpl::CausalLMImpl(const ModelConfig& cfg) : cfg_(cfg) {
+  model = register_module("model", Decoder(cfg));
+  if (!cfg.tie_embeddings) {
+    lm_head = register_module("lm_head", nn::Linear(nn::LinearOptions(cfg.d_model, cfg.vocab_size).bias(false)));
+  }
+  reset_parameters();
+}
+
+at::Tensor CausalLMImpl::forward(const at::Tensor& tokens) {
+  const at::Tensor h = model->forward(tokens);
+  return lm_head ? lm_head->forward(h) : at::linear(h, model->embed_tokens->weight);
+}
+
+at::Tensor CausalLMImpl::loss(const at::Tensor& tokens, const at::Tensor& targets) {
+  const at::Tensor logits = forward(tokens);
+  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}));
+}
+
+void CausalLMImpl::reset_parameters() {
+  torch::NoGradGuard no_grad;
+  const double out_std = cfg_.init_std / std::sqrt(2.0 * static_cast<double>(cfg_.n_layers));
+  for (auto& item : named_parameters()) {
+    const std::string& name = item.key();
+    at::Tensor& p = item.value();
+    if (name.find("norm") != std::string::npos) {
+      p.fill_(1.0);
+    } else if (name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos) {
+      p.normal_(0.0, out_std);
+    } else {
+      p.normal_(0.0, cfg_.init_std);
+    }
+  }
+}
+
+int64_t count_parameters(const torch::nn::Module& module) {
+  int64_t n = 0;
+  for (const auto& p : module.parameters()) n += p.numel();
+  return n;
+}
+
+}  // namespace sluice

@@ -1,0 +1,63 @@
+#include "train/adamw.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+namespace sluice {
+
+bool excluded_from_decay(const std::string& name, const std::vector<std::string>& no_decay) {
+  for (const auto& kind : no_decay) {
+    if (kind == "norm" && name.find("norm.") != std::string::npos) return true;
+    if (kind == "bias" && name.size() >= 5 && name.compare(name.size() - 5, 5, ".bias") == 0) return true;
+    if (kind == "embedding" && name.find("embed_tokens.") != std::string::npos) return true;
+  }
+  return false;
+}
+
+AdamW::AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params, const OptimConfig& cfg)
+    : cfg_(cfg), groups_(2) {
+  groups_[0].weight_decay = cfg.weight_decay;
+  groups_[1].weight_decay = 0.0;
+  for (const auto& [name, p] : named_params) {
+    AdamWState s;
+    s.name = name;
+    s.param = p;
+    s.exp_avg = at::zeros_like(p, at::MemoryFormat::Contiguous);
+    s.exp_avg_sq = at::zeros_like(p, at::MemoryFormat::Contiguous);
+    s.step = at::zeros({}, p.options().dtype(at::kFloat));
+    groups_[excluded_from_decay(name, cfg.no_decay) ? 1 : 0].params.push_back(std::move(s));
+  }
+}
+
+void AdamW::step(double lr) {
+  at::NoGradGuard no_grad;
+  for (auto& g : groups_) {
+    std::vector<at::Tensor> p, grads, m, v, steps;
+    for (auto& s : g.params) {
+      if (!s.param.grad().defined()) continue;
+      p.push_back(s.param);
+      grads.push_back(s.param.grad());
+      m.push_back(s.exp_avg);
+      v.push_back(s.exp_avg_sq);
+      steps.push_back(s.step);
+    }
+    if (p.empty()) continue;
+    at::_foreach_add_(steps, 1.0);  // the fused kernel reads the step count; callers advance it
+    at::_fused_adamw_(p, grads, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, cfg_.beta1, cfg_.beta2, g.weight_decay,
+                      cfg_.eps, /*amsgrad=*/false, /*maximize=*/false);
+  }
+}
+
+void AdamW::zero_grad() {
+  for (auto& g : groups_)
+    for (auto& s : g.params) s.param.mutable_grad() = at::Tensor();
+}
+
+std::vector<at::Tensor> AdamW::params() const {
+  std::vector<at::Tensor> out;
+  for (const auto& g : groups_)
+    for (const auto& s : g.params) out.push_back(s.param);
+  return out;
+}
+
+}  // namespace sluice

@@ -1,0 +1,41 @@
+// AdamW with decoupled weight decay (Loshchilov & Hutter 2019), run by ATen's fused
+// multi-tensor kernel (`_fused_adamw_`, CPU and CUDA). State is explicit so checkpoints
+// can save it by parameter name.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "sluice/config.h"
+
+namespace sluice {
+
+struct AdamWState {
+  std::string name;
+  at::Tensor param, exp_avg, exp_avg_sq, step;  // step: fp32 scalar on the param's device
+};
+
+struct AdamWGroup {
+  double weight_decay = 0.0;
+  std::vector<AdamWState> params;
+};
+
+// Which parameters get no weight decay: "norm" (RMSNorm weights), "bias", "embedding".
+bool excluded_from_decay(const std::string& name, const std::vector<std::string>& no_decay);
+
+class AdamW {
+ public:
+  AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params, const OptimConfig& cfg);
+  void step(double lr);  // parameters without a gradient are left alone
+  void zero_grad();
+  const std::vector<AdamWGroup>& groups() const { return groups_; }
+  std::vector<at::Tensor> params() const;
+
+ private:
+  OptimConfig cfg_;
+  std::vector<AdamWGroup> groups_;  // [0]: decayed, [1]: not decayed
+};
+
+}  // namespace sluice

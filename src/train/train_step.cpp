@@ -1,0 +1,53 @@
+#include "train/train_step.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <torch/csrc/autograd/autograd.h>
+
+#include "train/device.h"
+#include "train/grad_clip.h"
+
+namespace sluice {
+
+Batch to_device(const Batch& b, const c10::Device& device) {
+  return {b.inputs.to(device, /*non_blocking=*/true), b.targets.to(device, /*non_blocking=*/true)};
+}
+
+TrainStep::TrainStep(CausalLM model, AdamW& optimizer, double grad_clip, c10::Device device, bool bf16)
+    : model_(std::move(model)), optimizer_(optimizer), grad_clip_(grad_clip), device_(device), bf16_(bf16) {}
+
+TrainStep::Result TrainStep::run(const std::vector<Batch>& micro_batches, double lr) {
+  model_->train();
+  const double inv = 1.0 / static_cast<double>(micro_batches.size());
+  at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
+  for (const Batch& b : micro_batches) {
+    at::Tensor loss;
+    {
+      AutocastScope autocast(device_, bf16_);
+      loss = model_->loss(b.inputs, b.targets);
+    }
+    (loss * inv).backward();
+    loss_sum.add_(loss.detach(), inv);
+  }
+  Result r;
+  r.loss = loss_sum;
+  r.grad_norm = clip_grad_norm(optimizer_.params(), grad_clip_);
+  optimizer_.step(lr);
+  optimizer_.zero_grad();
+  return r;
+}
+
+double TrainStep::evaluate(const std::vector<Batch>& batches) {
+  at::NoGradGuard no_grad;
+  model_->eval();
+  at::Tensor total = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
+  for (const Batch& b : batches) {
+    const Batch d = to_device(b, device_);
+    AutocastScope autocast(device_, bf16_);
+    total.add_(model_->loss(d.inputs, d.targets));
+  }
+  model_->train();
+  return total.item<double>() / static_cast<double>(batches.size());
+}
+
+}  // namespace sluice

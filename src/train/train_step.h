@@ -1,0 +1,38 @@
+// One optimizer step: forward/backward over the micro-batches (gradient accumulation),
+// global-norm clipping, AdamW. Shared by the trainer and the throughput benchmark.
+#pragma once
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+
+#include <vector>
+
+#include "data/text_dataset.h"
+#include "sluice/model.h"
+#include "train/adamw.h"
+
+namespace sluice {
+
+class TrainStep {
+ public:
+  TrainStep(CausalLM model, AdamW& optimizer, double grad_clip, c10::Device device, bool bf16);
+
+  struct Result {
+    at::Tensor loss;       // mean loss over the micro-batches (fp32 device scalar, no sync)
+    at::Tensor grad_norm;  // global gradient norm before clipping
+  };
+  // `micro_batches` must already be on the device.
+  Result run(const std::vector<Batch>& micro_batches, double lr);
+  // Mean loss over `batches` without gradients (moved to the device here).
+  double evaluate(const std::vector<Batch>& batches);
+
+ private:
+  CausalLM model_;
+  AdamW& optimizer_;
+  double grad_clip_;
+  c10::Device device_;
+  bool bf16_;
+};
+
+Batch to_device(const Batch& b, const c10::Device& device);
+
+}  // namespace sluice

@@ -1,0 +1,26 @@
+// The `sluice` command line, callable in-process (tests) with its own output streams.
+#pragma once
+#include <iosfwd>
+#include <string>
+#include <vector>
+
+namespace CLI {
+class App;
+}
+
+namespace sluice::cli {
+
+struct Io {
+  std::ostream& out;  // results (config show, paths)
+  std::ostream& err;  // error messages
+};
+
+// Runs the CLI; returns the process exit code (0 ok, 2 bad input, 1 internal error).
+int run(int argc, const char* const* argv, Io io);
+int run(const std::vector<std::string>& args, Io io);  // args without the program name
+
+// Subcommand registration; each file adds its commands to the app.
+void add_config_commands(CLI::App& app, Io io);
+void add_train_command(CLI::App& app, Io io);
+
+}  // namespace sluice::cli
