@@ -135,7 +135,7 @@ class TrainRun : public ::testing::Test {
                                      "data.seq_len=32",      "train.micro_batch=8", "train.steps=30",
                                      "train.log_every=1",    "train.eval_every=10", "train.eval_batches=2",
                                      "schedule.warmup_steps=5", "optim.lr=3e-3", "train.threads=1",
-                                     "log.level=warn"};
+                                     "train.device=cpu",     "log.level=warn"};
     sets.insert(sets.end(), extra.begin(), extra.end());
     return load_config_text("{}", "test", sets);
   }
