@@ -16,6 +16,7 @@
 #include "sluice/trainer.h"
 #include "test_util.h"
 #include "train/adamw.h"
+#include "train/routing_metrics.h"
 #include "train/train_step.h"
 
 namespace sluice {
@@ -564,6 +565,16 @@ TEST(MoEStats, CountsEntropyAndResets) {
   double mean = 14.0, var = 0;
   for (int64_t c : s.expert_tokens) var += (c - mean) * (c - mean) / 4.0;
   EXPECT_NEAR(s.load_cv, std::sqrt(var) / mean, 1e-12);
+  // as metrics.jsonl fields and a log line
+  nlohmann::json rec;
+  add_routing_metrics(rec, stats);
+  EXPECT_EQ(rec["moe_layer"], nlohmann::json::array({1}));
+  EXPECT_EQ(rec["moe_load_max"][0].get<int64_t>(), s.load_max);
+  EXPECT_DOUBLE_EQ(rec["moe_router_entropy"][0].get<double>(), s.router_entropy);
+  EXPECT_NE(routing_summary(stats).find("dropped 0"), std::string::npos) << routing_summary(stats);
+  nlohmann::json dense_rec = nlohmann::json::object();
+  add_routing_metrics(dense_rec, {});
+  EXPECT_TRUE(dense_rec.empty());
   EXPECT_TRUE(model->routing_stats().empty());  // read resets
   model->eval();
   model->loss(tokens, tokens);
