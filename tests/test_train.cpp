@@ -7,7 +7,6 @@
 #include <filesystem>
 #include <fstream>
 
-#include "data/text_dataset.h"
 #include "sluice/config.h"
 #include "sluice/errors.h"
 #include "sluice/trainer.h"
@@ -110,20 +109,6 @@ TEST(GradClip, ReturnsNormAndClips) {
   EXPECT_NEAR(b.grad()[0].item<double>(), 4.0 / 5.0, 1e-5);
 }
 
-TEST(TextData, WindowsAreShiftedPairsAndDeterministic) {
-  const TokenSequence seq(at::arange(100, at::kLong));
-  RandomWindows a(seq, 10, 42), b(seq, 10, 42), c(seq, 10, 43);
-  const Batch ba = a.next(4), bb = b.next(4), bc = c.next(4);
-  EXPECT_TRUE(at::equal(ba.inputs, bb.inputs));
-  EXPECT_FALSE(at::equal(ba.inputs, bc.inputs));
-  EXPECT_TRUE(at::equal(ba.targets, ba.inputs + 1));  // token i+1 follows token i in an arange
-  EXPECT_LE(ba.targets.max().item<int64_t>(), 99);
-  const auto val = evenly_spaced_batches(seq, 10, 2, 3);
-  ASSERT_EQ(val.size(), 3u);
-  EXPECT_EQ(val.front().inputs[0][0].item<int64_t>(), 0);
-  EXPECT_EQ(val.back().targets[1][9].item<int64_t>(), 99);  // the last window ends at the last token
-}
-
 class TrainRun : public ::testing::Test {
  protected:
   TempDir dir;
@@ -150,7 +135,7 @@ TEST_F(TrainRun, LossFallsAndRunDirIsComplete) {
   const TrainSummary s = run(config(), "run");
   ASSERT_EQ(s.logged_losses.size(), 30u);
   const double first = s.logged_losses.front(), last = s.logged_losses.back();
-  EXPECT_NEAR(first, std::log(256.0), 0.3);  // starts near uniform over bytes
+  EXPECT_NEAR(first, std::log(320.0), 0.3);  // near uniform over the 320 rows (259 byte tokens, padded)
   EXPECT_LT(last, first - 1.5) << "30 steps on repetitive text should cut the loss clearly";
   EXPECT_TRUE(std::isfinite(s.final_val_loss));
 
