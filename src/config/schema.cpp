@@ -232,7 +232,7 @@ std::vector<Field> build_schema() {
                                         "n_experts) assignments per micro-batch; first choices before second "
                                         "choices, then token order; the rest are dropped.")
       .min(0.0);
-  b.add(KEY(model.moe.gemm), "Expert matmuls: `auto` (grouped GEMM for bf16 on sm90+, else the loop), `grouped` "
+  b.add(KEY(model.moe.gemm), "Expert matmuls: `auto` (grouped GEMM for bf16 on sm90/sm100, else the loop), `grouped` "
                              "(at::_grouped_mm), `loop` (one matmul per expert on its contiguous slice).")
       .choices({"auto", "grouped", "loop"});
   // data

@@ -57,10 +57,12 @@ ExpertGemm choose_expert_gemm(const std::string& setting, const at::Device& devi
                               int64_t d_model, int64_t hidden) {
   if (setting == "grouped") return ExpertGemm::Grouped;
   if (setting == "loop") return ExpertGemm::Loop;
-  // Off sm90 (or in fp32) ATen's _grouped_mm is itself a loop that copies the offsets to the
-  // host, so the plain loop loses nothing there.
+  // ATen's CUTLASS grouped GEMM exists for bf16 on sm90 / sm100; elsewhere (or in fp32)
+  // _grouped_mm is itself a loop that copies the offsets to the host, so the plain loop loses
+  // nothing there.
   const bool aligned = d_model % 8 == 0 && hidden % 8 == 0;
-  const bool fast = device.is_cuda() && dtype == at::kBFloat16 && aligned && compute_capability_major(device) >= 9;
+  const int cc = device.is_cuda() ? compute_capability_major(device) : 0;
+  const bool fast = dtype == at::kBFloat16 && aligned && (cc == 9 || cc == 10);
   return fast ? ExpertGemm::Grouped : ExpertGemm::Loop;
 }
 

@@ -17,7 +17,7 @@ enum class ExpertGemm {
 // else x's dtype. Both GEMM paths cast explicitly so they compute the same thing.
 at::ScalarType expert_compute_dtype(const at::Tensor& x);
 // `setting` is model.moe.gemm: "grouped", "loop", or "auto" = Grouped for bf16 on a CUDA
-// device of compute capability >= 9.0 with 16-byte aligned rows, else Loop.
+// device of compute capability 9.x or 10.x with 16-byte aligned rows, else Loop.
 ExpertGemm choose_expert_gemm(const std::string& setting, const at::Device& device, at::ScalarType dtype,
                               int64_t d_model, int64_t hidden);
 const char* expert_gemm_name(ExpertGemm g);
