@@ -16,6 +16,7 @@
 #include "sluice/trainer.h"
 #include "test_util.h"
 #include "train/adamw.h"
+#include "train/checkpoint.h"
 #include "train/routing_metrics.h"
 #include "train/train_step.h"
 
@@ -507,7 +508,10 @@ TEST(MoEBias, UpdateMovesAgainstTheLoadAndOnlyChangesSelection) {
   at::Tensor x = at::zeros({2, 4, 4});
   x.select(2, 0).fill_(1.0);
   moe->forward(x);
-  moe->after_optimizer_step();
+  moe->after_optimizer_step(at::ones({}));  // a skipped (non-finite) step: no bias update either
+  EXPECT_EQ(moe->gate->e_score_correction_bias.abs().max().item<double>(), 0.0);
+  moe->forward(x);
+  moe->after_optimizer_step(at::zeros({}));
   expect_close(moe->gate->e_score_correction_bias, at::tensor({-0.1, 0.1, 0.1, 0.1}), 1e-7, "bias step 1");
   moe->after_optimizer_step();  // no forward since: no load information, no change
   expect_close(moe->gate->e_score_correction_bias, at::tensor({-0.1, 0.1, 0.1, 0.1}), 1e-7, "no load");
@@ -730,6 +734,46 @@ TEST(MoETrain, TrainStepReportsPartsAndUpdatesTheBias) {
   const TrainStep::Result dr = dstep.run({{din, din}}, 1e-3);
   EXPECT_FALSE(dr.aux_loss.defined());
   EXPECT_FALSE(dr.z_loss.defined());
+}
+
+// Checkpoints hold the stacked experts and the selection bias; the per-step counters are
+// empty at a step boundary, so a resumed run repeats the straight one bit for bit.
+TEST(MoETrain, ResumeReproducesTheStraightRun) {
+  testing::TempDir dir;
+  const std::string corpus = testing::write_file(dir.file("corpus.txt"), testing::make_corpus(40000));
+  const std::vector<std::string> sets = {
+      "data.train=" + corpus, "model.arch=moe", "model.d_model=32", "model.n_layers=2", "model.n_heads=2",
+      "model.n_kv_heads=1", "model.moe.n_experts=4", "model.moe.top_k=2", "model.moe.ffn_hidden=32",
+      "model.moe.scoring=sigmoid", "model.moe.bias_update_rate=0.01", "model.moe.aux_loss_scope=global_batch",
+      "model.moe.z_loss_coef=0.001", "data.seq_len=24", "train.micro_batch=4", "train.grad_accum=2",
+      "train.steps=8", "train.log_every=1", "train.eval_every=0", "schedule.warmup_steps=2", "train.threads=1",
+      "train.device=cpu", "log.level=warn", "log.file=false"};
+  auto run = [&](const std::string& name, int64_t stop_after) {
+    TrainOptions o;
+    o.run_dir = dir.file(name);
+    o.stop_after = stop_after;
+    return train(load_config_text("{}", "test", sets), o);
+  };
+  const TrainSummary straight = run("straight", 0);
+  run("resumed", 3);
+  const TrainSummary resumed = run("resumed", 0);
+  EXPECT_EQ(resumed.resumed_from_step, 3);
+  ASSERT_EQ(resumed.logged_losses.size(), 5u);
+  for (size_t i = 0; i < 5; ++i) EXPECT_EQ(resumed.logged_losses[i], straight.logged_losses[i + 3]) << i;
+  const auto load = [&](const std::string& name) {
+    const std::string ck = resolve_checkpoint(dir.file(name));
+    const CheckpointInfo info = read_checkpoint_info(ck);
+    CausalLM model(info.config.model);
+    load_checkpoint(ck, *model, nullptr, false);
+    return model;
+  };
+  CausalLM a = load("straight"), b = load("resumed");
+  const at::Tensor bias = a->named_buffers()["model.layers.1.mlp.gate.e_score_correction_bias"];
+  EXPECT_GT(bias.abs().max().item<double>(), 0.0);  // it moved, and was saved
+  for (const auto& item : a->named_buffers())
+    EXPECT_TRUE(at::equal(item.value(), b->named_buffers()[item.key()])) << item.key();
+  for (const auto& item : a->named_parameters())
+    EXPECT_TRUE(at::equal(item.value(), b->named_parameters()[item.key()])) << item.key();
 }
 
 TEST(MoETrain, ShortRunLossFalls) {

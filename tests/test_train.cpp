@@ -7,7 +7,9 @@
 #include <filesystem>
 #include <fstream>
 
+#include "data/prepare.h"
 #include "sluice/config.h"
+#include "sluice/tokenizer.h"
 #include "sluice/errors.h"
 #include "sluice/trainer.h"
 #include "test_util.h"
@@ -204,6 +206,40 @@ TEST_F(TrainRun, TooLittleDataIsBadInputAndCreatesNothing) {
   const std::string tiny = testing::write_file(dir.file("tiny.txt"), "short text");
   EXPECT_THROW(run(config({"data.train=" + tiny}), "never"), InputError);
   EXPECT_FALSE(std::filesystem::exists(dir.file("never")));
+}
+
+TEST_F(TrainRun, TrainsFromPreparedShardsAndChecksTheTokenizer) {
+  PrepareOptions p;
+  p.tokenizer = "byte";
+  std::vector<std::string> docs;
+  for (int i = 0; i < 20; ++i) docs.push_back(testing::write_file(dir.file("doc" + std::to_string(i) + ".txt"), testing::make_corpus(3000)));
+  p.inputs = docs;
+  p.out_dir = dir.file("ds");
+  p.val_fraction = 0.1;
+  p.progress = false;
+  prepare_shards(p);
+  const TrainSummary s = run(config({"data.train=" + dir.file("ds"), "train.steps=15"}), "shards");
+  EXPECT_LT(s.logged_losses.back(), s.logged_losses.front() - 0.5);
+  EXPECT_TRUE(std::isfinite(s.final_val_loss));  // from the dataset's val split
+  std::ifstream in(dir.file("shards/metrics.jsonl"));
+  std::string line;
+  std::getline(in, line);
+  EXPECT_TRUE(nlohmann::json::parse(line).contains("data_wait_ms"));
+
+  // a dataset prepared with another tokenizer is refused before the run directory exists
+  TokenizerTrainingOptions t;
+  t.inputs = docs;
+  t.vocab_size = 300;
+  t.out_dir = dir.file("tok");
+  t.threads = 1;
+  train_tokenizer(t);
+  try {
+    run(config({"data.train=" + dir.file("ds"), "data.tokenizer=" + dir.file("tok")}), "mismatch");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("prepared with tokenizer"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("mismatch")));
 }
 
 }  // namespace

@@ -69,8 +69,9 @@ class CausalLMImpl : public torch::nn::Module {
   // loss_parts(...).total
   at::Tensor loss(const at::Tensor& tokens, const at::Tensor& targets);
   // MoE bookkeeping after each optimizer step (aux-loss-free bias update, per-step counts);
-  // no-op for dense models. TrainStep calls it.
-  void after_optimizer_step();
+  // `skipped` (optional device scalar, 1 = the update was dropped) also drops the bias
+  // update. No-op for dense models. TrainStep calls it.
+  void after_optimizer_step(const at::Tensor& skipped = {});
   // Per-MoE-layer routing statistics since the previous call (one device sync for all layers,
   // then the accumulators restart). Empty for dense models. Call it at log time.
   std::vector<MoELayerStats> routing_stats();

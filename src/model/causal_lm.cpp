@@ -77,8 +77,8 @@ at::Tensor CausalLMImpl::loss(const at::Tensor& tokens, const at::Tensor& target
   return loss_parts(tokens, targets).total;
 }
 
-void CausalLMImpl::after_optimizer_step() {
-  for (auto& [i, moe] : moe_layers_) moe->after_optimizer_step();
+void CausalLMImpl::after_optimizer_step(const at::Tensor& skipped) {
+  for (auto& [i, moe] : moe_layers_) moe->after_optimizer_step(skipped);
 }
 
 std::vector<MoELayerStats> CausalLMImpl::routing_stats() { return take_routing_stats(moe_layers_); }

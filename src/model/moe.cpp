@@ -83,9 +83,9 @@ std::pair<at::Tensor, at::Tensor> MoEImpl::take_losses() {
   return out;
 }
 
-void MoEImpl::after_optimizer_step() {
+void MoEImpl::after_optimizer_step(const at::Tensor& skipped) {
   if (!step_counts_.defined()) return;
-  gate->update_bias(step_counts_);
+  gate->update_bias(step_counts_, skipped);
   step_counts_.zero_();
   step_assignments_ = 0;
 }

@@ -24,9 +24,10 @@ class MoEImpl : public torch::nn::Module {
   // α·E·Σ f_i·P_i and β·mean(logsumexp²) of the last forward (undefined when the coefficient
   // is 0); cleared by the call so no graph outlives its step.
   std::pair<at::Tensor, at::Tensor> take_losses();
-  // After each optimizer step: the aux-loss-free bias update from the step's expert load,
-  // then the per-step counts restart (they also feed aux_loss_scope global_batch).
-  void after_optimizer_step();
+  // After each optimizer step: the aux-loss-free bias update from the step's expert load
+  // (not where `skipped`, a device scalar, is 1: a dropped step), then the per-step counts
+  // restart (they also feed aux_loss_scope global_batch).
+  void after_optimizer_step(const at::Tensor& skipped = {});
   // Routing statistics accumulated on the device over training forwards since the last call:
   // [E + 2] fp64 = tokens per expert, dropped assignments, summed router entropy; `tokens`
   // gets the number of tokens routed. Resets the accumulators. Undefined if nothing was routed.

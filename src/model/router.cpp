@@ -39,11 +39,13 @@ Routing RouterImpl::forward(const at::Tensor& x) const {
   return r;
 }
 
-void RouterImpl::update_bias(const at::Tensor& expert_load) {
+void RouterImpl::update_bias(const at::Tensor& expert_load, const at::Tensor& skipped) {
   if (!e_score_correction_bias.defined()) return;
   at::NoGradGuard no_grad;
   const at::Tensor load = expert_load.to(at::kFloat);
-  e_score_correction_bias.add_(at::sign(load.mean() - load), cfg_.bias_update_rate);
+  at::Tensor step = at::sign(load.mean() - load);
+  if (skipped.defined()) step = step * (1 - skipped.to(at::kFloat));  // on the device: no sync
+  e_score_correction_bias.add_(step, cfg_.bias_update_rate);
 }
 
 }  // namespace sluice

@@ -19,8 +19,9 @@ class RouterImpl : public torch::nn::Module {
   RouterImpl(int64_t d_model, const MoEConfig& cfg);
   // x [N, d_model] (any float dtype; routing runs in fp32 even under autocast).
   Routing forward(const at::Tensor& x) const;
-  // The aux-loss-free update: bias_e += rate·sign(mean load - load_e). No-op without the bias.
-  void update_bias(const at::Tensor& expert_load);
+  // The aux-loss-free update: bias_e += rate·sign(mean load - load_e), not applied where
+  // `skipped` (a device scalar, optional) is 1. No-op without the bias.
+  void update_bias(const at::Tensor& expert_load, const at::Tensor& skipped);
 
   at::Tensor weight;                   // [E, d_model]: `mlp.gate.weight` (HF Qwen-MoE)
   at::Tensor e_score_correction_bias;  // [E] fp32 buffer (DeepSeek-V3 name); undefined when rate == 0

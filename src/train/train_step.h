@@ -22,9 +22,10 @@ class TrainStep {
     at::Tensor aux_loss;   // MoE load-balancing loss; undefined for dense models
     at::Tensor z_loss;     // MoE router z-loss; undefined for dense models
     at::Tensor grad_norm;  // global gradient norm before clipping
+    at::Tensor skipped;    // 1.0 when the gradients were not finite and the update was dropped
   };
   // Backward runs on lm + aux + z (LossParts::total); after AdamW the model's
-  // after_optimizer_step() runs (MoE bias update).
+  // after_optimizer_step() runs (MoE bias update, dropped with a skipped step).
   // `micro_batches` must already be on the device.
   Result run(const std::vector<Batch>& micro_batches, double lr);
   // Mean language-model loss over `batches` without gradients (moved to the device here).
