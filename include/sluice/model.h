@@ -13,12 +13,14 @@ namespace sluice {
 
 class RMSNormImpl;
 class Rotary;
+struct ForwardObserver;
 
 class DecoderImpl : public torch::nn::Module {
  public:
   explicit DecoderImpl(const ModelConfig& cfg);
-  // tokens [B, T] (int64) -> final normalised hidden states [B, T, d_model]
-  at::Tensor forward(const at::Tensor& tokens);
+  // tokens [B, T] (int64) -> final normalised hidden states [B, T, d_model]. `observer`
+  // (sluice/forward_observer.h) sees per-layer activations of this pass when given.
+  at::Tensor forward(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
 
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
@@ -34,11 +36,12 @@ class CausalLMImpl : public torch::nn::Module {
  public:
   explicit CausalLMImpl(const ModelConfig& cfg);
   // tokens [B, T] -> logits [B, T, vocab_size]
-  at::Tensor forward(const at::Tensor& tokens);
+  at::Tensor forward(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
   // Mean next-token cross-entropy of `targets` [B, T] given `tokens` [B, T], in fp32.
   at::Tensor loss(const at::Tensor& tokens, const at::Tensor& targets);
-  // Normal(0, init_std) for linear and embedding weights, init_std/sqrt(2·n_layers) for the
-  // residual output projections (o_proj, down_proj), ones for norms. Uses the global RNG.
+  // Normal(0, init_std) for linear and embedding weights (the gate's g_proj included),
+  // init_std/sqrt(2·n_layers) for the residual output projections (o_proj, down_proj), ones
+  // for norms, zeros for biases. Uses the global RNG.
   void reset_parameters();
   const ModelConfig& config() const { return cfg_; }
 

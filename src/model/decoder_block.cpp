@@ -2,9 +2,9 @@
 
 namespace sluice {
 
-DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg) {
+DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg, int64_t layer) {
   input_layernorm = register_module("input_layernorm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  self_attn = register_module("self_attn", SelfAttention(cfg));
+  self_attn = register_module("self_attn", SelfAttention(cfg, layer));
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(cfg.d_model, cfg.norm_eps));
   mlp = register_module("mlp", SwiGLU(cfg.d_model, cfg.resolved_ffn_hidden()));
 }

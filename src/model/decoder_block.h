@@ -10,7 +10,7 @@ namespace sluice {
 // Pre-norm block: h = x + attn(norm(x)); out = h + mlp(norm(h)).
 class DecoderBlockImpl : public torch::nn::Module {
  public:
-  explicit DecoderBlockImpl(const ModelConfig& cfg);
+  explicit DecoderBlockImpl(const ModelConfig& cfg, int64_t layer = 0);
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx);
 
   RMSNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
