@@ -255,7 +255,7 @@ std::vector<Field> build_schema() {
   b.add(KEY(model.attention.gate.fuse_q_proj), "Compute q_proj and g_proj in one GEMM on the concatenated weights "
                                                "(same math; weights stay separate tensors).");
   b.add(KEY(model.attention.coca.mode), "Collinear Constrained Attention (Zhu et al. 2023): `off`, `strict` (score "
-                                        "Σ_j t_nj·|q_mj|²·cos((m-n)θ_j), paper Eq. 9) or `slack` (official code: "
+                                        "Σ_j t_nj·‖q_mj‖²·cos((m-n)θ_j), paper Eq. 9) or `slack` (official code: "
                                         "q ⊙ RoPE(q) against RoPE(T)). k_proj becomes the magnitude projection t = "
                                         "ReLU(W_T x), tied within each rotary pair. Needs `model.position: rope`.")
       .choices({"off", "strict", "slack"});

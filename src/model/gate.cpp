@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <cmath>
 #include <stdexcept>
 
 namespace sluice {
@@ -43,7 +44,9 @@ GateImpl::GateImpl(const ModelConfig& cfg, int64_t layer)
   head_dim_ = cfg.resolved_head_dim();
   n_out_ = gate_projection_outputs(cfg);
   if (cfg_.input == "hidden") {
-    weight = register_parameter("weight", at::empty({n_out_, cfg.d_model}));
+    // nn::Linear's default until CausalLM::reset_parameters (a standalone layer stays usable)
+    const double bound = 1.0 / std::sqrt(static_cast<double>(cfg.d_model));
+    weight = register_parameter("weight", at::empty({n_out_, cfg.d_model}).uniform_(-bound, bound));
     if (cfg_.bias) bias = register_parameter("bias", at::zeros({n_out_}));
   } else if (cfg_.input == "constant") {
     bias = register_parameter("bias", at::zeros({n_out_}));  // zero init: scores start at act(0)
