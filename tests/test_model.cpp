@@ -228,6 +228,15 @@ TEST(CausalLM, ParameterCountMatchesAnalyticFormula) {
   c.n_kv_heads = 1;
   c.ffn_hidden = 0;  // 8/3 rule
   configs.push_back(c);
+  ModelConfig g = b;  // gate projection and bias, per-head output norm
+  g.attention.gate.position = "G1";
+  g.attention.gate.bias = true;
+  g.attention.output_norm = true;
+  configs.push_back(g);
+  ModelConfig k = small_config();  // KV-head gate, input-independent logits
+  k.attention.gate.position = "G2";
+  k.attention.gate.input = "constant";
+  configs.push_back(k);
   for (const auto& cfg : configs) {
     CausalLM model(cfg);
     EXPECT_EQ(count_parameters(*model), model_stats(cfg, 16).params_total);
