@@ -31,6 +31,17 @@ find_package(yaml-cpp REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(nlohmann_json REQUIRED)
 find_package(CLI11 REQUIRED)
+find_package(fmt REQUIRED)
+find_package(Threads REQUIRED)
+
+# SentencePiece ships no CMake config on Debian: find it by hand (also under /tmp/deps on the GPU machine).
+find_path(SENTENCEPIECE_INCLUDE_DIR sentencepiece_processor.h REQUIRED)
+find_library(SENTENCEPIECE_LIBRARY sentencepiece REQUIRED)
+find_library(SENTENCEPIECE_TRAIN_LIBRARY sentencepiece_train REQUIRED)
+add_library(sentencepiece::sentencepiece INTERFACE IMPORTED)
+set_target_properties(sentencepiece::sentencepiece PROPERTIES
+  INTERFACE_INCLUDE_DIRECTORIES "${SENTENCEPIECE_INCLUDE_DIR}"
+  INTERFACE_LINK_LIBRARIES "${SENTENCEPIECE_TRAIN_LIBRARY};${SENTENCEPIECE_LIBRARY}")
 
 # One interface target for LibTorch users. Torch ships fmt 12 headers; FMT_HEADER_ONLY makes
 # fmt::format usable without linking a fmt library (Debian's libfmt is fmt 9, for spdlog only).

@@ -1,20 +1,27 @@
 #!/usr/bin/env bash
-# Sets up if needed, then trains configs/tiny.yaml (a ~1M-parameter model, a few minutes on a
-# CPU, faster on a GPU) and prints where the results are.
-# Text: DEMO_TEXT=path/to/file.txt, else the Python standard library's sources.
+# Sets up if needed, then: trains a SentencePiece tokenizer and prepares token shards from
+# a text corpus (once; cached in build/demo/), trains configs/tiny.yaml (~1M parameters, a
+# few minutes on a CPU) and prints where the results are.
+# Text: DEMO_TEXT=path (a file or a folder), else the Python standard library's sources.
 # Extra arguments go to `sluice train`, e.g. scripts/demo.sh --set train.steps=200
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 "$root/scripts/setup.sh"
 cd "$root"
-build_dir=${BUILD_DIR:-build}
-text=${DEMO_TEXT:-}
-if [ -z "$text" ]; then
-  text="$build_dir/demo-corpus.txt"
-  if [ ! -s "$text" ]; then
-    stdlib=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')
-    find "$stdlib" -maxdepth 1 -name '*.py' | LC_ALL=C sort | xargs cat > "$text"
-    echo "[demo] corpus: $(du -h "$text" | cut -f1) of Python standard-library sources -> $text" >&2
-  fi
+sluice="${BUILD_DIR:-build}/sluice"
+demo=${DEMO_DIR:-build/demo}
+text=${DEMO_TEXT:-$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')}
+if [ -n "${DEMO_TEXT:-}" ]; then
+  demo="$demo-$(printf '%s' "$DEMO_TEXT" | cksum | cut -d' ' -f1)"  # one cache per corpus
+  inputs=("$text")
+else
+  inputs=($(find "$text" -maxdepth 1 -name '*.py' | LC_ALL=C sort))  # top-level stdlib modules, ~4.7 MB
 fi
-"$build_dir/sluice" train configs/tiny.yaml --set "data.train=$text" "$@"
+mkdir -p "$demo"
+if [ ! -f "$demo/tokenizer/tokenizer.model" ]; then
+  "$sluice" data train-tokenizer --input "${inputs[@]}" --vocab-size 2048 --model-type bpe --out "$demo/tokenizer"
+fi
+if [ ! -f "$demo/data/manifest.json" ]; then
+  "$sluice" data prepare --tokenizer "$demo/tokenizer" --input "${inputs[@]}" --out "$demo/data" --val-fraction 0.05
+fi
+"$sluice" train configs/tiny.yaml --set "data.train=$demo/data" --set "data.tokenizer=$demo/tokenizer" "$@"

@@ -111,5 +111,32 @@ TEST_F(Cli, RealBinaryExitCodesAndRunFiles) {
   EXPECT_EQ(run_binary("train " + good + " --run-dir " + run_dir, log), 2);
 }
 
+TEST_F(Cli, DataCommands) {
+  const std::string tok = dir.file("tok"), ds = dir.file("ds");
+  Result r = cli({"data", "train-tokenizer", "--input", corpus, "--vocab-size", "300", "--out", tok, "--threads", "1"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = cli({"data", "prepare", "--tokenizer", tok, "--input", corpus, corpus, "--out", ds, "--val-fraction", "0.5",
+           "--quiet"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("train"), std::string::npos);
+  r = cli({"data", "inspect", ds});
+  EXPECT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("ok"), std::string::npos);
+  // bad input: exit 2, a message naming the argument, nothing written
+  r = cli({"data", "prepare", "--tokenizer", tok, "--input", dir.file("missing.txt"), "--out", dir.file("ds2")});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.err.find("--input"), std::string::npos) << r.err;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("ds2")));
+  r = cli({"data", "prepare", "--tokenizer", tok, "--input", corpus, "--out", ds});
+  EXPECT_EQ(r.code, 2);  // not empty
+  r = cli({"data", "train-tokenizer", "--input", corpus, "--vocab-size", "300", "--out", tok});
+  EXPECT_EQ(r.code, 2);  // exists
+  r = cli({"data", "inspect", dir.path()});
+  EXPECT_EQ(r.code, 2);
+  // training on the dataset with its tokenizer works end to end
+  r = cli({"train", good, "--set", "data.train=" + ds, "--set", "data.tokenizer=" + tok, "--run-dir", dir.file("run")});
+  EXPECT_EQ(r.code, 0) << r.err;
+}
+
 }  // namespace
 }  // namespace sluice

@@ -7,8 +7,9 @@
 #include <filesystem>
 #include <fstream>
 
-#include "data/text_dataset.h"
+#include "data/prepare.h"
 #include "sluice/config.h"
+#include "sluice/tokenizer.h"
 #include "sluice/errors.h"
 #include "sluice/trainer.h"
 #include "test_util.h"
@@ -110,20 +111,6 @@ TEST(GradClip, ReturnsNormAndClips) {
   EXPECT_NEAR(b.grad()[0].item<double>(), 4.0 / 5.0, 1e-5);
 }
 
-TEST(TextData, WindowsAreShiftedPairsAndDeterministic) {
-  const TokenSequence seq(at::arange(100, at::kLong));
-  RandomWindows a(seq, 10, 42), b(seq, 10, 42), c(seq, 10, 43);
-  const Batch ba = a.next(4), bb = b.next(4), bc = c.next(4);
-  EXPECT_TRUE(at::equal(ba.inputs, bb.inputs));
-  EXPECT_FALSE(at::equal(ba.inputs, bc.inputs));
-  EXPECT_TRUE(at::equal(ba.targets, ba.inputs + 1));  // token i+1 follows token i in an arange
-  EXPECT_LE(ba.targets.max().item<int64_t>(), 99);
-  const auto val = evenly_spaced_batches(seq, 10, 2, 3);
-  ASSERT_EQ(val.size(), 3u);
-  EXPECT_EQ(val.front().inputs[0][0].item<int64_t>(), 0);
-  EXPECT_EQ(val.back().targets[1][9].item<int64_t>(), 99);  // the last window ends at the last token
-}
-
 class TrainRun : public ::testing::Test {
  protected:
   TempDir dir;
@@ -150,7 +137,7 @@ TEST_F(TrainRun, LossFallsAndRunDirIsComplete) {
   const TrainSummary s = run(config(), "run");
   ASSERT_EQ(s.logged_losses.size(), 30u);
   const double first = s.logged_losses.front(), last = s.logged_losses.back();
-  EXPECT_NEAR(first, std::log(256.0), 0.3);  // starts near uniform over bytes
+  EXPECT_NEAR(first, std::log(320.0), 0.3);  // near uniform over the 320 rows (259 byte tokens, padded)
   EXPECT_LT(last, first - 1.5) << "30 steps on repetitive text should cut the loss clearly";
   EXPECT_TRUE(std::isfinite(s.final_val_loss));
 
@@ -219,6 +206,40 @@ TEST_F(TrainRun, TooLittleDataIsBadInputAndCreatesNothing) {
   const std::string tiny = testing::write_file(dir.file("tiny.txt"), "short text");
   EXPECT_THROW(run(config({"data.train=" + tiny}), "never"), InputError);
   EXPECT_FALSE(std::filesystem::exists(dir.file("never")));
+}
+
+TEST_F(TrainRun, TrainsFromPreparedShardsAndChecksTheTokenizer) {
+  PrepareOptions p;
+  p.tokenizer = "byte";
+  std::vector<std::string> docs;
+  for (int i = 0; i < 20; ++i) docs.push_back(testing::write_file(dir.file("doc" + std::to_string(i) + ".txt"), testing::make_corpus(3000)));
+  p.inputs = docs;
+  p.out_dir = dir.file("ds");
+  p.val_fraction = 0.1;
+  p.progress = false;
+  prepare_shards(p);
+  const TrainSummary s = run(config({"data.train=" + dir.file("ds"), "train.steps=15"}), "shards");
+  EXPECT_LT(s.logged_losses.back(), s.logged_losses.front() - 0.5);
+  EXPECT_TRUE(std::isfinite(s.final_val_loss));  // from the dataset's val split
+  std::ifstream in(dir.file("shards/metrics.jsonl"));
+  std::string line;
+  std::getline(in, line);
+  EXPECT_TRUE(nlohmann::json::parse(line).contains("data_wait_ms"));
+
+  // a dataset prepared with another tokenizer is refused before the run directory exists
+  TokenizerTrainingOptions t;
+  t.inputs = docs;
+  t.vocab_size = 300;
+  t.out_dir = dir.file("tok");
+  t.threads = 1;
+  train_tokenizer(t);
+  try {
+    run(config({"data.train=" + dir.file("ds"), "data.tokenizer=" + dir.file("tok")}), "mismatch");
+    FAIL();
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("prepared with tokenizer"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("mismatch")));
 }
 
 }  // namespace

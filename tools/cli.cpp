@@ -16,6 +16,7 @@ int run(int argc, const char* const* argv, Io io) {
   app.footer("Exit codes: 0 success, 2 bad input (config, arguments, data files), 1 internal error.");
   add_train_command(app, io);
   add_config_commands(app, io);
+  add_data_commands(app, io);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -49,7 +49,7 @@ struct AttentionConfig {
 
 struct ModelConfig {
   std::string arch = "dense";
-  int64_t vocab_size = 256;
+  int64_t vocab_size = 0;  // 0: the tokenizer's, rounded up to a multiple of 64
   int64_t d_model = 128;
   int64_t n_layers = 4;
   int64_t n_heads = 4;
@@ -84,6 +84,8 @@ struct DataConfig {
   double val_fraction = 0.05;
   int64_t seq_len = 256;
   std::string tokenizer = "byte";
+  int64_t prefetch = 2;
+  bool verify_checksums = true;
 };
 
 struct TrainConfig {

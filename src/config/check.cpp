@@ -3,22 +3,27 @@
 #include <filesystem>
 #include <string>
 
+#include "sluice/errors.h"
+#include "sluice/tokenizer.h"
+
 namespace sluice::config_detail {
 namespace {
 
 namespace fs = std::filesystem;
 
-int64_t tokenizer_vocab(const std::string& tokenizer) { return tokenizer == "byte" ? 256 : 0; }
-
-void check_file(std::vector<Problem>& out, const std::string& key, const std::string& path, bool required) {
+// A text file, or a folder prepared by `sluice data prepare` (it holds manifest.json).
+void check_data_path(std::vector<Problem>& out, const std::string& key, const std::string& path, bool required) {
   if (path.empty()) {
-    if (required) out.push_back({key, "is required: the path of a text file"});
+    if (required) out.push_back({key, "is required: a text file or a folder made by `sluice data prepare`"});
     return;
   }
   std::error_code ec;
   const auto st = fs::status(path, ec);
   if (ec || !fs::exists(st)) {
-    out.push_back({key, "file '" + path + "' does not exist"});
+    out.push_back({key, "'" + path + "' does not exist"});
+  } else if (fs::is_directory(st)) {
+    if (!fs::is_regular_file(fs::path(path) / "manifest.json", ec))
+      out.push_back({key, "folder '" + path + "' has no manifest.json; make it with `sluice data prepare` or give a text file"});
   } else if (!fs::is_regular_file(st)) {
     out.push_back({key, "'" + path + "' is not a regular file"});
   }
@@ -86,6 +91,10 @@ void check_gate(std::vector<Problem>& out, const ModelConfig& m) {
   }
 }
 
+std::string strip_key(const std::string& msg, const std::string& key) {
+  return msg.compare(0, key.size() + 2, key + ": ") == 0 ? msg.substr(key.size() + 2) : msg;
+}
+
 }  // namespace
 
 std::vector<Problem> check_consistency(const Config& c) {
@@ -106,8 +115,13 @@ std::vector<Problem> check_consistency(const Config& c) {
     out.push_back({m.head_dim > 0 ? "model.head_dim" : "model.d_model",
                    "RoPE needs an even head dimension, got " + std::to_string(m.resolved_head_dim())});
   }
-  const int64_t tok_vocab = tokenizer_vocab(c.data.tokenizer);
-  if (tok_vocab > 0 && m.vocab_size < tok_vocab) {
+  int64_t tok_vocab = 0;
+  try {
+    tok_vocab = load_tokenizer(c.data.tokenizer, "data.tokenizer")->vocab_size();
+  } catch (const InputError& e) {
+    out.push_back({"data.tokenizer", strip_key(e.what(), "data.tokenizer")});
+  }
+  if (tok_vocab > 0 && m.vocab_size > 0 && m.vocab_size < tok_vocab) {
     out.push_back({"model.vocab_size", "is " + std::to_string(m.vocab_size) + " but tokenizer '" + c.data.tokenizer +
                                            "' has " + std::to_string(tok_vocab) + " tokens; need at least that many"});
   }
@@ -115,7 +129,8 @@ std::vector<Problem> check_consistency(const Config& c) {
     out.push_back({"schedule.warmup_steps", "(" + std::to_string(c.schedule.warmup_steps) + ") exceeds train.steps (" +
                                                 std::to_string(c.train.steps) + ")"});
   }
-  if (c.data.val.empty() && c.data.val_fraction == 0.0 && c.train.eval_every > 0) {
+  const bool text_file = !c.data.train.empty() && fs::is_regular_file(c.data.train);
+  if (text_file && c.data.val.empty() && c.data.val_fraction == 0.0 && c.train.eval_every > 0) {
     out.push_back({"train.eval_every", "validation needs data.val or data.val_fraction > 0; set eval_every: 0 to "
                                        "train without validation"});
   }
@@ -140,8 +155,8 @@ std::vector<Problem> check_consistency(const Config& c) {
   }
   check_positions(out, m);
   check_gate(out, m);
-  check_file(out, "data.train", c.data.train, /*required=*/true);
-  check_file(out, "data.val", c.data.val, /*required=*/false);
+  check_data_path(out, "data.train", c.data.train, /*required=*/true);
+  check_data_path(out, "data.val", c.data.val, /*required=*/false);
   return out;
 }
 

@@ -9,6 +9,7 @@
 #include "config/check.h"
 #include "config/schema.h"
 #include "sluice/errors.h"
+#include "sluice/tokenizer.h"
 
 namespace sluice {
 
@@ -141,10 +142,20 @@ SourceLocation location_of(const LoadedConfig& lc, const std::string& path) {
   throw InputError(os.str());
 }
 
+// Fills values whose default depends on other inputs. Runs after validation.
+void resolve(Config& c) {
+  if (c.model.vocab_size == 0) {
+    const int64_t v = load_tokenizer(c.data.tokenizer)->vocab_size();
+    c.model.vocab_size = (v + 63) / 64 * 64;
+  }
+}
+
 void make_paths_absolute(Config& c) {
   for (std::string* p : {&c.data.train, &c.data.val}) {
     if (!p->empty()) *p = std::filesystem::absolute(*p).lexically_normal().string();
   }
+  if (c.data.tokenizer != "byte")
+    c.data.tokenizer = std::filesystem::absolute(c.data.tokenizer).lexically_normal().string();
 }
 
 LoadedConfig load_from_node(const YAML::Node& root, const std::string& name, const std::vector<std::string>& overrides) {
@@ -169,6 +180,7 @@ LoadedConfig load_from_node(const YAML::Node& root, const std::string& name, con
   for (const auto& p : config_detail::check_consistency(lc.config))
     problems.push_back({location_of(lc, p.path), p.path, p.message});
   if (!problems.empty()) fail(problems);
+  resolve(lc.config);
   make_paths_absolute(lc.config);
   return lc;
 }

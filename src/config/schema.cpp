@@ -195,7 +195,9 @@ std::vector<Field> build_schema() {
   b.add(KEY(run.dir), "Parent folder of run directories.");
   // model
   b.add(KEY(model.arch), "Architecture: `dense` decoder (Llama-style).").choices({"dense"});
-  b.add(KEY(model.vocab_size), "Embedding rows; at least the tokenizer's vocabulary size.").min(2);
+  b.add(KEY(model.vocab_size), "Embedding rows; at least the tokenizer's vocabulary size. 0: the tokenizer's "
+                               "size rounded up to a multiple of 64 (resolved when the config is loaded).")
+      .min(0);
   b.add(KEY(model.d_model), "Width of the residual stream.").min(1);
   b.add(KEY(model.n_layers), "Number of decoder blocks.").min(1);
   b.add(KEY(model.n_heads), "Query heads.").min(1);
@@ -266,13 +268,23 @@ std::vector<Field> build_schema() {
                              "(o_proj, down_proj) use init_std / sqrt(2·n_layers).")
       .min(0.0, true);
   // data
-  b.add(KEY(data.train), "Training text file (UTF-8). Relative paths are relative to the working directory.").path();
-  b.add(KEY(data.val), "Validation text file; empty means the last `val_fraction` of `data.train`.").path();
-  b.add(KEY(data.val_fraction), "Share of `data.train` held out for validation when `data.val` is empty.")
+  b.add(KEY(data.train), "Training data: a dataset folder from `sluice data prepare` (its train split), or a UTF-8 "
+                         "text file tokenized in memory (small data). Relative paths are relative to the working "
+                         "directory.")
+      .path();
+  b.add(KEY(data.val), "Validation data. Empty: the dataset folder's val split, or for a text file its last "
+                       "`val_fraction`. A dataset folder here gives its val split (its train split if it has no "
+                       "val split); a text file is used whole.")
+      .path();
+  b.add(KEY(data.val_fraction), "Share of a `data.train` text file held out for validation when `data.val` is empty.")
       .min(0.0)
       .max(0.5);
   b.add(KEY(data.seq_len), "Tokens per training sequence (context length).").min(1);
-  b.add(KEY(data.tokenizer), "Tokenizer: `byte` (UTF-8 bytes, vocabulary 256).").choices({"byte"});
+  b.add(KEY(data.tokenizer), "`byte` (UTF-8 bytes, ids 0-255, then BOS 256, EOS 257, PAD 258), a folder holding "
+                             "`tokenizer.model` (`sluice data train-tokenizer`), or a SentencePiece `.model` file. "
+                             "Must be the tokenizer a dataset folder was prepared with.");
+  b.add(KEY(data.prefetch), "Batches prepared ahead on a background thread; 0 builds each batch when needed.").min(0);
+  b.add(KEY(data.verify_checksums), "Check every shard's checksum when a run starts (reads all data once).");
   // train
   b.add(KEY(train.steps), "Optimizer steps.").min(1);
   b.add(KEY(train.micro_batch), "Sequences per forward/backward pass.").min(1);

@@ -2,21 +2,28 @@
 
 #include <stdexcept>
 
+#include "data/hash.h"
+
 namespace sluice {
 
-std::vector<int64_t> ByteTokenizer::encode(std::string_view text) const {
-  std::vector<int64_t> ids(text.size());
-  for (size_t i = 0; i < text.size(); ++i) ids[i] = static_cast<unsigned char>(text[i]);
-  return ids;
+uint64_t ByteTokenizer::hash() const {
+  static const std::string id = "sluice-byte-tokenizer-v1";
+  return fnv1a64(id.data(), id.size());
 }
 
-std::string ByteTokenizer::decode(const std::vector<int64_t>& ids) const {
-  std::string out(ids.size(), '\0');
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (ids[i] < 0 || ids[i] >= kVocabSize) throw std::out_of_range("byte token id out of range: " + std::to_string(ids[i]));
-    out[i] = static_cast<char>(ids[i]);
+void ByteTokenizer::encode(std::string_view text, std::vector<int32_t>& out) const {
+  out.reserve(out.size() + text.size());
+  for (char c : text) out.push_back(static_cast<unsigned char>(c));
+}
+
+std::string ByteTokenizer::decode(const std::vector<int32_t>& ids) const {
+  std::string s;
+  s.reserve(ids.size());
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab_size()) throw std::out_of_range("byte tokenizer: id " + std::to_string(id));
+    if (id < 256) s.push_back(static_cast<char>(id));
   }
-  return out;
+  return s;
 }
 
 }  // namespace sluice

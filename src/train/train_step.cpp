@@ -9,10 +9,6 @@
 
 namespace sluice {
 
-Batch to_device(const Batch& b, const c10::Device& device) {
-  return {b.inputs.to(device, /*non_blocking=*/true), b.targets.to(device, /*non_blocking=*/true)};
-}
-
 TrainStep::TrainStep(CausalLM model, AdamW& optimizer, double grad_clip, c10::Device device, bool bf16)
     : model_(std::move(model)), optimizer_(optimizer), grad_clip_(grad_clip), device_(device), bf16_(bf16) {}
 

@@ -6,7 +6,7 @@
 
 #include <vector>
 
-#include "data/text_dataset.h"
+#include "data/batch.h"
 #include "sluice/model.h"
 #include "train/adamw.h"
 
@@ -32,7 +32,5 @@ class TrainStep {
   c10::Device device_;
   bool bf16_;
 };
-
-Batch to_device(const Batch& b, const c10::Device& device);
 
 }  // namespace sluice

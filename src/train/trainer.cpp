@@ -7,7 +7,10 @@
 #include <filesystem>
 #include <limits>
 
-#include "data/text_dataset.h"
+#include "data/prefetcher.h"
+#include "data/token_corpus.h"
+#include "data/window_loader.h"
+#include "sluice/tokenizer.h"
 #include "sluice/errors.h"
 #include "sluice/log.h"
 #include "sluice/model.h"
@@ -27,35 +30,26 @@ using Clock = std::chrono::steady_clock;
 
 double seconds_since(Clock::time_point t0) { return std::chrono::duration<double>(Clock::now() - t0).count(); }
 
-struct Splits {
-  TokenSequence train, val;
+struct Data {
+  std::shared_ptr<const TokenCorpus> train, val;  // val may hold no tokens
 };
 
-// Byte tokens of data.train (and data.val, or the tail of data.train). Checks sizes so a
-// too-short file is reported before anything is created.
-Splits load_splits(const Config& cfg) {
-  const int64_t need = cfg.data.seq_len + 1;
-  TokenSequence all = TokenSequence::from_text_file(cfg.data.train, "data.train");
-  Splits s;
+// Opens data.train / data.val (see docs/config.md for which split is read) and checks the
+// shards against the run's tokenizer, before anything is created.
+Data open_data(const Config& cfg, const Tokenizer& tok) {
+  const bool verify = cfg.data.verify_checksums;
+  TokenCorpus train = TokenCorpus::open(cfg.data.train, "train", tok, "data.train", verify);
+  TokenCorpus val;
   if (!cfg.data.val.empty()) {
-    s.train = all;
-    s.val = TokenSequence::from_text_file(cfg.data.val, "data.val");
-  } else {
-    const auto n_val = static_cast<int64_t>(std::floor(cfg.data.val_fraction * static_cast<double>(all.size())));
-    s.train = all.slice(0, all.size() - n_val);
-    s.val = all.slice(all.size() - n_val, all.size());
+    val = TokenCorpus::open(cfg.data.val, "val", tok, "data.val", verify);
+    if (val.tokens() == 0 && TokenCorpus::is_prepared_dataset(cfg.data.val))
+      val = TokenCorpus::open(cfg.data.val, "train", tok, "data.val", verify);
+  } else if (TokenCorpus::is_prepared_dataset(cfg.data.train)) {
+    val = TokenCorpus::open(cfg.data.train, "val", tok, "data.train", verify);
+  } else if (cfg.data.val_fraction > 0) {
+    std::tie(train, val) = train.split_tail(cfg.data.val_fraction);
   }
-  if (s.train.size() < need + 1) {
-    throw InputError(fmt::format("data.train: '{}' gives {} training tokens; data.seq_len {} needs at least {}",
-                                 cfg.data.train, s.train.size(), cfg.data.seq_len, need + 1));
-  }
-  const bool validating = !cfg.data.val.empty() || cfg.data.val_fraction > 0;
-  if (validating && s.val.size() < need) {
-    throw InputError(fmt::format("{}: validation split has {} tokens; data.seq_len {} needs at least {}",
-                                 cfg.data.val.empty() ? "data.val_fraction" : "data.val", s.val.size(),
-                                 cfg.data.seq_len, need));
-  }
-  return s;
+  return {std::make_shared<const TokenCorpus>(std::move(train)), std::make_shared<const TokenCorpus>(std::move(val))};
 }
 
 std::vector<std::pair<std::string, at::Tensor>> named_parameters(const CausalLM& model) {
@@ -74,7 +68,25 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
   const c10::Device device = resolve_device(cfg.train.device);
   const bool bf16 = use_bf16(cfg.train.precision, device);
   if (cfg.train.threads > 0) at::set_num_threads(static_cast<int>(cfg.train.threads));
-  Splits data = load_splits(cfg);
+  const std::unique_ptr<Tokenizer> tok = load_tokenizer(cfg.data.tokenizer);
+  const Data data = open_data(cfg, *tok);
+  LoaderOptions lo;
+  lo.seq_len = cfg.data.seq_len;
+  lo.batch = cfg.train.micro_batch;
+  lo.seed = static_cast<uint64_t>(cfg.train.seed);
+  const WindowLoader train_loader(data.train, lo, "data.train");
+  std::vector<Batch> val_batches;
+  if (data.val->tokens() == 0 && cfg.train.eval_every > 0) {
+    throw InputError("train.eval_every: no validation data (data.val is empty and " + cfg.data.train +
+                     " has no val split); set data.val, or train.eval_every: 0");
+  }
+  if (data.val->tokens() > 0) {  // with eval_every 0, validation still runs once at the end
+    LoaderOptions vo = lo;
+    vo.shuffle = false;
+    val_batches = WindowLoader(data.val, vo, cfg.data.val.empty() ? "data.train (val split)" : "data.val")
+                      .evenly_spaced(cfg.train.eval_batches);
+  }
+  const bool validating = !val_batches.empty();
   const std::string run_dir = choose_run_dir(cfg, opts.run_dir);
   if (fs::exists(fs::path(run_dir) / "config.yaml")) {
     throw InputError("--run-dir: '" + run_dir + "' already holds a run (config.yaml exists); choose a new directory");
@@ -85,11 +97,8 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
   model->to(device);
   AdamW optimizer(named_parameters(model), cfg.optim);
   TrainStep stepper(model, optimizer, cfg.train.grad_clip, device, bf16);
-  RandomWindows train_windows(data.train, cfg.data.seq_len, static_cast<uint64_t>(cfg.train.seed) + 1);
-  const bool validating = data.val.size() > cfg.data.seq_len;
-  const std::vector<Batch> val_batches =
-      validating ? evenly_spaced_batches(data.val, cfg.data.seq_len, cfg.train.micro_batch, cfg.train.eval_batches)
-                 : std::vector<Batch>{};
+  Prefetcher batches([&train_loader](uint64_t k) { return train_loader.batch(k); }, 0,
+                     static_cast<int>(cfg.data.prefetch), device);
 
   // --- the run directory ---
   create_run_dir(run_dir, cfg);
@@ -105,8 +114,11 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
   log::info(fmt::format("model: {} parameters ({} in embeddings), {:.3g} training FLOPs/token",
                         format_count(static_cast<double>(count_parameters(*model))),
                         format_count(static_cast<double>(stats.params_embedding)), stats.train_flops_per_token));
-  log::info(fmt::format("data: {} train / {} val tokens; {} tokens per step", format_count(data.train.size()),
-                        format_count(data.val.size()), tokens_per_step));
+  log::info(fmt::format("data: {} train / {} val tokens ({} tokenizer, vocabulary {}); {} tokens per step; "
+                        "{} steps per epoch",
+                        format_count(static_cast<double>(data.train->tokens())),
+                        format_count(static_cast<double>(data.val->tokens())), tok->kind(), tok->vocab_size(),
+                        tokens_per_step, train_loader.batches_per_epoch() / cfg.train.grad_accum));
 
   TrainSummary summary;
   summary.run_dir = run_dir;
@@ -120,8 +132,7 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
 
   for (int64_t step = 1; step <= total; ++step) {
     std::vector<Batch> micro;
-    for (int64_t i = 0; i < cfg.train.grad_accum; ++i)
-      micro.push_back(to_device(train_windows.next(cfg.train.micro_batch), device));
+    for (int64_t i = 0; i < cfg.train.grad_accum; ++i) micro.push_back(batches.next());
     const double lr = learning_rate(cfg.schedule, cfg.optim.lr, step, total);
     const TrainStep::Result r = stepper.run(micro, lr);
     loss_acc.add_(r.loss);
@@ -148,6 +159,7 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
       rec["tokens"] = step * tokens_per_step;
       rec["tokens_per_s"] = tps;
       rec["elapsed_s"] = seconds_since(t_start);
+      rec["data_wait_ms"] = 1e3 * batches.take_wait_seconds() / static_cast<double>(steps_in_interval);
       std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | gnorm {:.3f} | {} tok/s", step, total,
                                      loss, lr, gnorm, format_count(tps));
       if (peak > 0) {
