@@ -26,6 +26,7 @@
 #include "sluice/model.h"
 #include "test_util.h"
 #include "train/adamw.h"
+#include "train/checkpoint.h"
 #include "train/train_step.h"
 
 namespace sluice {
@@ -632,6 +633,35 @@ TEST(RopeScaling, DynamicNtkCarriesNoStateBetweenCalls) {
   const at::Tensor before = model->forward(small);
   model->forward(big);
   expect_close(model->forward(small), before, 0.0, "model logits");
+}
+
+// Extrapolation studies switch the scaling after training: the weights do not depend on it.
+TEST(RopeScaling, EvaluationTimeScalingLoadsATrainedCheckpoint) {
+  testing::TempDir dir;
+  Config trained;
+  trained.model = base_config();
+  at::manual_seed(22);
+  CausalLM model(trained.model);
+  std::vector<std::pair<std::string, at::Tensor>> named;
+  for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
+  AdamW opt(named, trained.optim);
+  const std::string ckpt = save_checkpoint(dir.path(), trained, *model, opt, TrainingState{});
+  const at::Tensor tokens = at::randint(64, {1, 24}, at::kLong);
+  const at::Tensor reference = model->forward(tokens);
+  for (const char* scaling : {"dynamic_ntk", "yarn", "linear"}) {
+    ModelConfig m = trained.model;
+    m.rope.scaling = scaling;
+    m.rope.factor = 4.0;
+    m.rope.original_max_len = 16;
+    CausalLM scaled(m);
+    ASSERT_NO_THROW(load_checkpoint(ckpt, *scaled, nullptr, /*restore_rng=*/false)) << scaling;
+    const at::Tensor out = scaled->forward(tokens);
+    if (std::string(scaling) == "dynamic_ntk") {
+      // within L0 dynamic NTK is the identity, beyond it the logits change
+      expect_close(scaled->forward(tokens.narrow(1, 0, 16)), model->forward(tokens.narrow(1, 0, 16)), 1e-6, scaling);
+    }
+    EXPECT_GT(max_abs_diff(out, reference), 1e-6) << scaling;  // small: a freshly initialised model
+  }
 }
 
 TEST(RopeScaling, YarnAttentionFactorScalesScoresBySquare) {

@@ -65,10 +65,19 @@ TEST_P(RopeKernel, ForwardAndBackwardMatchReference) {
   EXPECT_EQ(ya.scalar_type(), c.dtype);
 }
 
+void PrintTo(const RopeCase& c, std::ostream* os) {
+  *os << c.B << "x" << c.T << "x" << c.H << "x" << c.D << " " << c.dtype;
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, RopeKernel,
                          ::testing::Values(RopeCase{1, 1, 1, 2, at::kFloat}, RopeCase{2, 17, 3, 64, at::kFloat},
                                            RopeCase{3, 129, 4, 128, at::kFloat}, RopeCase{2, 33, 5, 64, at::kBFloat16},
-                                           RopeCase{1, 1000, 2, 128, at::kHalf}));
+                                           RopeCase{1, 1000, 2, 128, at::kHalf}),
+                         [](const ::testing::TestParamInfo<RopeCase>& i) {
+                           const RopeCase& c = i.param;
+                           return "B" + std::to_string(c.B) + "T" + std::to_string(c.T) + "H" + std::to_string(c.H) +
+                                  "D" + std::to_string(c.D) + "_" + std::string(c10::toString(c.dtype));
+                         });
 
 TEST(RopeKernel, NonContiguousInputFromProjectionView) {
   REQUIRE_CUDA();

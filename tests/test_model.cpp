@@ -133,6 +133,10 @@ TEST_P(AttentionBackends, MathAndSdpaMatchLoopReferenceForwardAndBackward) {
   for (int i = 0; i < 3; ++i) expect_close(grads[1][i], grads[0][i], 2e-5, "sdpa grad " + std::to_string(i));
 }
 
+void PrintTo(const AttnShape& s, std::ostream* os) {
+  *os << "B" << s.B << " H" << s.H << " KV" << s.KV << " T" << s.T << " D" << s.D << " window" << s.window;
+}
+
 INSTANTIATE_TEST_SUITE_P(Shapes, AttentionBackends,
                          ::testing::Values(AttnShape{1, 1, 1, 1, 8, 0},     // a single token
                                            AttnShape{2, 4, 4, 17, 16, 0},   // MHA, odd length

@@ -100,6 +100,7 @@ struct TrainConfig {
   int64_t eval_batches = 8;
   int64_t seed = 1234;
   int64_t threads = 0;
+  std::string on_nonfinite = "abort";
 };
 
 struct OptimConfig {
@@ -122,6 +123,7 @@ struct ScheduleConfig {
 struct CheckpointConfig {
   int64_t every = 0;
   int64_t keep_last = 3;
+  int64_t max_shard_mb = 2048;
 };
 
 struct ParallelConfig {
@@ -164,10 +166,12 @@ struct LoadedConfig {
 // Loads `path`, applies `overrides` ("a.b=value", parsed as YAML like the file) and
 // validates everything. Throws sluice::InputError listing every problem, each naming the
 // file, line and key path. Creates nothing on disk.
-LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides);
+// With check_paths false, data files and the tokenizer need not exist (a checkpoint's config
+// read on another machine); everything else is still validated.
+LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides, bool check_paths = true);
 // Same for a YAML document already in memory; `name` is used in messages.
 LoadedConfig load_config_text(const std::string& yaml_text, const std::string& name,
-                              const std::vector<std::string>& overrides);
+                              const std::vector<std::string>& overrides, bool check_paths = true);
 
 // The fully resolved configuration (every key, defaults included) as YAML.
 std::string to_yaml(const Config& config);
@@ -175,5 +179,7 @@ std::string to_yaml(const Config& config);
 std::string config_reference_markdown();
 // Every leaf key path in schema order.
 std::vector<std::string> config_keys();
+// Every key's value as YAML text ("0.0003", "[norm, bias]"), for comparing configurations.
+std::map<std::string, std::string> config_values(const Config& config);
 
 }  // namespace sluice

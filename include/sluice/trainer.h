@@ -8,7 +8,10 @@
 namespace sluice {
 
 struct TrainOptions {
-  std::string run_dir;  // empty: run.dir/<run.name>-<UTC timestamp>
+  std::string run_dir;          // empty: run.dir/<run.name>-<UTC timestamp>
+  std::string resume = "auto";  // auto: continue the run directory's latest checkpoint if it has
+                                // one; never: refuse an existing run; else a checkpoint or run dir
+  int64_t stop_after = 0;       // > 0: stop after this step with a checkpoint, as on SIGTERM
 };
 
 struct TrainSummary {
@@ -17,12 +20,17 @@ struct TrainSummary {
   double final_loss = 0.0;      // mean train loss of the last log interval
   double final_val_loss = 0.0;  // NaN when no validation ran
   double tokens_per_s = 0.0;    // over the whole run
-  std::vector<double> logged_losses;  // one per log interval (log_every: 1 gives every step)
+  std::vector<double> logged_losses;  // one per log interval in this process (log_every: 1 gives every step)
+  int64_t resumed_from_step = 0;      // 0: a fresh start
+  bool stopped_by_signal = false;  // or by stop_after
+  std::string last_checkpoint;
 };
 
-// Resolves the device, loads data and builds the model before touching the disk: bad input
-// throws InputError and creates nothing. Then creates the run directory (config.yaml,
-// metrics.jsonl, train.log, summary.json) and trains.
+// Resolves the device, opens the data, builds the model and loads any checkpoint before
+// touching the disk: bad input throws InputError and creates nothing. Then creates (or, when
+// resuming, continues) the run directory (config.yaml, metrics.jsonl, train.log,
+// checkpoints/, summary.json) and trains. SIGTERM/SIGINT stop after the current step with a
+// checkpoint.
 TrainSummary train(const LoadedConfig& cfg, const TrainOptions& opts);
 
 }  // namespace sluice

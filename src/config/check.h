@@ -13,7 +13,7 @@ struct Problem {
 };
 
 // Cross-key consistency and file existence. Key-local type/range checks happen in load.cpp.
-std::vector<Problem> check_consistency(const Config& c);
+std::vector<Problem> check_consistency(const Config& c, bool check_paths = true);
 
 // The known key or section closest to `path`, or "" when nothing is close.
 std::string closest_key(const std::string& path);

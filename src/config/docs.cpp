@@ -13,6 +13,16 @@ std::vector<std::string> config_keys() {
   return keys;
 }
 
+std::map<std::string, std::string> config_values(const Config& config) {
+  std::map<std::string, std::string> out;
+  for (const auto& f : schema()) {
+    YAML::Emitter e;
+    e << YAML::Flow << f.emit(config);
+    out[f.path] = e.c_str();
+  }
+  return out;
+}
+
 std::string to_yaml(const Config& config) {
   YAML::Node root(YAML::NodeType::Map);
   for (const auto& f : schema()) {

@@ -158,7 +158,8 @@ void make_paths_absolute(Config& c) {
     c.data.tokenizer = std::filesystem::absolute(c.data.tokenizer).lexically_normal().string();
 }
 
-LoadedConfig load_from_node(const YAML::Node& root, const std::string& name, const std::vector<std::string>& overrides) {
+LoadedConfig load_from_node(const YAML::Node& root, const std::string& name, const std::vector<std::string>& overrides,
+                            bool check_paths) {
   LoadedConfig lc;
   lc.source_file = name;
   Loader loader(lc);
@@ -177,10 +178,10 @@ LoadedConfig load_from_node(const YAML::Node& root, const std::string& name, con
     if (!msg.empty()) problems.push_back({location_of(lc, f.path), f.path, msg});
   }
   if (!problems.empty()) fail(problems);
-  for (const auto& p : config_detail::check_consistency(lc.config))
+  for (const auto& p : config_detail::check_consistency(lc.config, check_paths))
     problems.push_back({location_of(lc, p.path), p.path, p.message});
   if (!problems.empty()) fail(problems);
-  resolve(lc.config);
+  if (check_paths || lc.config.model.vocab_size > 0) resolve(lc.config);
   make_paths_absolute(lc.config);
   return lc;
 }
@@ -188,7 +189,7 @@ LoadedConfig load_from_node(const YAML::Node& root, const std::string& name, con
 }  // namespace
 
 LoadedConfig load_config_text(const std::string& yaml_text, const std::string& name,
-                              const std::vector<std::string>& overrides) {
+                              const std::vector<std::string>& overrides, bool check_paths) {
   YAML::Node root;
   try {
     root = YAML::Load(yaml_text);
@@ -196,10 +197,10 @@ LoadedConfig load_config_text(const std::string& yaml_text, const std::string& n
     SourceLocation where{name, e.mark.line + 1, e.mark.column + 1};
     throw InputError("invalid configuration:\n  " + where.str() + ": malformed YAML: " + e.msg);
   }
-  return load_from_node(root, name, overrides);
+  return load_from_node(root, name, overrides, check_paths);
 }
 
-LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides) {
+LoadedConfig load_config(const std::string& path, const std::vector<std::string>& overrides, bool check_paths) {
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw InputError("config file '" + path + "' does not exist");
   if (std::filesystem::is_directory(path, ec)) throw InputError("config file '" + path + "' is a directory");
@@ -207,7 +208,7 @@ LoadedConfig load_config(const std::string& path, const std::vector<std::string>
   if (!in) throw InputError("cannot read config file '" + path + "'");
   std::stringstream ss;
   ss << in.rdbuf();
-  return load_config_text(ss.str(), path, overrides);
+  return load_config_text(ss.str(), path, overrides, check_paths);
 }
 
 }  // namespace sluice

@@ -300,6 +300,10 @@ std::vector<Field> build_schema() {
   b.add(KEY(train.seed), "Seed for initialisation and data order; same seed and config give the same CPU loss curve.")
       .min(0);
   b.add(KEY(train.threads), "CPU threads for LibTorch; 0 = LibTorch's default.").min(0);
+  b.add(KEY(train.on_nonfinite), "A step whose gradients are not finite is never applied. `abort`: at the next log "
+                                 "line, write RUN_DIR/nonfinite.json and exit 1 (checkpoints stay as they were); "
+                                 "`skip`: drop the update, count it (`skipped_steps` in metrics) and go on.")
+      .choices({"abort", "skip"});
   // optim
   b.add(KEY(optim.name), "Optimizer: `adamw` (decoupled weight decay).").choices({"adamw"});
   b.add(KEY(optim.lr), "Peak learning rate.").min(0.0, true);
@@ -319,8 +323,14 @@ std::vector<Field> build_schema() {
       .max(1.0);
   b.add(KEY(schedule.decay_fraction), "wsd: share of all steps spent in the final decay.").min(0.0, true).max(1.0);
   // checkpoint
-  b.add(KEY(checkpoint.every), "Steps between checkpoints; 0 = none during training.").min(0);
-  b.add(KEY(checkpoint.keep_last), "Checkpoints kept in the run directory.").min(1);
+  b.add(KEY(checkpoint.every), "Steps between checkpoints; 0 = only the final one (and one on SIGTERM/SIGINT).")
+      .min(0);
+  b.add(KEY(checkpoint.keep_last), "Checkpoints kept in the run directory (older ones are deleted once a newer one "
+                                   "is complete).")
+      .min(1);
+  b.add(KEY(checkpoint.max_shard_mb), "model.safetensors is split into shards of at most this many MiB (HuggingFace "
+                                      "index layout) above it.")
+      .min(1);
   // parallel
   b.add(KEY(parallel.data_parallel), "Data-parallel ranks; 1 (single process) until distributed training lands.")
       .min(1)

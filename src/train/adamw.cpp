@@ -29,7 +29,7 @@ AdamW::AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params
   }
 }
 
-void AdamW::step(double lr) {
+void AdamW::step(double lr, const at::Tensor& found_inf) {
   at::NoGradGuard no_grad;
   for (auto& g : groups_) {
     std::vector<at::Tensor> p, grads, m, v, steps;
@@ -43,8 +43,10 @@ void AdamW::step(double lr) {
     }
     if (p.empty()) continue;
     at::_foreach_add_(steps, 1.0);  // the fused kernel reads the step count; callers advance it
+    const std::optional<at::Tensor> inf = found_inf.defined() ? std::optional<at::Tensor>(found_inf) : std::nullopt;
     at::_fused_adamw_(p, grads, m, v, /*max_exp_avg_sqs=*/{}, steps, lr, cfg_.beta1, cfg_.beta2, g.weight_decay,
-                      cfg_.eps, /*amsgrad=*/false, /*maximize=*/false);
+                      cfg_.eps, /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt, inf);
+    if (inf) at::_foreach_sub_(steps, std::vector<at::Tensor>(steps.size(), *inf));  // a skipped step does not count
   }
 }
 

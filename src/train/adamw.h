@@ -28,9 +28,12 @@ bool excluded_from_decay(const std::string& name, const std::vector<std::string>
 class AdamW {
  public:
   AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params, const OptimConfig& cfg);
-  void step(double lr);  // parameters without a gradient are left alone
+  // Parameters without a gradient are left alone. When `found_inf` (a device scalar) is
+  // non-zero the update is skipped entirely, on the device, without a host sync.
+  void step(double lr, const at::Tensor& found_inf = {});
   void zero_grad();
   const std::vector<AdamWGroup>& groups() const { return groups_; }
+  std::vector<AdamWGroup>& groups() { return groups_; }  // checkpoint loading
   std::vector<at::Tensor> params() const;
 
  private:

@@ -28,7 +28,10 @@ TrainStep::Result TrainStep::run(const std::vector<Batch>& micro_batches, double
   Result r;
   r.loss = loss_sum;
   r.grad_norm = clip_grad_norm(optimizer_.params(), grad_clip_);
-  optimizer_.step(lr);
+  // A non-finite norm means some gradient is inf/NaN: the fused AdamW skips the update on
+  // the device (no host sync); the trainer decides at its next sync whether to go on.
+  r.skipped = r.grad_norm.isfinite().logical_not().to(at::kFloat);
+  optimizer_.step(lr, r.skipped);
   optimizer_.zero_grad();
   return r;
 }

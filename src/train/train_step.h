@@ -19,6 +19,7 @@ class TrainStep {
   struct Result {
     at::Tensor loss;       // mean loss over the micro-batches (fp32 device scalar, no sync)
     at::Tensor grad_norm;  // global gradient norm before clipping
+    at::Tensor skipped;    // 1.0 when the gradients were not finite and the update was dropped
   };
   // `micro_batches` must already be on the device.
   Result run(const std::vector<Batch>& micro_batches, double lr);

@@ -5,21 +5,24 @@
 #include <chrono>
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 
 #include "data/prefetcher.h"
 #include "data/token_corpus.h"
 #include "data/window_loader.h"
-#include "sluice/tokenizer.h"
 #include "sluice/errors.h"
 #include "sluice/log.h"
 #include "sluice/model.h"
+#include "sluice/tokenizer.h"
 #include "sluice/trainer.h"
 #include "train/adamw.h"
+#include "train/checkpoint.h"
 #include "train/device.h"
 #include "train/metrics.h"
 #include "train/run_dir.h"
 #include "train/schedule.h"
+#include "train/stop_signal.h"
 #include "train/train_step.h"
 
 namespace sluice {
@@ -58,6 +61,49 @@ std::vector<std::pair<std::string, at::Tensor>> named_parameters(const CausalLM&
   return out;
 }
 
+// Which checkpoint to continue from, if any; refuses what cannot be resumed.
+std::optional<CheckpointInfo> choose_resume(const Config& cfg, const std::string& run_dir, const std::string& resume) {
+  std::optional<CheckpointInfo> info;
+  const bool existing = fs::exists(fs::path(run_dir) / "config.yaml");
+  if (resume != "auto" && resume != "never") {
+    info = read_checkpoint_info(resolve_checkpoint(resume));
+  } else if (existing) {
+    if (resume == "never") {
+      throw InputError("--run-dir: '" + run_dir + "' already holds a run; use --resume auto to continue it or choose a new directory");
+    }
+    const auto latest = latest_checkpoint(run_dir);
+    if (!latest) {
+      throw InputError("--run-dir: '" + run_dir + "' holds a run without a complete checkpoint to resume; choose a new directory");
+    }
+    info = read_checkpoint_info(*latest);
+  }
+  if (!info) return info;
+  const ConfigDiff diff = diff_for_resume(info->config, cfg);
+  if (!diff.incompatible.empty()) {
+    std::string msg = "--resume: checkpoint '" + info->dir + "' does not fit this config; these keys differ:";
+    for (const auto& k : diff.incompatible) msg += "\n  " + k;
+    throw InputError(msg);
+  }
+  if (info->state.step >= cfg.train.steps) {
+    throw InputError(fmt::format("--resume: checkpoint '{}' is at step {}, train.steps is {}; raise train.steps to go on",
+                                 info->dir, info->state.step, cfg.train.steps));
+  }
+  for (const auto& k : diff.harmless) log::info("resume: changed since the checkpoint: " + k);
+  return info;
+}
+
+// Keeps metrics records up to `step`: records a killed run wrote after its last checkpoint
+// would otherwise repeat.
+void truncate_metrics(const fs::path& path, int64_t step) {
+  std::ifstream in(path);
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    if (line.empty()) continue;
+    if (nlohmann::json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
+  }
+  write_file_atomic(path.string(), kept);
+}
+
 }  // namespace
 
 TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
@@ -75,11 +121,11 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
   lo.batch = cfg.train.micro_batch;
   lo.seed = static_cast<uint64_t>(cfg.train.seed);
   const WindowLoader train_loader(data.train, lo, "data.train");
-  std::vector<Batch> val_batches;
   if (data.val->tokens() == 0 && cfg.train.eval_every > 0) {
     throw InputError("train.eval_every: no validation data (data.val is empty and " + cfg.data.train +
                      " has no val split); set data.val, or train.eval_every: 0");
   }
+  std::vector<Batch> val_batches;
   if (data.val->tokens() > 0) {  // with eval_every 0, validation still runs once at the end
     LoaderOptions vo = lo;
     vo.shuffle = false;
@@ -88,20 +134,27 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
   }
   const bool validating = !val_batches.empty();
   const std::string run_dir = choose_run_dir(cfg, opts.run_dir);
-  if (fs::exists(fs::path(run_dir) / "config.yaml")) {
-    throw InputError("--run-dir: '" + run_dir + "' already holds a run (config.yaml exists); choose a new directory");
-  }
+  const bool existing = fs::exists(fs::path(run_dir) / "config.yaml");
+  const std::optional<CheckpointInfo> resume = choose_resume(cfg, run_dir, opts.resume);
 
   at::manual_seed(static_cast<uint64_t>(cfg.train.seed));  // CPU and CUDA default generators
   CausalLM model(cfg.model);  // initialised on the CPU: the same weights whatever the device
   model->to(device);
   AdamW optimizer(named_parameters(model), cfg.optim);
+  TrainingState state;
+  if (resume) {
+    load_checkpoint(resume->dir, *model, &optimizer, /*restore_rng=*/true);
+    state = resume->state;
+  }
   TrainStep stepper(model, optimizer, cfg.train.grad_clip, device, bf16);
-  Prefetcher batches([&train_loader](uint64_t k) { return train_loader.batch(k); }, 0,
-                     static_cast<int>(cfg.data.prefetch), device);
 
   // --- the run directory ---
-  create_run_dir(run_dir, cfg);
+  if (!existing) {
+    create_run_dir(run_dir, cfg);
+  } else {
+    write_file_atomic((fs::path(run_dir) / "config.yaml").string(), "# resolved by sluice " SLUICE_VERSION "\n" + to_yaml(cfg));
+    truncate_metrics(fs::path(run_dir) / "metrics.jsonl", state.step);
+  }
   if (cfg.log.file) log::init(log::parse_level(cfg.log.level), (fs::path(run_dir) / "train.log").string());
   MetricsWriter metrics((fs::path(run_dir) / "metrics.jsonl").string());
 
@@ -109,6 +162,7 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
   const int64_t tokens_per_step = cfg.train.micro_batch * cfg.train.grad_accum * cfg.data.seq_len;
   const double peak = peak_flops(device, cfg.log.peak_tflops);
   log::info(fmt::format("run dir {}", run_dir));
+  if (resume) log::info(fmt::format("resuming from {} (step {})", resume->dir, state.step));
   log::info(fmt::format("device {} ({}), precision {}, attention backend {}", device.str(), device_name(device),
                         bf16 ? "bf16 autocast" : "fp32", cfg.model.attention.backend));
   log::info(fmt::format("model: {} parameters ({} in embeddings), {:.3g} training FLOPs/token",
@@ -122,44 +176,85 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
 
   TrainSummary summary;
   summary.run_dir = run_dir;
+  summary.resumed_from_step = state.step;
   summary.final_val_loss = std::numeric_limits<double>::quiet_NaN();
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
+  // Interval accumulators live on the device so that steps never wait for the host.
+  at::Tensor loss_acc = at::full({}, state.interval_loss_sum, f32);
+  at::Tensor finite_acc = at::full({}, static_cast<double>(state.interval_finite), f32);
+  at::Tensor skipped_acc = at::zeros({}, f32);
+  int64_t steps_in_interval = state.interval_steps;
+  int64_t skipped_total = state.skipped_steps;
+  at::Tensor gnorm_last;
+  double lr = 0.0;
+  const int64_t total = cfg.train.steps;
   const auto t_start = Clock::now();
   auto t_interval = t_start;
-  int64_t steps_in_interval = 0;
-  at::Tensor loss_acc = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device));
-  at::Tensor gnorm_last;
-  const int64_t total = cfg.train.steps;
+  int64_t steps_timed = 0;  // steps in this process's current interval (for tokens/s)
+  Prefetcher batches([&train_loader](uint64_t k) { return train_loader.batch(k); }, state.next_batch,
+                     static_cast<int>(cfg.data.prefetch), device);
+  StopSignal stop;
 
-  for (int64_t step = 1; step <= total; ++step) {
+  // Reads the device counters; in abort mode a non-finite step ends the run here (exit 1),
+  // before any checkpoint could store its consequences.
+  auto check_nonfinite = [&](int64_t step) {
+    const auto skipped = static_cast<int64_t>(skipped_acc.item<double>());
+    if (skipped == 0) return;
+    skipped_acc.zero_();
+    skipped_total += skipped;
+    if (cfg.train.on_nonfinite == "skip") {
+      log::warn(fmt::format("step {}: {} update(s) with non-finite gradients skipped ({} in all)", step, skipped, skipped_total));
+      return;
+    }
+    const nlohmann::json diag = {{"step", step},
+                                 {"nonfinite_steps_since_last_check", skipped},
+                                 {"grad_norm", gnorm_last.item<double>()},
+                                 {"lr", lr},
+                                 {"last_checkpoint", latest_checkpoint(run_dir).value_or("")},
+                                 {"message", "gradients were not finite; the update was not applied and training stopped "
+                                             "(train.on_nonfinite: abort). Lower optim.lr or raise train.grad_clip, "
+                                             "or set train.on_nonfinite: skip."}};
+    write_file_atomic((fs::path(run_dir) / "nonfinite.json").string(), diag.dump(2) + "\n");
+    throw std::runtime_error(fmt::format("non-finite gradients at or before step {}; see {}/nonfinite.json", step, run_dir));
+  };
+
+  for (int64_t step = state.step + 1; step <= total; ++step) {
     std::vector<Batch> micro;
     for (int64_t i = 0; i < cfg.train.grad_accum; ++i) micro.push_back(batches.next());
-    const double lr = learning_rate(cfg.schedule, cfg.optim.lr, step, total);
+    lr = learning_rate(cfg.schedule, cfg.optim.lr, step, total);
     const TrainStep::Result r = stepper.run(micro, lr);
-    loss_acc.add_(r.loss);
+    const at::Tensor finite = r.loss.isfinite();
+    loss_acc.add_(at::where(finite, r.loss, at::zeros_like(r.loss)));
+    finite_acc.add_(finite.to(at::kFloat));
+    skipped_acc.add_(r.skipped);
     gnorm_last = r.grad_norm;
     ++steps_in_interval;
+    ++steps_timed;
 
     const bool last = step == total;
+    const bool stopping = stop.requested() || step == opts.stop_after;
     const bool log_now = step % cfg.train.log_every == 0 || last;
     const bool eval_now = validating && ((cfg.train.eval_every > 0 && step % cfg.train.eval_every == 0) || last);
-    if (!log_now && !eval_now) continue;
+    const bool save_now = (cfg.checkpoint.every > 0 && step % cfg.checkpoint.every == 0) || last || stopping;
 
     nlohmann::json rec;
     rec["step"] = step;
     if (log_now) {
-      const double loss = loss_acc.item<double>() / static_cast<double>(steps_in_interval);  // syncs the device
+      check_nonfinite(step);
+      const double n_finite = finite_acc.item<double>();
+      const double loss = n_finite > 0 ? loss_acc.item<double>() / n_finite : std::numeric_limits<double>::quiet_NaN();
       const double gnorm = gnorm_last.item<double>();
-      if (!std::isfinite(loss)) throw std::runtime_error(fmt::format("non-finite training loss at step {}", step));
       const double dt = seconds_since(t_interval);
-      const double tps = static_cast<double>(steps_in_interval * tokens_per_step) / dt;
-      const double eta = dt / static_cast<double>(steps_in_interval) * static_cast<double>(total - step);
+      const double tps = static_cast<double>(steps_timed * tokens_per_step) / dt;
+      const double eta = dt / static_cast<double>(steps_timed) * static_cast<double>(total - step);
       rec["loss"] = loss;
       rec["lr"] = lr;
       rec["grad_norm"] = gnorm;
       rec["tokens"] = step * tokens_per_step;
       rec["tokens_per_s"] = tps;
       rec["elapsed_s"] = seconds_since(t_start);
-      rec["data_wait_ms"] = 1e3 * batches.take_wait_seconds() / static_cast<double>(steps_in_interval);
+      rec["data_wait_ms"] = 1e3 * batches.take_wait_seconds() / static_cast<double>(steps_timed);
+      rec["skipped_steps"] = skipped_total;
       std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | gnorm {:.3f} | {} tok/s", step, total,
                                      loss, lr, gnorm, format_count(tps));
       if (peak > 0) {
@@ -172,7 +267,9 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
       summary.final_loss = loss;
       summary.logged_losses.push_back(loss);
       loss_acc.zero_();
+      finite_acc.zero_();
       steps_in_interval = 0;
+      steps_timed = 0;
       t_interval = Clock::now();
     }
     if (eval_now) {
@@ -183,25 +280,55 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
       log::info(fmt::format("step {}/{} | val_loss {:.4f} (ppl {:.2f})", step, total, val, std::exp(val)));
       t_interval += Clock::now() - t_eval;  // keep evaluation out of the throughput figure
     }
-    metrics.write(rec);
+    if (log_now || eval_now) metrics.write(rec);
+    if (save_now) {
+      const auto t_save = Clock::now();
+      check_nonfinite(step);
+      state.step = step;
+      state.tokens = step * tokens_per_step;
+      state.next_batch = batches.next_index();
+      state.interval_loss_sum = loss_acc.item<double>();
+      state.interval_finite = static_cast<int64_t>(finite_acc.item<double>());
+      state.interval_steps = steps_in_interval;
+      state.skipped_steps = skipped_total;
+      summary.last_checkpoint = save_checkpoint(run_dir, cfg, *model, optimizer, state);
+      prune_checkpoints(run_dir, cfg.checkpoint.keep_last);
+      log::info(fmt::format("checkpoint {} ({:.1f}s)", summary.last_checkpoint, seconds_since(t_save)));
+      t_interval += Clock::now() - t_save;
+    }
+    summary.steps = step;
+    if (stopping && !last) {
+      summary.stopped_by_signal = true;
+      log::warn(fmt::format("stopped ({}) after step {}; continue with: sluice train CONFIG --run-dir {} "
+                            "(--resume auto is the default)",
+                            stop.requested() ? "signal " + std::to_string(stop.signal()) : std::string("--stop-after"),
+                            step, run_dir));
+      break;
+    }
   }
 
-  summary.steps = total;
   const double elapsed = seconds_since(t_start);
-  summary.tokens_per_s = static_cast<double>(total * tokens_per_step) / elapsed;
-  nlohmann::json s = {{"steps", total},
+  const int64_t done_here = summary.steps - summary.resumed_from_step;
+  summary.tokens_per_s = static_cast<double>(done_here * tokens_per_step) / elapsed;
+  nlohmann::json s = {{"steps", summary.steps},
+                      {"target_steps", total},
+                      {"stopped_by_signal", summary.stopped_by_signal},
+                      {"resumed_from_step", summary.resumed_from_step},
                       {"final_loss", summary.final_loss},
-                      {"tokens", total * tokens_per_step},
+                      {"tokens", summary.steps * tokens_per_step},
                       {"elapsed_s", elapsed},
                       {"tokens_per_s", summary.tokens_per_s},
+                      {"skipped_steps", skipped_total},
                       {"params", count_parameters(*model)},
                       {"train_flops_per_token", stats.train_flops_per_token},
+                      {"last_checkpoint", summary.last_checkpoint},
                       {"device", device_name(device)}};
-  if (validating) s["final_val_loss"] = summary.final_val_loss;
+  if (validating && std::isfinite(summary.final_val_loss)) s["final_val_loss"] = summary.final_val_loss;
   write_file_atomic((fs::path(run_dir) / "summary.json").string(), s.dump(2) + "\n");
-  log::info(fmt::format("done: {} steps in {}, final loss {:.4f}{}", total, format_duration(elapsed),
-                        summary.final_loss,
-                        validating ? fmt::format(", val_loss {:.4f}", summary.final_val_loss) : std::string()));
+  log::info(fmt::format("{}: {} steps in {}, final loss {:.4f}{}", summary.stopped_by_signal ? "stopped" : "done",
+                        summary.steps, format_duration(elapsed), summary.final_loss,
+                        std::isfinite(summary.final_val_loss) ? fmt::format(", val_loss {:.4f}", summary.final_val_loss)
+                                                              : std::string()));
   log::close_file();
   return summary;
 }

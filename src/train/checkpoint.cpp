@@ -1,0 +1,287 @@
+#include "train/checkpoint.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <ATen/cuda/CUDAGeneratorImpl.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+#include <torch/cuda.h>
+#include <torch/version.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <thread>
+
+#include "sluice/errors.h"
+#include "sluice/fs.h"
+#include "train/run_dir.h"
+#include "train/safetensors.h"
+
+namespace sluice {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string step_name(int64_t step) { return fmt::format("step-{:08}", step); }
+
+// Test hook: SLUICE_TEST_CHECKPOINT_DELAY_MS slows every file write down, so a test can
+// kill the process in the middle of writing a checkpoint.
+void test_delay() {
+  static const char* env = std::getenv("SLUICE_TEST_CHECKPOINT_DELAY_MS");
+  if (env) std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(env)));
+}
+
+void write_text_synced(const fs::path& path, const std::string& text) {
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << text;
+    if (!out.flush()) throw std::runtime_error("cannot write " + path.string());
+  }
+  fsync_path(path.string());
+  test_delay();
+}
+
+NamedTensors model_tensors(CausalLMImpl& model) {
+  NamedTensors out;
+  for (const auto& p : model.named_parameters()) out.emplace_back(p.key(), p.value());
+  for (const auto& b : model.named_buffers()) out.emplace_back(b.key(), b.value());
+  return out;
+}
+
+std::string shape_str(at::IntArrayRef s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+
+nlohmann::json to_json(const TrainingState& s) {
+  return {{"step", s.step},
+          {"tokens", s.tokens},
+          {"loader", {{"next_batch", s.next_batch}}},
+          {"interval", {{"loss_sum", s.interval_loss_sum}, {"finite_steps", s.interval_finite}, {"steps", s.interval_steps}}},
+          {"skipped_steps", s.skipped_steps}};
+}
+
+TrainingState state_from_json(const nlohmann::json& j) {
+  TrainingState s;
+  s.step = j.at("step").get<int64_t>();
+  s.tokens = j.at("tokens").get<int64_t>();
+  s.next_batch = j.at("loader").at("next_batch").get<uint64_t>();
+  s.interval_loss_sum = j.at("interval").at("loss_sum").get<double>();
+  s.interval_finite = j.at("interval").at("finite_steps").get<int64_t>();
+  s.interval_steps = j.at("interval").at("steps").get<int64_t>();
+  s.skipped_steps = j.value("skipped_steps", int64_t{0});
+  return s;
+}
+
+nlohmann::json read_json(const fs::path& path) {
+  std::ifstream in(path);
+  if (!in) throw InputError("checkpoint file '" + path.string() + "' is missing");
+  try {
+    return nlohmann::json::parse(in);
+  } catch (const std::exception& e) {
+    throw InputError("checkpoint file '" + path.string() + "' is not valid JSON: " + e.what());
+  }
+}
+
+// Complete checkpoints (meta.json present), oldest first.
+std::vector<fs::path> complete_checkpoints(const std::string& run_dir) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  if (!fs::is_directory(root, ec)) return out;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.rfind("step-", 0) == 0 && fs::is_regular_file(e.path() / "meta.json", ec)) out.push_back(e.path());
+  }
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model, const AdamW& opt,
+                            const TrainingState& state) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  fs::create_directories(root);
+  const std::string name = step_name(state.step);
+  const fs::path tmp = root / (".tmp-" + name), final_dir = root / name;
+  remove_tree(tmp.string());
+  fs::create_directories(tmp);
+
+  write_safetensors_sharded(tmp.string(), "model", model_tensors(model), cfg.checkpoint.max_shard_mb << 20,
+                            {{"format", "pt"}, {"producer", "sluice " SLUICE_VERSION}});
+  test_delay();
+  NamedTensors opt_state;
+  for (const auto& g : opt.groups()) {
+    for (const auto& s : g.params) {
+      opt_state.emplace_back("exp_avg." + s.name, s.exp_avg);
+      opt_state.emplace_back("exp_avg_sq." + s.name, s.exp_avg_sq);
+      opt_state.emplace_back("step." + s.name, s.step);
+    }
+  }
+  write_safetensors((tmp / "optimizer.safetensors").string(), opt_state);
+  test_delay();
+  NamedTensors rng = {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}};
+  if (torch::cuda::is_available()) rng.emplace_back("cuda", at::cuda::detail::getDefaultCUDAGenerator().get_state());
+  write_safetensors((tmp / "rng.safetensors").string(), rng);
+  write_text_synced(tmp / "trainer_state.json", to_json(state).dump(2) + "\n");
+  write_text_synced(tmp / "config.yaml", to_yaml(cfg));
+  const std::time_t now = std::time(nullptr);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&now));
+  const nlohmann::json meta = {{"format", "sluice-checkpoint"},
+                               {"format_version", kCheckpointFormat},
+                               {"sluice_version", SLUICE_VERSION},
+                               {"torch_version", TORCH_VERSION},
+                               {"step", state.step},
+                               {"created_utc", stamp}};
+  write_text_synced(tmp / "meta.json", meta.dump(2) + "\n");  // last file: marks the checkpoint complete
+  fsync_path(tmp.string());
+
+  remove_tree(final_dir.string());  // a re-run of the same step replaces it
+  fs::rename(tmp, final_dir);
+  fsync_path(root.string());
+  write_text_synced(root / "latest.tmp", name + "\n");
+  fs::rename(root / "latest.tmp", root / "latest");
+  fsync_path(root.string());
+  return final_dir.string();
+}
+
+void prune_checkpoints(const std::string& run_dir, int64_t keep) {
+  std::vector<fs::path> done = complete_checkpoints(run_dir);
+  for (size_t i = 0; i + static_cast<size_t>(keep) < done.size(); ++i) remove_tree(done[i].string());
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(fs::path(run_dir) / "checkpoints", ec)) {
+    if (e.path().filename().string().rfind(".tmp-", 0) == 0) remove_tree(e.path().string());  // killed writes
+  }
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& run_dir) {
+  const fs::path root = fs::path(run_dir) / "checkpoints";
+  std::ifstream in(root / "latest");
+  std::string name;
+  std::error_code ec;
+  if (in >> name && fs::is_regular_file(root / name / "meta.json", ec)) return (root / name).string();
+  const std::vector<fs::path> done = complete_checkpoints(run_dir);  // `latest` missing or stale
+  if (done.empty()) return std::nullopt;
+  return done.back().string();
+}
+
+std::string resolve_checkpoint(const std::string& path) {
+  std::error_code ec;
+  if (fs::is_regular_file(fs::path(path) / "meta.json", ec)) return path;
+  if (fs::is_directory(fs::path(path) / "checkpoints", ec)) {
+    if (auto latest = latest_checkpoint(path)) return *latest;
+    throw InputError("--resume: run directory '" + path + "' has no complete checkpoint");
+  }
+  throw InputError("--resume: '" + path + "' is neither a checkpoint (no meta.json) nor a run directory");
+}
+
+CheckpointInfo read_checkpoint_info(const std::string& dir) {
+  const nlohmann::json meta = read_json(fs::path(dir) / "meta.json");
+  if (meta.value("format", "") != "sluice-checkpoint")
+    throw InputError("checkpoint '" + dir + "': meta.json is not a sluice checkpoint's");
+  const int version = meta.value("format_version", 0);
+  if (version != kCheckpointFormat) {
+    throw InputError(fmt::format("checkpoint '{}': format version {} (written by sluice {}); this sluice {} reads "
+                                 "version {}",
+                                 dir, version, meta.value("sluice_version", "?"), SLUICE_VERSION, kCheckpointFormat));
+  }
+  CheckpointInfo info;
+  info.dir = dir;
+  const fs::path cfg_path = fs::path(dir) / "config.yaml";
+  if (!fs::exists(cfg_path)) throw InputError("checkpoint file '" + cfg_path.string() + "' is missing");
+  info.config = load_config(cfg_path.string(), {}, /*check_paths=*/false).config;
+  try {
+    info.state = state_from_json(read_json(fs::path(dir) / "trainer_state.json"));
+  } catch (const nlohmann::json::exception& e) {
+    throw InputError("checkpoint file '" + (fs::path(dir) / "trainer_state.json").string() + "': " + e.what());
+  }
+  return info;
+}
+
+void load_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW* opt, bool restore_rng) {
+  at::NoGradGuard no_grad;
+  SafetensorsFile weights = read_safetensors_sharded(dir, "model");
+  const std::string file = (fs::path(dir) / "model.safetensors").string();
+  std::set<std::string> expected;
+  for (auto& [name, t] : model_tensors(model)) {
+    expected.insert(name);
+    const auto it = weights.tensors.find(name);
+    if (it == weights.tensors.end()) throw InputError("checkpoint file '" + file + "': tensor '" + name + "' is missing");
+    const at::Tensor& src = it->second;
+    if (src.sizes() != t.sizes()) {
+      throw InputError("checkpoint file '" + file + "': tensor '" + name + "' has shape " + shape_str(src.sizes()) +
+                       ", the model expects " + shape_str(t.sizes()));
+    }
+    if (src.scalar_type() != t.scalar_type()) {
+      throw InputError("checkpoint file '" + file + "': tensor '" + name + "' has dtype " +
+                       std::string(c10::toString(src.scalar_type())) + ", the model expects " +
+                       std::string(c10::toString(t.scalar_type())));
+    }
+    t.copy_(src);
+  }
+  for (const auto& kv : weights.tensors)
+    if (!expected.count(kv.first))
+      throw InputError("checkpoint file '" + file + "': unexpected tensor '" + kv.first + "' (a different model?)");
+
+  if (opt) {
+    const std::string opt_file = (fs::path(dir) / "optimizer.safetensors").string();
+    const SafetensorsFile st = read_safetensors(opt_file);
+    for (auto& g : opt->groups()) {
+      for (auto& s : g.params) {
+        for (auto [prefix, dst] : {std::pair<const char*, at::Tensor*>{"exp_avg.", &s.exp_avg},
+                                   {"exp_avg_sq.", &s.exp_avg_sq},
+                                   {"step.", &s.step}}) {
+          const auto it = st.tensors.find(prefix + s.name);
+          if (it == st.tensors.end())
+            throw InputError("checkpoint file '" + opt_file + "': tensor '" + prefix + s.name + "' is missing");
+          if (it->second.sizes() != dst->sizes() || it->second.scalar_type() != dst->scalar_type())
+            throw InputError("checkpoint file '" + opt_file + "': tensor '" + prefix + s.name +
+                             "' does not match the parameter (shape " + shape_str(it->second.sizes()) + ")");
+          dst->copy_(it->second);
+        }
+      }
+    }
+  }
+  if (restore_rng) {
+    const SafetensorsFile rng = read_safetensors((fs::path(dir) / "rng.safetensors").string());
+    if (rng.tensors.count("cpu")) {
+      at::Generator gen = at::detail::getDefaultCPUGenerator();
+      gen.set_state(rng.tensors.at("cpu"));
+    }
+    if (rng.tensors.count("cuda") && torch::cuda::is_available()) {
+      at::Generator gen = at::cuda::detail::getDefaultCUDAGenerator();
+      gen.set_state(rng.tensors.at("cuda"));
+    }
+  }
+}
+
+ConfigDiff diff_for_resume(const Config& checkpoint, const Config& current) {
+  // Changing these would make the weights, the optimizer state or the data position mean
+  // something else. Everything else (logging, evaluation, schedule length, checkpointing,
+  // attention backend, data paths) may change between a save and a resume.
+  auto fixed = [](const std::string& key) {
+    if (key == "model.attention.backend") return false;
+    for (const char* p : {"model.", "data.tokenizer", "data.seq_len", "train.micro_batch", "train.grad_accum",
+                          "train.seed", "optim.name", "parallel."})
+      if (key.rfind(p, 0) == 0) return true;
+    return false;
+  };
+  ConfigDiff d;
+  const auto a = config_values(checkpoint), b = config_values(current);
+  for (const auto& [key, old_value] : a) {
+    const std::string& new_value = b.at(key);
+    if (old_value == new_value) continue;
+    (fixed(key) ? d.incompatible : d.harmless).push_back(key + ": " + old_value + " -> " + new_value);
+  }
+  return d;
+}
+
+}  // namespace sluice

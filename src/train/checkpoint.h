@@ -1,0 +1,65 @@
+// Checkpoints: RUN_DIR/checkpoints/step-NNNNNNNN/ holding
+//   model.safetensors (sharded above checkpoint.max_shard_mb, HF index layout), HF tensor names
+//   optimizer.safetensors  AdamW state: exp_avg.<param>, exp_avg_sq.<param>, step.<param>
+//   rng.safetensors        CPU (and CUDA) generator states
+//   trainer_state.json     step, tokens, loader position, log-interval accumulators
+//   config.yaml            the resolved config of the run that wrote it
+//   meta.json              format version, sluice and torch versions (written last)
+// and RUN_DIR/checkpoints/latest naming the newest. Writes go to a hidden temporary
+// directory that is fsynced and renamed, then `latest` is replaced, then old checkpoints are
+// deleted: a process killed at any moment leaves the previous checkpoint loadable.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "sluice/config.h"
+#include "sluice/model.h"
+#include "train/adamw.h"
+
+namespace sluice {
+
+constexpr int kCheckpointFormat = 1;
+
+struct TrainingState {
+  int64_t step = 0;          // optimizer steps completed
+  int64_t tokens = 0;        // tokens consumed
+  uint64_t next_batch = 0;   // loader position (index of the next micro-batch)
+  double interval_loss_sum = 0.0;   // the current log interval's finite-loss sum, and its
+  int64_t interval_finite = 0;      // finite and total step counts, so logged means are
+  int64_t interval_steps = 0;       // identical across a resume
+  int64_t skipped_steps = 0;       // steps dropped for non-finite gradients
+};
+
+// Writes a checkpoint of the current state; returns its directory.
+std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model, const AdamW& opt,
+                            const TrainingState& state);
+// Deletes all but the newest `keep` complete checkpoints (and stale temporary directories).
+void prune_checkpoints(const std::string& run_dir, int64_t keep);
+
+// The newest complete checkpoint of a run directory (`latest`, else the highest step with a
+// meta.json), if any.
+std::optional<std::string> latest_checkpoint(const std::string& run_dir);
+// A checkpoint directory, or a run directory meaning its latest checkpoint.
+std::string resolve_checkpoint(const std::string& path);
+
+struct CheckpointInfo {
+  std::string dir;
+  Config config;
+  TrainingState state;
+};
+// Reads meta.json (refusing other format versions), config.yaml and trainer_state.json.
+CheckpointInfo read_checkpoint_info(const std::string& dir);
+// Loads weights (names, shapes and dtypes must match exactly), optimizer state and RNG.
+// Throws InputError naming the file and tensor on any mismatch or corruption.
+void load_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW* opt, bool restore_rng);
+
+// Keys whose change makes a checkpoint unusable for this config (model shapes, tokenizer,
+// data order), and keys that changed harmlessly; both as "key: old -> new".
+struct ConfigDiff {
+  std::vector<std::string> incompatible, harmless;
+};
+ConfigDiff diff_for_resume(const Config& checkpoint, const Config& current);
+
+}  // namespace sluice
