@@ -3,6 +3,10 @@
 //
 //   build/benchmarks/bench_train_throughput benchmarks/configs/llama_125m.yaml \
 //       [--set model.attention.backend=math] [--warmup 5] [--steps 20] [--out result.json]
+//   build/benchmarks/bench_train_throughput benchmarks/configs/moe_8x_top2.yaml [--set model.moe.gemm=loop]
+//
+// MoE configs: FLOPs/token (and so MFU) count active parameters only; the JSON also gives the
+// expert-GEMM path taken and the routing balance of the timed steps.
 //
 // Napkin math (H100, 125M-class config): 6·N_matmul + attention ≈ 0.93 GFLOP/token; at
 // 40% of 989 TFLOP/s that is ~425k tokens/s, PyTorch eager reaches 279k.
@@ -57,12 +61,13 @@ int main(int argc, char** argv) {
     }
     const ModelStats stats = model_stats(cfg.model, T);
     const int64_t tokens_per_step = B * T * cfg.train.grad_accum;
-    std::cerr << fmt::format("{}: {} params, {:.3g} FLOPs/token, {} tokens/step on {} ({}), {}\n", config_path,
-                             count_parameters(*model), stats.train_flops_per_token, tokens_per_step,
-                             device_name(device), device.str(), bf16 ? "bf16" : "fp32");
+    std::cerr << fmt::format("{}: {} params ({} active), {:.3g} FLOPs/token, {} tokens/step on {} ({}), {}\n",
+                             config_path, count_parameters(*model), stats.params_active, stats.train_flops_per_token,
+                             tokens_per_step, device_name(device), device.str(), bf16 ? "bf16" : "fp32");
 
     for (int64_t i = 0; i < warmup; ++i) step.run(micro, cfg.optim.lr);
     synchronize(device);
+    model->routing_stats();  // restart the routing counters for the timed steps
     reset_peak_device_memory(device);
     const auto t0 = std::chrono::steady_clock::now();
     at::Tensor loss;
@@ -86,6 +91,16 @@ int main(int argc, char** argv) {
                         {"peak_memory_gib", static_cast<double>(peak_device_memory(device)) / (1 << 30)},
                         {"final_loss", loss.item<double>()}};
     if (peak > 0) r["mfu"] = tps * stats.train_flops_per_token / peak;
+    if (cfg.model.is_moe()) {
+      r["params_active"] = stats.params_active;
+      nlohmann::json layers = nlohmann::json::array();
+      for (const MoELayerStats& s : model->routing_stats()) {
+        layers.push_back({{"layer", s.layer}, {"gemm", s.gemm}, {"load_min", s.load_min}, {"load_max", s.load_max},
+                          {"load_cv", s.load_cv}, {"dropped", s.dropped}, {"router_entropy", s.router_entropy}});
+      }
+      r["moe_layers"] = layers;
+      if (!layers.empty()) r["expert_gemm"] = layers[0]["gemm"];
+    }
     std::cout << r.dump(2) << std::endl;
     if (!out_path.empty()) std::ofstream(out_path) << r.dump(2) << "\n";
   } catch (const InputError& e) {

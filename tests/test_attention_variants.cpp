@@ -115,6 +115,8 @@ std::vector<Variant> all_variants() {
        [](ModelConfig& m) { m.rope.scaling = "dynamic_ntk", m.rope.factor = 2.0, m.rope.original_max_len = 4; }},
       {"RopeYarn",
        [](ModelConfig& m) { m.rope.base = 100.0, m.rope.scaling = "yarn", m.rope.factor = 4.0, m.rope.original_max_len = 6; }},
+      {"G1_with_moe_ffn",  // gates and MoE feed-forward together (only counts and training see the MoE)
+       [](ModelConfig& m) { gate(m, "G1"), m.arch = "moe", m.moe.n_experts = 4, m.moe.top_k = 2; }},
       {"WindowPattern_layer2", [](ModelConfig& m) { m.attention.window_pattern = {0, 5, 3}; }, 2},
       {"WindowPattern_layer1_full", [](ModelConfig& m) { m.attention.window_pattern = {3, 0}, gate(m, "G1"); }, 1},
   };

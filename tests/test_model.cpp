@@ -241,10 +241,23 @@ TEST(CausalLM, ParameterCountMatchesAnalyticFormula) {
   k.attention.gate.position = "G2";
   k.attention.gate.input = "constant";
   configs.push_back(k);
+  ModelConfig moe = small_config();  // MoE in every second block, shared expert with a gate
+  moe.arch = "moe";
+  moe.n_layers = 4;
+  moe.moe.every = 2;
+  moe.moe.n_experts = 5;
+  moe.moe.top_k = 2;
+  moe.moe.ffn_hidden = 24;
+  moe.moe.shared_experts = 2;
+  moe.moe.shared_expert_gate = true;
+  moe.moe.bias_update_rate = 0.01;  // a buffer: not counted
+  configs.push_back(moe);
   for (const auto& cfg : configs) {
     CausalLM model(cfg);
-    EXPECT_EQ(count_parameters(*model), model_stats(cfg, 16).params_total);
+    EXPECT_EQ(count_parameters(*model), model_stats(cfg, 16).params_total) << cfg.arch;
+    EXPECT_LE(model_stats(cfg, 16).params_active, model_stats(cfg, 16).params_total);
   }
+  EXPECT_EQ(model_stats(moe, 16).params_total - model_stats(moe, 16).params_active, 2 * 3 * 3 * 32 * 24);
   EXPECT_EQ(c.resolved_ffn_hidden(), 128);  // 8/3 * 32 = 85.3 -> 128 (multiple of 64)
   // 125M-class config of docs/performance.md: d768, 12 layers, 12/4 heads, SwiGLU 2048, vocab 32000
   ModelConfig m;

@@ -47,6 +47,26 @@ struct AttentionConfig {
   CocaConfig coca;
 };
 
+// Mixture-of-Experts feed-forward (model.arch: moe); see docs/moe.md.
+struct MoEConfig {
+  int64_t n_experts = 8;
+  int64_t ffn_hidden = 0;  // expert SwiGLU width; 0: model.ffn_hidden (resolved)
+  int64_t top_k = 2;
+  int64_t every = 1;  // MoE in blocks i with (i + 1) % every == 0, dense SwiGLU elsewhere
+  bool norm_topk_prob = true;
+  std::string router = "softmax_topk";
+  std::string scoring = "softmax";
+  double bias_update_rate = 0.0;
+  double aux_loss_coef = 0.01;
+  std::string aux_loss_scope = "micro_batch";
+  double z_loss_coef = 0.0;
+  int64_t shared_experts = 0;
+  int64_t shared_ffn_hidden = 0;  // width of each shared expert; 0: moe.ffn_hidden (resolved)
+  bool shared_expert_gate = false;
+  double capacity_factor = 0.0;  // 0: dropless
+  std::string gemm = "auto";
+};
+
 struct ModelConfig {
   std::string arch = "dense";
   int64_t vocab_size = 0;  // 0: the tokenizer's, rounded up to a multiple of 64
@@ -63,6 +83,7 @@ struct ModelConfig {
   bool tie_embeddings = true;
   double norm_eps = 1e-5;
   double init_std = 0.02;
+  MoEConfig moe;
 
   // Derived shapes (valid after validation).
   int64_t resolved_head_dim() const { return head_dim > 0 ? head_dim : d_model / n_heads; }
@@ -75,6 +96,13 @@ struct ModelConfig {
   int64_t window_for_layer(int64_t layer) const {
     if (attention.window_pattern.empty()) return attention.window;
     return attention.window_pattern[static_cast<size_t>(layer) % attention.window_pattern.size()];
+  }
+  bool is_moe() const { return arch == "moe"; }
+  // Block i holds an MoE layer (Qwen-MoE's decoder_sparse_step convention).
+  bool is_moe_layer(int64_t i) const { return is_moe() && (i + 1) % moe.every == 0; }
+  int64_t resolved_expert_hidden() const { return moe.ffn_hidden > 0 ? moe.ffn_hidden : resolved_ffn_hidden(); }
+  int64_t resolved_shared_hidden() const {
+    return moe.shared_experts * (moe.shared_ffn_hidden > 0 ? moe.shared_ffn_hidden : resolved_expert_hidden());
   }
 };
 

@@ -1,11 +1,17 @@
 // The decoder-only language model. Parameter names follow HuggingFace Llama/Qwen:
 // model.embed_tokens.weight, model.layers.{i}.self_attn.{q,k,v,o}_proj.weight, ...,
-// model.norm.weight, lm_head.weight (untied only).
+// model.norm.weight, lm_head.weight (untied only). MoE blocks (docs/moe.md) hold
+// model.layers.{i}.mlp.gate.weight, mlp.experts.{gate,up,down}_proj ([E, ...] stacked) and
+// optionally mlp.shared_expert.*, mlp.shared_expert_gate.weight.
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/embedding.h>
 #include <torch/nn/modules/linear.h>
+
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "sluice/config.h"
 
@@ -14,6 +20,28 @@ namespace sluice {
 class RMSNormImpl;
 class Rotary;
 struct ForwardObserver;
+class MoEImpl;
+
+// The training objective and its parts (fp32 scalars on the model's device, no sync).
+// For dense models aux and z are undefined and total is lm (no extra work).
+struct LossParts {
+  at::Tensor total;  // lm + aux + z: what backward() is called on
+  at::Tensor lm;     // mean next-token cross-entropy
+  at::Tensor aux;    // MoE load-balancing loss, α·E·Σ f_i·P_i averaged over MoE layers
+  at::Tensor z;      // MoE router z-loss, β·mean(logsumexp(logits)²) averaged over MoE layers
+};
+
+// Routing statistics of one MoE layer, accumulated over training forwards since the last read.
+struct MoELayerStats {
+  int64_t layer = 0;                  // block index
+  int64_t tokens = 0;                 // tokens routed
+  std::vector<int64_t> expert_tokens; // assignments per expert (top_k per token, dropped included)
+  int64_t load_min = 0, load_max = 0; // min / max of expert_tokens
+  double load_cv = 0.0;               // coefficient of variation of expert_tokens (std / mean; 0 = balanced)
+  int64_t dropped = 0;                // assignments dropped by moe.capacity_factor
+  double router_entropy = 0.0;        // mean entropy of the router distribution per token, nats (max ln E)
+  std::string gemm;                   // expert GEMM path of the last forward: grouped | loop
+};
 
 class DecoderImpl : public torch::nn::Module {
  public:
@@ -37,8 +65,18 @@ class CausalLMImpl : public torch::nn::Module {
   explicit CausalLMImpl(const ModelConfig& cfg);
   // tokens [B, T] -> logits [B, T, vocab_size]
   at::Tensor forward(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
-  // Mean next-token cross-entropy of `targets` [B, T] given `tokens` [B, T], in fp32.
+  // The objective for `targets` [B, T] given `tokens` [B, T]: cross-entropy in fp32 plus, for
+  // MoE models, the router losses of this forward.
+  LossParts loss_parts(const at::Tensor& tokens, const at::Tensor& targets);
+  // loss_parts(...).total
   at::Tensor loss(const at::Tensor& tokens, const at::Tensor& targets);
+  // MoE bookkeeping after each optimizer step (aux-loss-free bias update, per-step counts);
+  // `skipped` (optional device scalar, 1 = the update was dropped) also drops the bias
+  // update. No-op for dense models. TrainStep calls it.
+  void after_optimizer_step(const at::Tensor& skipped = {});
+  // Per-MoE-layer routing statistics since the previous call (one device sync for all layers,
+  // then the accumulators restart). Empty for dense models. Call it at log time.
+  std::vector<MoELayerStats> routing_stats();
   // Normal(0, init_std) for linear and embedding weights (the gate's g_proj included),
   // init_std/sqrt(2·n_layers) for the residual output projections (o_proj, down_proj), ones
   // for norms, zeros for biases. Uses the global RNG.
@@ -49,16 +87,20 @@ class CausalLMImpl : public torch::nn::Module {
   torch::nn::Linear lm_head{nullptr};  // null when tie_embeddings
 
  private:
+  at::Tensor logits(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
   ModelConfig cfg_;
+  std::vector<std::pair<int64_t, std::shared_ptr<MoEImpl>>> moe_layers_;  // (block index, layer)
 };
 TORCH_MODULE(CausalLM);
 
 // Analytic sizes for logging and MFU. FLOPs per token follow PaLM (Chowdhery et al. 2022,
 // App. B): 6·N_matmul + 12·n_layers·n_heads·head_dim·seq_len for forward+backward, where
-// N_matmul counts every weight used in a matrix multiply (the output head included, the
-// embedding lookup not). The attention term ignores causal masking, as PaLM does.
+// N_matmul counts every weight used in a matrix multiply for one token (the output head
+// included, the embedding lookup not; for MoE the router, the top_k routed and the shared
+// experts, not the other experts). The attention term ignores causal masking, as PaLM does.
 struct ModelStats {
   int64_t params_total = 0;      // all trainable parameters
+  int64_t params_active = 0;     // used per token: total minus the E - top_k unselected experts per MoE layer
   int64_t params_embedding = 0;  // token embedding (+ untied lm_head)
   int64_t params_matmul = 0;     // N_matmul above
   double train_flops_per_token = 0.0;

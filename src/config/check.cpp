@@ -91,6 +91,67 @@ void check_gate(std::vector<Problem>& out, const ModelConfig& m) {
   }
 }
 
+// model.moe.* against model.arch and each other.
+void check_moe(std::vector<Problem>& out, const ModelConfig& m) {
+  const MoEConfig& e = m.moe;
+  if (!m.is_moe()) {
+    // A non-default MoE key with a dense model is almost certainly a forgotten `arch: moe`.
+    const MoEConfig d;
+    const std::pair<const char*, bool> changed[] = {
+        {"n_experts", e.n_experts != d.n_experts},
+        {"ffn_hidden", e.ffn_hidden != d.ffn_hidden},
+        {"top_k", e.top_k != d.top_k},
+        {"every", e.every != d.every},
+        {"norm_topk_prob", e.norm_topk_prob != d.norm_topk_prob},
+        {"router", e.router != d.router},
+        {"scoring", e.scoring != d.scoring},
+        {"bias_update_rate", e.bias_update_rate != d.bias_update_rate},
+        {"aux_loss_coef", e.aux_loss_coef != d.aux_loss_coef},
+        {"aux_loss_scope", e.aux_loss_scope != d.aux_loss_scope},
+        {"z_loss_coef", e.z_loss_coef != d.z_loss_coef},
+        {"shared_experts", e.shared_experts != d.shared_experts},
+        {"shared_ffn_hidden", e.shared_ffn_hidden != d.shared_ffn_hidden},
+        {"shared_expert_gate", e.shared_expert_gate != d.shared_expert_gate},
+        {"capacity_factor", e.capacity_factor != d.capacity_factor},
+        {"gemm", e.gemm != d.gemm}};
+    for (const auto& [key, set] : changed) {
+      if (set) {
+        out.push_back({std::string("model.moe.") + key,
+                       "is set but model.arch is '" + m.arch + "'; MoE keys need model.arch: moe"});
+      }
+    }
+    return;
+  }
+  if (e.top_k > e.n_experts) {
+    out.push_back({"model.moe.top_k", "(" + std::to_string(e.top_k) + ") exceeds model.moe.n_experts (" +
+                                          std::to_string(e.n_experts) + ")"});
+  }
+  if (e.every > m.n_layers) {
+    out.push_back({"model.moe.every", "(" + std::to_string(e.every) + ") exceeds model.n_layers (" +
+                                          std::to_string(m.n_layers) + "): no block would be an MoE layer"});
+  }
+  if (e.router == "topk_softmax" && e.scoring != "softmax") {
+    out.push_back({"model.moe.router", "topk_softmax takes a softmax over the selected logits; it needs "
+                                       "model.moe.scoring: softmax (got '" + e.scoring + "')"});
+  }
+  if (e.router == "topk_softmax" && !e.norm_topk_prob) {
+    out.push_back({"model.moe.norm_topk_prob", "is false, but router topk_softmax always normalises over the "
+                                               "selected experts; set it to true or use router: softmax_topk"});
+  }
+  if (e.shared_experts == 0 && e.shared_expert_gate) {
+    out.push_back({"model.moe.shared_expert_gate", "needs model.moe.shared_experts > 0"});
+  }
+  if (e.shared_experts == 0 && e.shared_ffn_hidden > 0) {
+    out.push_back({"model.moe.shared_ffn_hidden", "needs model.moe.shared_experts > 0"});
+  }
+  if (e.gemm == "grouped" && (m.d_model % 8 != 0 || m.resolved_expert_hidden() % 8 != 0)) {
+    // at::_grouped_mm needs 16-byte aligned rows: multiples of 8 bf16 elements.
+    out.push_back({"model.moe.gemm", "grouped needs model.d_model (" + std::to_string(m.d_model) +
+                                         ") and the expert width (" + std::to_string(m.resolved_expert_hidden()) +
+                                         ") to be multiples of 8; use auto or loop"});
+  }
+}
+
 std::string strip_key(const std::string& msg, const std::string& key) {
   return msg.compare(0, key.size() + 2, key + ": ") == 0 ? msg.substr(key.size() + 2) : msg;
 }
@@ -157,6 +218,7 @@ std::vector<Problem> check_consistency(const Config& c, bool check_paths) {
   }
   check_positions(out, m);
   check_gate(out, m);
+  check_moe(out, m);
   if (check_paths) {
     check_data_path(out, "data.train", c.data.train, /*required=*/true);
     check_data_path(out, "data.val", c.data.val, /*required=*/false);

@@ -194,7 +194,9 @@ std::vector<Field> build_schema() {
   b.add(KEY(run.name), "Run name; the run directory is `run.dir/<name>-<timestamp>` unless `--run-dir` is given.");
   b.add(KEY(run.dir), "Parent folder of run directories.");
   // model
-  b.add(KEY(model.arch), "Architecture: `dense` decoder (Llama-style).").choices({"dense"});
+  b.add(KEY(model.arch), "Architecture: `dense` decoder (Llama-style) or `moe` (Mixture-of-Experts feed-forward, "
+                         "`model.moe.*`; docs/moe.md).")
+      .choices({"dense", "moe"});
   b.add(KEY(model.vocab_size), "Embedding rows; at least the tokenizer's vocabulary size. 0: the tokenizer's "
                                "size rounded up to a multiple of 64 (resolved when the config is loaded).")
       .min(0);
@@ -267,6 +269,48 @@ std::vector<Field> build_schema() {
   b.add(KEY(model.init_std), "Std of the normal init of linear and embedding weights; output projections "
                              "(o_proj, down_proj) use init_std / sqrt(2·n_layers).")
       .min(0.0, true);
+  // model.moe (docs/moe.md)
+  b.add(KEY(model.moe.n_experts), "Routed experts per MoE layer.").min(1);
+  b.add(KEY(model.moe.ffn_hidden), "SwiGLU width of each routed expert; 0 means the resolved `model.ffn_hidden`.")
+      .min(0);
+  b.add(KEY(model.moe.top_k), "Experts each token is routed to; at most `n_experts`.").min(1);
+  b.add(KEY(model.moe.every), "MoE in blocks i with (i+1) % every == 0 (1: every block); the others use a dense "
+                              "SwiGLU of width `model.ffn_hidden`.")
+      .min(1);
+  b.add(KEY(model.moe.norm_topk_prob), "Renormalise the selected experts' scores to sum to 1 (Qwen3-MoE, "
+                                       "DeepSeek-V3). `topk_softmax` is normalised by construction.");
+  b.add(KEY(model.moe.router), "`softmax_topk`: scores over all experts, then top-k (Qwen-MoE, Switch); "
+                               "`topk_softmax`: top-k of the logits, then softmax over the selected (Mixtral).")
+      .choices({"softmax_topk", "topk_softmax"});
+  b.add(KEY(model.moe.scoring), "Expert scores: `softmax` over experts or `sigmoid` per expert (DeepSeek-V3).")
+      .choices({"softmax", "sigmoid"});
+  b.add(KEY(model.moe.bias_update_rate), "Aux-loss-free balancing (DeepSeek-V3): a per-expert bias added to the "
+                                         "scores for selection only, moved by ±rate against the load imbalance "
+                                         "after each optimizer step; 0 disables.")
+      .min(0.0);
+  b.add(KEY(model.moe.aux_loss_coef), "α of the load-balancing loss α·E·Σ_i f_i·P_i (mean over MoE layers; equals "
+                                      "α when balanced); 0 disables.")
+      .min(0.0);
+  b.add(KEY(model.moe.aux_loss_scope), "Where f_i (share of routed tokens) is counted: `micro_batch`, or "
+                                       "`global_batch` (running count over the micro-batches of the optimizer "
+                                       "step).")
+      .choices({"micro_batch", "global_batch"});
+  b.add(KEY(model.moe.z_loss_coef), "β of the router z-loss β·mean(logsumexp(logits)²) (ST-MoE; 1e-3 there); "
+                                    "0 disables.")
+      .min(0.0);
+  b.add(KEY(model.moe.shared_experts), "Always-active shared experts per MoE layer (Qwen-MoE, DeepSeek), stored "
+                                       "as one SwiGLU of width shared_experts·shared_ffn_hidden.")
+      .min(0);
+  b.add(KEY(model.moe.shared_ffn_hidden), "Width of each shared expert; 0 means the resolved `moe.ffn_hidden`.")
+      .min(0);
+  b.add(KEY(model.moe.shared_expert_gate), "Scale the shared experts' output by sigmoid(x·w) (Qwen-MoE).");
+  b.add(KEY(model.moe.capacity_factor), "0: dropless. > 0: each expert takes at most ceil(factor·tokens·top_k / "
+                                        "n_experts) assignments per micro-batch; first choices before second "
+                                        "choices, then token order; the rest are dropped.")
+      .min(0.0);
+  b.add(KEY(model.moe.gemm), "Expert matmuls: `auto` (grouped GEMM for bf16 on sm90/sm100, else the loop), `grouped` "
+                             "(at::_grouped_mm), `loop` (one matmul per expert on its contiguous slice).")
+      .choices({"auto", "grouped", "loop"});
   // data
   b.add(KEY(data.train), "Training data: a dataset folder from `sluice data prepare` (its train split), or a UTF-8 "
                          "text file tokenized in memory (small data). Relative paths are relative to the working "

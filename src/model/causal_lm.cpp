@@ -5,6 +5,7 @@
 
 #include "model/alibi.h"
 #include "model/decoder_block.h"
+#include "model/moe.h"
 #include "model/rms_norm.h"
 #include "model/rope.h"
 #include "sluice/model.h"
@@ -36,18 +37,53 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& cfg) : cfg_(cfg) {
   if (!cfg.tie_embeddings) {
     lm_head = register_module("lm_head", nn::Linear(nn::LinearOptions(cfg.d_model, cfg.vocab_size).bias(false)));
   }
+  for (int64_t i = 0; i < cfg.n_layers; ++i) {
+    if (auto moe = model->layers[i]->as<DecoderBlockImpl>()->moe_mlp) moe_layers_.emplace_back(i, moe.ptr());
+  }
   reset_parameters();
 }
 
-at::Tensor CausalLMImpl::forward(const at::Tensor& tokens, ForwardObserver* observer) {
+at::Tensor CausalLMImpl::logits(const at::Tensor& tokens, ForwardObserver* observer) {
   const at::Tensor h = model->forward(tokens, observer);
   return lm_head ? lm_head->forward(h) : at::linear(h, model->embed_tokens->weight);
 }
 
-at::Tensor CausalLMImpl::loss(const at::Tensor& tokens, const at::Tensor& targets) {
-  const at::Tensor logits = forward(tokens);
-  return at::cross_entropy_loss(logits.reshape({-1, logits.size(-1)}).to(at::kFloat), targets.reshape({-1}));
+at::Tensor CausalLMImpl::forward(const at::Tensor& tokens, ForwardObserver* observer) {
+  at::Tensor out = logits(tokens, observer);
+  for (auto& [i, moe] : moe_layers_) moe->take_losses();  // not wanted here; drop their graphs
+  return out;
 }
+
+LossParts CausalLMImpl::loss_parts(const at::Tensor& tokens, const at::Tensor& targets) {
+  const at::Tensor y = logits(tokens);
+  LossParts p;
+  p.lm = at::cross_entropy_loss(y.reshape({-1, y.size(-1)}).to(at::kFloat), targets.reshape({-1}));
+  p.total = p.lm;
+  if (moe_layers_.empty()) return p;
+  p.aux = at::zeros({}, p.lm.options());
+  p.z = at::zeros({}, p.lm.options());
+  for (auto& [i, moe] : moe_layers_) {
+    auto [aux, z] = moe->take_losses();
+    if (aux.defined()) p.aux = p.aux + aux;
+    if (z.defined()) p.z = p.z + z;
+  }
+  // Mean over MoE layers: a balanced router gives aux == α whatever the depth.
+  const double inv = 1.0 / static_cast<double>(moe_layers_.size());
+  p.aux = p.aux * inv;
+  p.z = p.z * inv;
+  p.total = p.lm + p.aux + p.z;
+  return p;
+}
+
+at::Tensor CausalLMImpl::loss(const at::Tensor& tokens, const at::Tensor& targets) {
+  return loss_parts(tokens, targets).total;
+}
+
+void CausalLMImpl::after_optimizer_step(const at::Tensor& skipped) {
+  for (auto& [i, moe] : moe_layers_) moe->after_optimizer_step(skipped);
+}
+
+std::vector<MoELayerStats> CausalLMImpl::routing_stats() { return take_routing_stats(moe_layers_); }
 
 void CausalLMImpl::reset_parameters() {
   torch::NoGradGuard no_grad;

@@ -6,12 +6,17 @@ DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg, int64_t layer) {
   input_layernorm = register_module("input_layernorm", RMSNorm(cfg.d_model, cfg.norm_eps));
   self_attn = register_module("self_attn", SelfAttention(cfg, layer));
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  mlp = register_module("mlp", SwiGLU(cfg.d_model, cfg.resolved_ffn_hidden()));
+  if (cfg.is_moe_layer(layer)) {
+    moe_mlp = register_module("mlp", MoE(cfg));
+  } else {
+    mlp = register_module("mlp", SwiGLU(cfg.d_model, cfg.resolved_ffn_hidden()));
+  }
 }
 
 at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, const ForwardContext& ctx) {
   const at::Tensor h = x + self_attn->forward(input_layernorm->forward(x), ctx);
-  return h + mlp->forward(post_attention_layernorm->forward(h));
+  const at::Tensor n = post_attention_layernorm->forward(h);
+  return h + (mlp ? mlp->forward(n) : moe_mlp->forward(n));
 }
 
 }  // namespace sluice

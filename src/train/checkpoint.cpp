@@ -268,7 +268,7 @@ ConfigDiff diff_for_resume(const Config& checkpoint, const Config& current) {
   // something else. Everything else (logging, evaluation, schedule length, checkpointing,
   // attention backend, data paths) may change between a save and a resume.
   auto fixed = [](const std::string& key) {
-    if (key == "model.attention.backend") return false;
+    if (key == "model.attention.backend" || key == "model.moe.gemm") return false;  // same math
     for (const char* p : {"model.", "data.tokenizer", "data.seq_len", "train.micro_batch", "train.grad_accum",
                           "train.seed", "optim.name", "parallel."})
       if (key.rfind(p, 0) == 0) return true;

@@ -15,24 +15,33 @@ TrainStep::TrainStep(CausalLM model, AdamW& optimizer, double grad_clip, c10::De
 TrainStep::Result TrainStep::run(const std::vector<Batch>& micro_batches, double lr) {
   model_->train();
   const double inv = 1.0 / static_cast<double>(micro_batches.size());
-  at::Tensor loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
+  const auto fp32 = at::TensorOptions().dtype(at::kFloat).device(device_);
+  Result r;
+  r.loss = at::zeros({}, fp32);
   for (const Batch& b : micro_batches) {
-    at::Tensor loss;
+    LossParts loss;
     {
       AutocastScope autocast(device_, bf16_);
-      loss = model_->loss(b.inputs, b.targets);
+      loss = model_->loss_parts(b.inputs, b.targets);
     }
-    (loss * inv).backward();
-    loss_sum.add_(loss.detach(), inv);
+    (loss.total * inv).backward();
+    r.loss.add_(loss.lm.detach(), inv);
+    if (loss.aux.defined()) {
+      if (!r.aux_loss.defined()) {
+        r.aux_loss = at::zeros({}, fp32);
+        r.z_loss = at::zeros({}, fp32);
+      }
+      r.aux_loss.add_(loss.aux.detach(), inv);
+      r.z_loss.add_(loss.z.detach(), inv);
+    }
   }
-  Result r;
-  r.loss = loss_sum;
   r.grad_norm = clip_grad_norm(optimizer_.params(), grad_clip_);
   // A non-finite norm means some gradient is inf/NaN: the fused AdamW skips the update on
   // the device (no host sync); the trainer decides at its next sync whether to go on.
   r.skipped = r.grad_norm.isfinite().logical_not().to(at::kFloat);
   optimizer_.step(lr, r.skipped);
   optimizer_.zero_grad();
+  model_->after_optimizer_step(r.skipped);
   return r;
 }
 
@@ -43,7 +52,7 @@ double TrainStep::evaluate(const std::vector<Batch>& batches) {
   for (const Batch& b : batches) {
     const Batch d = to_device(b, device_);
     AutocastScope autocast(device_, bf16_);
-    total.add_(model_->loss(d.inputs, d.targets));
+    total.add_(model_->loss_parts(d.inputs, d.targets).lm);
   }
   model_->train();
   return total.item<double>() / static_cast<double>(batches.size());

@@ -16,14 +16,19 @@ class TrainStep {
  public:
   TrainStep(CausalLM model, AdamW& optimizer, double grad_clip, c10::Device device, bool bf16);
 
+  // fp32 device scalars (no sync), means over the micro-batches.
   struct Result {
-    at::Tensor loss;       // mean loss over the micro-batches (fp32 device scalar, no sync)
+    at::Tensor loss;       // language-model cross-entropy (what "loss" means in logs)
+    at::Tensor aux_loss;   // MoE load-balancing loss; undefined for dense models
+    at::Tensor z_loss;     // MoE router z-loss; undefined for dense models
     at::Tensor grad_norm;  // global gradient norm before clipping
     at::Tensor skipped;    // 1.0 when the gradients were not finite and the update was dropped
   };
+  // Backward runs on lm + aux + z (LossParts::total); after AdamW the model's
+  // after_optimizer_step() runs (MoE bias update, dropped with a skipped step).
   // `micro_batches` must already be on the device.
   Result run(const std::vector<Batch>& micro_batches, double lr);
-  // Mean loss over `batches` without gradients (moved to the device here).
+  // Mean language-model loss over `batches` without gradients (moved to the device here).
   double evaluate(const std::vector<Batch>& batches);
 
  private:

@@ -20,6 +20,7 @@
 #include "train/checkpoint.h"
 #include "train/device.h"
 #include "train/metrics.h"
+#include "train/routing_metrics.h"
 #include "train/run_dir.h"
 #include "train/schedule.h"
 #include "train/stop_signal.h"
@@ -186,6 +187,7 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
   int64_t steps_in_interval = state.interval_steps;
   int64_t skipped_total = state.skipped_steps;
   at::Tensor gnorm_last;
+  TrainStep::Result last_result;
   double lr = 0.0;
   const int64_t total = cfg.train.steps;
   const auto t_start = Clock::now();
@@ -228,6 +230,7 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
     finite_acc.add_(finite.to(at::kFloat));
     skipped_acc.add_(r.skipped);
     gnorm_last = r.grad_norm;
+    last_result = r;
     ++steps_in_interval;
     ++steps_timed;
 
@@ -255,6 +258,11 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
       rec["elapsed_s"] = seconds_since(t_start);
       rec["data_wait_ms"] = 1e3 * batches.take_wait_seconds() / static_cast<double>(steps_timed);
       rec["skipped_steps"] = skipped_total;
+      // MoE: balancing losses of the interval's last step, and routing statistics
+      if (last_result.aux_loss.defined()) rec["aux_loss"] = last_result.aux_loss.item<double>();
+      if (last_result.z_loss.defined()) rec["z_loss"] = last_result.z_loss.item<double>();
+      const auto routing = model->routing_stats();
+      add_routing_metrics(rec, routing);
       std::string line = fmt::format("step {}/{} | loss {:.4f} | lr {:.2e} | gnorm {:.3f} | {} tok/s", step, total,
                                      loss, lr, gnorm, format_count(tps));
       if (peak > 0) {
@@ -264,6 +272,7 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
       }
       line += " | ETA " + format_duration(eta);
       log::info(line);
+      if (!routing.empty()) log::info(routing_summary(routing));
       summary.final_loss = loss;
       summary.logged_losses.push_back(loss);
       loss_acc.zero_();
