@@ -69,6 +69,42 @@ TEST_F(ConfigTest, ResolvedYamlRoundTrips) {
   }
 }
 
+TEST_F(ConfigTest, AttentionVariantKeys) {
+  const LoadedConfig lc = load_config_text(
+      base() + "model:\n  attention:\n    window_pattern: [16, 16, 0]\n    gate:\n      position: G1\n", "t.yaml",
+      {"model.attention.gate.granularity=headwise", "model.rope.scaling=yarn", "model.rope.factor=4",
+       "model.rope.original_max_len=128", "data.seq_len=64"});
+  EXPECT_EQ(lc.config.model.attention.window_pattern, (std::vector<int64_t>{16, 16, 0}));
+  EXPECT_EQ(lc.config.model.window_for_layer(2), 0);
+  EXPECT_EQ(lc.config.model.window_for_layer(4), 16);
+  EXPECT_EQ(lc.config.model.attention.gate.position, "G1");
+  EXPECT_EQ(lc.config.model.attention.gate.granularity, "headwise");
+  EXPECT_EQ(lc.config.model.rope.original_max_len, 128);
+  const std::string yaml = to_yaml(lc.config);
+  EXPECT_NE(yaml.find("window_pattern: [16, 16, 0]"), std::string::npos) << yaml;
+  EXPECT_EQ(to_yaml(load_config_text(yaml, "shown.yaml", {}).config), yaml);
+  // evaluation-time overrides of RoPE scaling are ordinary --set values on top of a run's config
+  const LoadedConfig eval = load_config_text(yaml, "run/config.yaml", {"model.rope.scaling=dynamic_ntk"});
+  EXPECT_EQ(eval.config.model.rope.scaling, "dynamic_ntk");
+}
+
+// Every ablation config is valid (given the data file) and they differ only in model keys.
+TEST_F(ConfigTest, AblationConfigsAllLoad) {
+  namespace fs = std::filesystem;
+  int files = 0;
+  for (const auto& entry : fs::directory_iterator(SLUICE_SOURCE_DIR "/configs/ablations")) {
+    if (entry.path().extension() != ".yaml") continue;
+    ++files;
+    LoadedConfig lc;
+    ASSERT_NO_THROW(lc = load_config(entry.path().string(), {"data.train=" + text})) << entry.path();
+    EXPECT_EQ(lc.config.run.name, entry.path().stem().string()) << entry.path();
+    EXPECT_EQ(lc.config.model.d_model, 128) << entry.path();
+    EXPECT_EQ(lc.config.train.steps, 1000) << entry.path();
+    EXPECT_EQ(lc.config.data.seq_len, 128) << entry.path();
+  }
+  EXPECT_GE(files, 25);
+}
+
 TEST(ConfigDocs, DocsFileMatchesSchema) {
   const std::string doc = testing::read_file(SLUICE_SOURCE_DIR "/docs/config.md");
   EXPECT_TRUE(doc == config_reference_markdown()) << "docs/config.md is stale; regenerate with: build/sluice config docs > docs/config.md";
@@ -163,6 +199,48 @@ const std::vector<BadCase> kBadCases = {
     {"NullLeaf", "train:\n  steps:\n", {}, {"train.steps", "got nothing"}},
     {"BadBackend", "", {"model.attention.backend=flash9"}, {"model.attention.backend", "got 'flash9'"}},
     {"BadDevice", "train:\n  device: tpu\n", {}, {"train.device", "auto, cpu, cuda"}},
+    // attention variants
+    {"GatePositionUnknown", "", {"model.attention.gate.position=G6"}, {"model.attention.gate.position", "got 'G6'"}},
+    {"GateKeyWithoutGate", "model:\n  attention:\n    gate:\n      granularity: headwise\n", {},
+     {"t.yaml:6:20: model.attention.gate.granularity", "has no effect without a gate"}},
+    {"HeadSharedNeedsElementwise", "", {"model.attention.gate.position=G1", "model.attention.gate.sharing=head_shared",
+                                        "model.attention.gate.granularity=headwise"},
+     {"model.attention.gate.sharing", "needs granularity: elementwise"}},
+    {"G5HasNoHeads", "", {"model.attention.gate.position=G5", "model.attention.gate.granularity=headwise"},
+     {"model.attention.gate.position", "G5 gates the dense o_proj output"}},
+    {"IdentityNeedsAdditive", "", {"model.attention.gate.position=G1", "model.attention.gate.activation=identity"},
+     {"model.attention.gate.activation", "only defined for the additive form"}},
+    {"ConstantGateWithBias", "", {"model.attention.gate.position=G1", "model.attention.gate.input=constant",
+                                  "model.attention.gate.bias=true"},
+     {"model.attention.gate.input", "need input: hidden"}},
+    {"SelfGateHeadwise", "", {"model.attention.gate.position=G1", "model.attention.gate.input=self",
+                              "model.attention.gate.granularity=headwise"},
+     {"model.attention.gate.input", "needs granularity elementwise"}},
+    {"GateActivationUnknown", "", {"model.attention.gate.position=G1", "model.attention.gate.activation=relu"},
+     {"model.attention.gate.activation", "got 'relu'"}},
+    {"CocaNeedsRope", "", {"model.position=alibi", "model.attention.coca.mode=strict"},
+     {"model.attention.coca.mode", "needs model.position: rope, got 'alibi'"}},
+    {"CocaWithQkNorm", "", {"model.attention.coca.mode=slack", "model.qk_norm=true"},
+     {"model.attention.coca.mode", "set qk_norm: false"}},
+    {"CocaModeUnknown", "", {"model.attention.coca.mode=loose"}, {"model.attention.coca.mode", "off, strict, slack"}},
+    {"AlibiWithRopeScaling", "", {"model.position=alibi", "model.rope.scaling=linear", "model.rope.factor=2"},
+     {"model.rope.scaling", "'linear' scales RoPE, but model.position is 'alibi'"}},
+    {"YarnNeedsOriginalLength", "", {"model.rope.scaling=yarn", "model.rope.factor=4"},
+     {"model.rope.original_max_len", "is required (> 0) by rope.scaling 'yarn'"}},
+    {"DynamicNtkNeedsOriginalLength", "", {"model.rope.scaling=dynamic_ntk"},
+     {"model.rope.original_max_len", "rope.scaling 'dynamic_ntk'"}},
+    {"RopeFactorBelowOne", "", {"model.rope.factor=0.5"}, {"model.rope.factor", "float >= 1.0, got 0.5"}},
+    {"RopeScalingUnknown", "", {"model.rope.scaling=xpos"}, {"model.rope.scaling", "got 'xpos'"}},
+    {"WindowPatternNegative", "model:\n  attention:\n    window_pattern: [4, -1]\n", {},
+     {"model.attention.window_pattern", "list of integers >= 0, got -1"}},
+    {"WindowPatternScalar", "model:\n  attention:\n    window_pattern: 4\n", {},
+     {"t.yaml:5:21: model.attention.window_pattern", "expected a list of integers"}},
+    {"WindowPatternBadElement", "", {"model.attention.window_pattern=[4, x]"},
+     {"model.attention.window_pattern", "expected a list of integers", "got a list"}},
+    {"WindowPatternWithWindow", "", {"model.attention.window_pattern=[4, 0]", "model.attention.window=8"},
+     {"model.attention.window_pattern", "set one of them"}},
+    {"WindowPatternNotSmallerThanSeq", "", {"data.seq_len=64", "model.attention.window_pattern=[32, 64, 0]"},
+     {"model.attention.window_pattern", "entry 64 must be smaller than data.seq_len (64)"}},
     {"MoeKeyWithDenseArch", "model:\n  moe:\n    n_experts: 16\n", {}, {"t.yaml:", "model.moe.n_experts", "model.arch is 'dense'", "need model.arch: moe"}},
     {"MoeTopKExceedsExperts", "", {"model.arch=moe", "model.moe.n_experts=4", "model.moe.top_k=5"}, {"model.moe.top_k", "(5) exceeds model.moe.n_experts (4)"}},
     {"MoeEveryExceedsLayers", "", {"model.arch=moe", "model.n_layers=2", "model.moe.every=3"}, {"model.moe.every", "exceeds model.n_layers (2)"}},

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <torch/cuda.h>
 
+#include <functional>
 #include <iostream>
 
 #include "model/fused_ops.h"
@@ -89,6 +90,26 @@ TEST(RopeKernel, NonContiguousInputFromProjectionView) {
             1e-5);
 }
 
+// YaRN folds its attention factor into the tables (cos·a, sin·a): the kernel's backward, the
+// rotation by -θ with the same tables, is then the transpose a·R(θ)ᵀ, still the exact gradient.
+TEST(RopeKernel, ScaledTablesForwardAndBackward) {
+  REQUIRE_CUDA();
+  RopeConfig r;
+  r.scaling = "yarn";
+  r.factor = 8.0;
+  r.original_max_len = 64;
+  const Rotary rot(64, r);
+  ASSERT_GT(rot.attention_factor(), 1.0);
+  const RotaryTables t = rot.tables(5, 300, at::kCUDA);
+  const at::Tensor x0 = at::randn({2, 300, 3, 64}, at::kCUDA), dy = at::randn({2, 300, 3, 64}, at::kCUDA);
+  at::Tensor xa = x0.clone().requires_grad_(true), xb = x0.clone().requires_grad_(true);
+  const at::Tensor ya = apply_rope(xa, t), yb = rope_reference(xb, t);
+  expect_close(ya, yb, at::kFloat, "scaled rope forward");
+  ya.backward(dy);
+  yb.backward(dy);
+  expect_close(xa.grad(), xb.grad(), at::kFloat, "scaled rope backward");
+}
+
 class SwiGLUKernel : public ::testing::TestWithParam<at::ScalarType> {};
 
 TEST_P(SwiGLUKernel, ForwardAndBackwardMatchReference) {
@@ -160,6 +181,58 @@ TEST(CudaModel, MatchesCpuInFp32AndTrainsInBf16) {
   for (int i = 0; i < 20; ++i) last = step.run({b}, 1e-2).loss.item<double>();
   EXPECT_TRUE(std::isfinite(last));
   EXPECT_LT(last, first - 1.0) << "overfitting one batch in bf16";
+}
+
+// Every attention variant on CUDA (fused RoPE kernel, SDPA with float ALiBi masks) matches the
+// CPU in fp32 and trains in bf16.
+TEST(CudaModel, AttentionVariantsMatchCpuAndTrainInBf16) {
+  REQUIRE_CUDA();
+  ModelConfig base;
+  base.vocab_size = 128;
+  base.d_model = 64;
+  base.n_layers = 2;
+  base.n_heads = 4;
+  base.n_kv_heads = 2;
+  std::vector<std::pair<std::string, std::function<void(ModelConfig&)>>> variants = {
+      {"G1", [](ModelConfig& m) { m.attention.gate.position = "G1"; }},
+      {"G2 headwise", [](ModelConfig& m) { m.attention.gate.position = "G2", m.attention.gate.granularity = "headwise"; }},
+      {"G3 qk_norm", [](ModelConfig& m) { m.attention.gate.position = "G3", m.qk_norm = true; }},
+      {"G4 fused bias",
+       [](ModelConfig& m) { m.attention.gate.position = "G4", m.attention.gate.fuse_q_proj = true, m.attention.gate.bias = true; }},
+      {"G5", [](ModelConfig& m) { m.attention.gate.position = "G5"; }},
+      {"G1 constant", [](ModelConfig& m) { m.attention.gate.position = "G1", m.attention.gate.input = "constant"; }},
+      {"coca strict", [](ModelConfig& m) { m.attention.coca.mode = "strict"; }},
+      {"coca slack", [](ModelConfig& m) { m.attention.coca.mode = "slack"; }},
+      {"alibi", [](ModelConfig& m) { m.position = "alibi"; }},
+      {"alibi window", [](ModelConfig& m) { m.position = "alibi", m.attention.window = 7; }},
+      {"window pattern", [](ModelConfig& m) { m.attention.window_pattern = {5, 0}; }},
+      {"yarn", [](ModelConfig& m) { m.rope.scaling = "yarn", m.rope.factor = 4.0, m.rope.original_max_len = 16; }},
+      {"dynamic ntk",
+       [](ModelConfig& m) { m.rope.scaling = "dynamic_ntk", m.rope.factor = 2.0, m.rope.original_max_len = 16; }},
+  };
+  const at::Tensor tokens = at::randint(128, {2, 40}, at::kLong);
+  for (const auto& [name, set] : variants) {
+    ModelConfig m = base;
+    set(m);
+    at::manual_seed(4);
+    CausalLM cpu(m);
+    at::manual_seed(4);
+    CausalLM gpu(m);
+    gpu->to(at::kCUDA);
+    EXPECT_LE(max_diff(cpu->forward(tokens), gpu->forward(tokens.cuda())), 1e-4) << name;
+
+    std::vector<std::pair<std::string, at::Tensor>> named;
+    for (const auto& p : gpu->named_parameters()) named.emplace_back(p.key(), p.value());
+    OptimConfig oc;
+    AdamW opt(named, oc);
+    TrainStep step(gpu, opt, 1.0, at::Device(at::kCUDA), /*bf16=*/true);
+    const Batch b = to_device({tokens, tokens.roll(-1, 1)}, at::Device(at::kCUDA));
+    const double first = step.run({b}, 1e-2).loss.item<double>();
+    double last = first;
+    for (int i = 0; i < 15; ++i) last = step.run({b}, 1e-2).loss.item<double>();
+    EXPECT_TRUE(std::isfinite(last)) << name;
+    EXPECT_LT(last, first - 0.5) << name;
+  }
 }
 
 // ---- MoE: the grouped-GEMM path against the per-expert loop ------------------------------

@@ -232,6 +232,15 @@ TEST(CausalLM, ParameterCountMatchesAnalyticFormula) {
   c.n_kv_heads = 1;
   c.ffn_hidden = 0;  // 8/3 rule
   configs.push_back(c);
+  ModelConfig g = b;  // gate projection and bias, per-head output norm
+  g.attention.gate.position = "G1";
+  g.attention.gate.bias = true;
+  g.attention.output_norm = true;
+  configs.push_back(g);
+  ModelConfig k = small_config();  // KV-head gate, input-independent logits
+  k.attention.gate.position = "G2";
+  k.attention.gate.input = "constant";
+  configs.push_back(k);
   ModelConfig moe = small_config();  // MoE in every second block, shared expert with a gate
   moe.arch = "moe";
   moe.n_layers = 4;

@@ -14,6 +14,9 @@ namespace sluice {
 // (T == S in training; T < S when decoding with a KV cache).
 struct AttentionMask {
   int64_t window = 0;  // 0: full causal; w > 0: query at position p sees keys p-w+1..p
+  // ALiBi: fp32 [H] slopes m_h on q's device; the core adds -m_h·(i-j) to the score of query i
+  // and key j. Undefined: no bias.
+  at::Tensor alibi_slopes;
 };
 
 class AttentionCore {
@@ -32,5 +35,7 @@ std::vector<std::string> attention_backends();
 
 // Boolean [T, S] mask, true where query t (absolute position S-T+t) may attend key s.
 at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, const at::Device& device);
+// The ALiBi bias -m_h·(i-j), fp32 [H, T, S] (query i at absolute position S-T+t), on the slopes' device.
+at::Tensor alibi_bias(int64_t T, int64_t S, const at::Tensor& slopes);
 
 }  // namespace sluice

@@ -21,9 +21,30 @@ struct RopeConfig {
   int64_t original_max_len = 0;
 };
 
+// Gated attention (Qiu et al. 2025, arXiv 2505.06708): Y' = Y ⊙ act(X·W_g [+ b]) or Y + act(...).
+struct GateConfig {
+  std::string position = "none";  // none | G1 (SDPA output) | G2 (v) | G3 (k) | G4 (q) | G5 (o_proj output)
+  std::string granularity = "elementwise";  // elementwise | headwise
+  std::string sharing = "head_specific";    // head_specific | head_shared (scores averaged over heads)
+  std::string form = "multiplicative";      // multiplicative | additive
+  std::string activation = "sigmoid";       // sigmoid | silu | ns_sigmoid | identity
+  std::string input = "hidden";             // hidden (X) | constant (input-independent) | self (Y itself)
+  bool bias = false;
+  bool fuse_q_proj = false;  // one GEMM for q_proj and g_proj (weights still stored separately)
+};
+
+// Collinear Constrained Attention (Zhu et al. 2023, arXiv 2309.08646).
+struct CocaConfig {
+  std::string mode = "off";  // off | strict (paper Eq. 9) | slack (official code, Eq. 10)
+};
+
 struct AttentionConfig {
   std::string backend = "sdpa";
   int64_t window = 0;
+  std::vector<int64_t> window_pattern;  // per layer, repeated cyclically; 0 = full; empty: `window` everywhere
+  bool output_norm = false;             // RMSNorm on each head's SDPA output ("SDPA GroupNorm")
+  GateConfig gate;
+  CocaConfig coca;
 };
 
 // Mixture-of-Experts feed-forward (model.arch: moe); see docs/moe.md.
@@ -70,6 +91,11 @@ struct ModelConfig {
     if (ffn_hidden > 0) return ffn_hidden;
     const int64_t h = (8 * d_model + 2) / 3;
     return (h + 63) / 64 * 64;
+  }
+  // Sliding window of layer `layer` (0 = full causal): window_pattern repeated over the layers, else window.
+  int64_t window_for_layer(int64_t layer) const {
+    if (attention.window_pattern.empty()) return attention.window;
+    return attention.window_pattern[static_cast<size_t>(layer) % attention.window_pattern.size()];
   }
   bool is_moe() const { return arch == "moe"; }
   // Block i holds an MoE layer (Qwen-MoE's decoder_sparse_step convention).

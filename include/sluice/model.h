@@ -19,6 +19,7 @@ namespace sluice {
 
 class RMSNormImpl;
 class Rotary;
+struct ForwardObserver;
 class MoEImpl;
 
 // The training objective and its parts (fp32 scalars on the model's device, no sync).
@@ -45,8 +46,9 @@ struct MoELayerStats {
 class DecoderImpl : public torch::nn::Module {
  public:
   explicit DecoderImpl(const ModelConfig& cfg);
-  // tokens [B, T] (int64) -> final normalised hidden states [B, T, d_model]
-  at::Tensor forward(const at::Tensor& tokens);
+  // tokens [B, T] (int64) -> final normalised hidden states [B, T, d_model]. `observer`
+  // (sluice/forward_observer.h) sees per-layer activations of this pass when given.
+  at::Tensor forward(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
 
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
@@ -62,11 +64,11 @@ class CausalLMImpl : public torch::nn::Module {
  public:
   explicit CausalLMImpl(const ModelConfig& cfg);
   // tokens [B, T] -> logits [B, T, vocab_size]
-  at::Tensor forward(const at::Tensor& tokens);
+  at::Tensor forward(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
   // The two halves of forward, for evaluation code that wants logits only for some positions
   // (memory linear in length): tokens -> final normalised hidden states [B, T, d_model]
   // (MoE router losses of this forward are dropped), and hidden states -> logits.
-  at::Tensor hidden(const at::Tensor& tokens);
+  at::Tensor hidden(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
   at::Tensor output_head(const at::Tensor& h);
   // The objective for `targets` [B, T] given `tokens` [B, T]: cross-entropy in fp32 plus, for
   // MoE models, the router losses of this forward.
@@ -80,8 +82,9 @@ class CausalLMImpl : public torch::nn::Module {
   // Per-MoE-layer routing statistics since the previous call (one device sync for all layers,
   // then the accumulators restart). Empty for dense models. Call it at log time.
   std::vector<MoELayerStats> routing_stats();
-  // Normal(0, init_std) for linear and embedding weights, init_std/sqrt(2·n_layers) for the
-  // residual output projections (o_proj, down_proj), ones for norms. Uses the global RNG.
+  // Normal(0, init_std) for linear and embedding weights (the gate's g_proj included),
+  // init_std/sqrt(2·n_layers) for the residual output projections (o_proj, down_proj), ones
+  // for norms, zeros for biases. Uses the global RNG.
   void reset_parameters();
   const ModelConfig& config() const { return cfg_; }
 
@@ -89,7 +92,7 @@ class CausalLMImpl : public torch::nn::Module {
   torch::nn::Linear lm_head{nullptr};  // null when tie_embeddings
 
  private:
-  at::Tensor logits(const at::Tensor& tokens);
+  at::Tensor logits(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
   ModelConfig cfg_;
   std::vector<std::pair<int64_t, std::shared_ptr<MoEImpl>>> moe_layers_;  // (block index, layer)
 };

@@ -29,6 +29,68 @@ void check_data_path(std::vector<Problem>& out, const std::string& key, const st
   }
 }
 
+void check_positions(std::vector<Problem>& out, const ModelConfig& m) {
+  const RopeConfig& r = m.rope;
+  if (r.scaling != "none" && m.position != "rope") {
+    out.push_back({"model.rope.scaling", "'" + r.scaling + "' scales RoPE, but model.position is '" + m.position +
+                                             "'; use scaling: none or position: rope"});
+  }
+  if ((r.scaling == "dynamic_ntk" || r.scaling == "yarn") && r.original_max_len <= 0) {
+    out.push_back({"model.rope.original_max_len", "is required (> 0) by rope.scaling '" + r.scaling +
+                                                      "': the training context length it extends from"});
+  }
+  if (m.attention.coca.mode != "off") {
+    if (m.position != "rope") {
+      out.push_back({"model.attention.coca.mode", "CoCA (" + m.attention.coca.mode +
+                                                      ") builds on rotary positions; needs model.position: rope, got '" +
+                                                      m.position + "'"});
+    }
+    if (m.qk_norm) {
+      out.push_back({"model.attention.coca.mode", "CoCA with model.qk_norm is not defined by the paper (k_proj is "
+                                                  "the magnitude projection t); set qk_norm: false"});
+    }
+  }
+}
+
+void check_gate(std::vector<Problem>& out, const ModelConfig& m) {
+  const GateConfig& g = m.attention.gate;
+  const GateConfig def;
+  if (g.position == "none") {
+    const std::pair<const char*, bool> changed[] = {
+        {"granularity", g.granularity != def.granularity}, {"sharing", g.sharing != def.sharing},
+        {"form", g.form != def.form},                      {"activation", g.activation != def.activation},
+        {"input", g.input != def.input},                   {"bias", g.bias != def.bias},
+        {"fuse_q_proj", g.fuse_q_proj != def.fuse_q_proj}};
+    for (const auto& [key, is_set] : changed) {
+      if (is_set) {
+        out.push_back({std::string("model.attention.gate.") + key,
+                       "has no effect without a gate; set model.attention.gate.position (G1..G5)"});
+      }
+    }
+    return;
+  }
+  if (g.position == "G5" && (g.granularity != "elementwise" || g.sharing != "head_specific")) {
+    out.push_back({"model.attention.gate.position", "G5 gates the dense o_proj output (n × d_model), which has no "
+                                                    "heads: needs granularity elementwise and sharing head_specific"});
+  }
+  if (g.sharing == "head_shared" && g.granularity != "elementwise") {
+    out.push_back({"model.attention.gate.sharing", "head_shared averages elementwise scores over the heads into "
+                                                   "one head_dim vector; needs granularity: elementwise"});
+  }
+  if (g.activation == "identity" && g.form != "additive") {
+    out.push_back({"model.attention.gate.activation", "identity is only defined for the additive form (paper "
+                                                      "Table 3 row 7); a multiplicative identity gate is unbounded"});
+  }
+  if (g.input != "hidden" && (g.bias || g.fuse_q_proj)) {
+    out.push_back({"model.attention.gate.input", "'" + g.input + "' has no projection of X: bias and fuse_q_proj "
+                                                 "need input: hidden"});
+  }
+  if (g.input == "self" && (g.granularity != "elementwise" || g.sharing != "head_specific")) {
+    out.push_back({"model.attention.gate.input", "self gates each element by itself: needs granularity "
+                                                 "elementwise and sharing head_specific"});
+  }
+}
+
 // model.moe.* against model.arch and each other.
 void check_moe(std::vector<Problem>& out, const ModelConfig& m) {
   const MoEConfig& e = m.moe;
@@ -141,6 +203,21 @@ std::vector<Problem> check_consistency(const Config& c, bool check_paths) {
                                                  ") must be smaller than data.seq_len (" +
                                                  std::to_string(c.data.seq_len) + "); use 0 for full attention"});
   }
+  for (const int64_t w : m.attention.window_pattern) {
+    if (w > 0 && w >= c.data.seq_len) {
+      out.push_back({"model.attention.window_pattern", "entry " + std::to_string(w) +
+                                                          " must be smaller than data.seq_len (" +
+                                                          std::to_string(c.data.seq_len) + "); use 0 for a full layer"});
+      break;
+    }
+  }
+  if (!m.attention.window_pattern.empty() && m.attention.window != 0) {
+    out.push_back({"model.attention.window_pattern", "is set together with model.attention.window (" +
+                                                        std::to_string(m.attention.window) +
+                                                        "); set one of them (the pattern gives every layer's window)"});
+  }
+  check_positions(out, m);
+  check_gate(out, m);
   check_moe(out, m);
   if (check_paths) {
     check_data_path(out, "data.train", c.data.train, /*required=*/true);

@@ -91,6 +91,28 @@ struct Traits<std::vector<std::string>> {
   }
 };
 
+template <>
+struct Traits<std::vector<int64_t>> {
+  static constexpr Kind kind = Kind::IntList;
+  static bool parse(const YAML::Node& n, std::vector<int64_t>& out) {
+    if (!n.IsSequence()) return false;
+    std::vector<int64_t> v;
+    for (const auto& e : n) {
+      int64_t x = 0;
+      if (!Traits<int64_t>::parse(e, x)) return false;
+      v.push_back(x);
+    }
+    out = std::move(v);
+    return true;
+  }
+  static YAML::Node emit(const std::vector<int64_t>& v) {
+    YAML::Node n(YAML::NodeType::Sequence);
+    for (int64_t x : v) n.push_back(x);
+    n.SetStyle(YAML::EmitterStyle::Flow);
+    return n;
+  }
+};
+
 const char* expected_for(Kind k) {
   switch (k) {
     case Kind::Int: return "an integer";
@@ -98,6 +120,7 @@ const char* expected_for(Kind k) {
     case Kind::Bool: return "true or false";
     case Kind::String: return "a string";
     case Kind::StringList: return "a list of strings";
+    case Kind::IntList: return "a list of integers";
   }
   return "a value";
 }
@@ -129,6 +152,12 @@ class Builder {
     }
     if constexpr (std::is_same_v<T, std::vector<std::string>>) {
       f.strings = [ref](const Config& c) { return ref(const_cast<Config&>(c)); };
+    }
+    if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+      f.numbers = [ref](const Config& c) {
+        const auto& v = ref(const_cast<Config&>(c));
+        return std::vector<double>(v.begin(), v.end());
+      };
     }
     fields_.push_back(std::move(f));
     return *this;
@@ -178,15 +207,62 @@ std::vector<Field> build_schema() {
   b.add(KEY(model.head_dim), "Per-head width; 0 means `d_model / n_heads` (then `n_heads` must divide `d_model`). "
                              "May differ from `d_model / n_heads` when set (Qwen3 style).").min(0);
   b.add(KEY(model.ffn_hidden), "SwiGLU hidden width; 0 means 8/3·d_model rounded up to a multiple of 64.").min(0);
-  b.add(KEY(model.position), "Position encoding: `rope` (rotary, rotate-half layout) or `none` (NoPE).")
-      .choices({"rope", "none"});
+  b.add(KEY(model.position), "Position encoding: `rope` (rotary, rotate-half layout), `alibi` (linear bias "
+                             "-m_h·(i-j) on the scores, Press et al. 2022) or `none` (NoPE).")
+      .choices({"rope", "alibi", "none"});
   b.add(KEY(model.rope.base), "RoPE base θ: frequencies θ_j = base^(-2j/head_dim).").min(1.0, true);
-  b.add(KEY(model.rope.scaling), "RoPE scaling for context extension: `none`.").choices({"none"});
+  b.add(KEY(model.rope.scaling), "RoPE scaling for context extension (may be set at evaluation time on a trained "
+                                 "model): `none`, `linear` (positions / factor), `ntk` (base·factor^(d/(d-2))), "
+                                 "`dynamic_ntk` (NTK base from the current length L once L > original_max_len), "
+                                 "`yarn` (per-frequency ramp, β_fast 32, β_slow 1, attention factor 0.1·ln(factor)+1). "
+                                 "See docs/attention.md.")
+      .choices({"none", "linear", "ntk", "dynamic_ntk", "yarn"});
+  b.add(KEY(model.rope.factor), "RoPE scaling factor s (context extension ratio); 1 = no change.").min(1.0);
+  b.add(KEY(model.rope.original_max_len), "Training context length L0 that `dynamic_ntk` and `yarn` extend from; "
+                                          "0 = unset.")
+      .min(0);
   b.add(KEY(model.attention.backend), "Attention kernel: `math` (explicit softmax, the reference) or `sdpa` "
                                       "(at::scaled_dot_product_attention: flash/cuDNN on GPU).")
       .choices({"math", "sdpa"});
   b.add(KEY(model.attention.window), "Sliding-window size in tokens (query i sees keys i-window+1..i); 0 = full causal.")
       .min(0);
+  b.add(KEY(model.attention.window_pattern), "Sliding window per layer, repeated cyclically over the layers (0 = full "
+                                             "causal); e.g. `[512, 512, 512, 0]` makes every 4th layer full. Empty: "
+                                             "`window` for every layer.")
+      .min(0);
+  b.add(KEY(model.attention.output_norm), "RMSNorm on each head's SDPA output before o_proj (the paper's \"SDPA "
+                                          "GroupNorm\" non-linearity, Qiu et al. 2025 Table 3); weight "
+                                          "`self_attn.o_norm.weight` [n_heads·head_dim].");
+  b.add(KEY(model.attention.gate.position), "Gated attention (Qiu et al. 2025): `none`, `G1` (SDPA output, before "
+                                            "o_proj), `G2` (after v_proj), `G3` (after k_proj), `G4` (after q_proj), "
+                                            "`G5` (after o_proj). G3/G4 act before QK-norm and RoPE.")
+      .choices({"none", "G1", "G2", "G3", "G4", "G5"});
+  b.add(KEY(model.attention.gate.granularity), "`elementwise` (one score per element) or `headwise` (one score per "
+                                               "head: n×H for G1/G4, n×n_kv_heads for G2/G3).")
+      .choices({"elementwise", "headwise"});
+  b.add(KEY(model.attention.gate.sharing), "`head_specific`, or `head_shared`: the elementwise scores are averaged "
+                                           "over the heads into one head_dim vector per token (paper Table 1 rows "
+                                           "12-13).")
+      .choices({"head_specific", "head_shared"});
+  b.add(KEY(model.attention.gate.form), "`multiplicative` (Y ⊙ act(X·W_g)) or `additive` (Y + act(X·W_g)).")
+      .choices({"multiplicative", "additive"});
+  b.add(KEY(model.attention.gate.activation), "`sigmoid`, `silu`, `ns_sigmoid` (0.5 + 0.5·sigmoid, non-sparse) or "
+                                              "`identity` (additive form only).")
+      .choices({"sigmoid", "silu", "ns_sigmoid", "identity"});
+  b.add(KEY(model.attention.gate.input), "What the gate scores are computed from: `hidden` (X, the block's "
+                                         "normalised input; weight `self_attn.g_proj.weight`), `constant` "
+                                         "(input-independent learnable logits `self_attn.g_proj.bias`, zero-initialised, "
+                                         "paper Table 4 row 6) or `self` (the gated tensor Y itself, no parameters: "
+                                         "multiplicative sigmoid gives SiLU(Y), Table 3 row 6).")
+      .choices({"hidden", "constant", "self"});
+  b.add(KEY(model.attention.gate.bias), "Learnable bias on the gate projection (`self_attn.g_proj.bias`).");
+  b.add(KEY(model.attention.gate.fuse_q_proj), "Compute q_proj and g_proj in one GEMM on the concatenated weights "
+                                               "(same math; weights stay separate tensors).");
+  b.add(KEY(model.attention.coca.mode), "Collinear Constrained Attention (Zhu et al. 2023): `off`, `strict` (score "
+                                        "Σ_j t_nj·‖q_mj‖²·cos((m-n)θ_j), paper Eq. 9) or `slack` (official code: "
+                                        "q ⊙ RoPE(q) against RoPE(T)). k_proj becomes the magnitude projection t = "
+                                        "ReLU(W_T x), tied within each rotary pair. Needs `model.position: rope`.")
+      .choices({"off", "strict", "slack"});
   b.add(KEY(model.qk_norm), "RMSNorm on each query and key head before RoPE (Qwen3 / OLMo-2 style).");
   b.add(KEY(model.tie_embeddings), "Share the token embedding with the output head (no `lm_head.weight`).");
   b.add(KEY(model.norm_eps), "RMSNorm epsilon.").min(0.0, true).max(1.0);
@@ -342,6 +418,7 @@ std::string Field::type_name() const {
     case Kind::Bool: t = "bool"; break;
     case Kind::String: t = is_path ? "path" : "string"; break;
     case Kind::StringList: t = "list"; break;
+    case Kind::IntList: t = "list of integers"; break;
   }
   if (min && max) {
     t += std::string(min_exclusive ? " in (" : " in [") + number_text(*min) + ", " + number_text(*max) + "]";
@@ -354,7 +431,7 @@ std::string Field::type_name() const {
     t += kind == Kind::StringList ? " of: " : ": ";
     for (size_t i = 0; i < choices.size(); ++i) t += (i ? ", " : "") + choices[i];
   }
-  if (kind == Kind::Int) {
+  if (kind == Kind::Int || kind == Kind::IntList) {
     // "integer >= 1" reads better than "integer >= 1.0"
     size_t p;
     while ((p = t.find(".0")) != std::string::npos) t.erase(p, 2);
@@ -370,6 +447,13 @@ std::string Field::check(const Config& c) const {
     if (low || high) {
       std::string got = kind == Kind::Int ? std::to_string(static_cast<int64_t>(v)) : format_double(v);
       return "expected " + type_name() + ", got " + got;
+    }
+  }
+  if (numbers) {
+    for (const double v : numbers(c)) {
+      const bool low = min && (min_exclusive ? v <= *min : v < *min);
+      const bool high = max && v > *max;
+      if (low || high) return "expected " + type_name() + ", got " + std::to_string(static_cast<int64_t>(v));
     }
   }
   if (strings && !choices.empty()) {

@@ -11,14 +11,14 @@
 
 namespace sluice::config_detail {
 
-enum class Kind { Int, Float, Bool, String, StringList };
+enum class Kind { Int, Float, Bool, String, StringList, IntList };
 
 struct Field {
   std::string path;
   Kind kind = Kind::Int;
   std::string doc;
   std::vector<std::string> choices;  // String / StringList: allowed values (empty: any)
-  std::optional<double> min, max;    // Int / Float bounds
+  std::optional<double> min, max;    // Int / Float / IntList (each element) bounds
   bool min_exclusive = false;
   bool is_path = false;  // String naming a file that must exist (when non-empty)
 
@@ -28,6 +28,8 @@ struct Field {
   std::function<YAML::Node(const Config&)> emit;
   // Numeric value for range checks (Int / Float).
   std::function<double(const Config&)> number;
+  // Numeric values for range checks of every element (IntList).
+  std::function<std::vector<double>(const Config&)> numbers;
   // String values for choice checks (String: one, StringList: all).
   std::function<std::vector<std::string>(const Config&)> strings;
 

@@ -1,6 +1,7 @@
 #include <ATen/ATen.h>
 
 #include <functional>
+#include <limits>
 #include <map>
 #include <stdexcept>
 
@@ -17,6 +18,12 @@ at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, co
   return allowed;
 }
 
+at::Tensor alibi_bias(int64_t T, int64_t S, const at::Tensor& slopes) {
+  auto opts = at::TensorOptions().dtype(at::kFloat).device(slopes.device());
+  const at::Tensor distance = at::arange(S - T, S, opts).unsqueeze(1) - at::arange(0, S, opts).unsqueeze(0);  // i - j
+  return -slopes.to(at::kFloat).view({-1, 1, 1}) * distance;
+}
+
 namespace {
 
 // The reference: explicit scores, fp32 softmax, KV heads repeated to match query heads.
@@ -31,6 +38,7 @@ class MathAttention final : public AttentionCore {
       vv = v.repeat_interleave(H / KV, /*dim=*/1);
     }
     at::Tensor scores = at::matmul(q, kk.transpose(-2, -1)).to(at::kFloat) * scale;
+    if (mask.alibi_slopes.defined()) scores = scores + alibi_bias(T, S, mask.alibi_slopes);
     scores = scores.masked_fill(allowed_positions(T, S, mask, q.device()).logical_not(),
                                 -std::numeric_limits<float>::infinity());
     const at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
@@ -46,6 +54,15 @@ class SdpaAttention final : public AttentionCore {
                      double scale) const override {
     const int64_t T = q.size(2), S = k.size(2);
     const bool gqa = q.size(1) != k.size(1);
+    if (mask.alibi_slopes.defined()) {
+      // A float mask carries the bias; SDPA wants it in q's dtype, broadcast over the batch.
+      const at::Tensor bias = alibi_bias(T, S, mask.alibi_slopes)
+                                  .masked_fill(allowed_positions(T, S, mask, q.device()).logical_not(),
+                                               -std::numeric_limits<float>::infinity())
+                                  .to(q.scalar_type())
+                                  .unsqueeze(0);
+      return at::scaled_dot_product_attention(q, k, v, bias, 0.0, false, scale, gqa);
+    }
     if (mask.window == 0 && T == S) {
       return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, 0.0, /*is_causal=*/true, scale, gqa);
     }

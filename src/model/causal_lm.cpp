@@ -3,6 +3,7 @@
 
 #include <cmath>
 
+#include "model/alibi.h"
 #include "model/decoder_block.h"
 #include "model/moe.h"
 #include "model/rms_norm.h"
@@ -18,13 +19,14 @@ DecoderImpl::DecoderImpl(const ModelConfig& cfg) : cfg_(cfg) {
   layers = register_module("layers", nn::ModuleList());
   for (int64_t i = 0; i < cfg.n_layers; ++i) layers->push_back(DecoderBlock(cfg, i));
   norm = register_module("norm", std::make_shared<RMSNormImpl>(cfg.d_model, cfg.norm_eps));
-  if (cfg.position == "rope") rotary_ = std::make_shared<Rotary>(cfg.resolved_head_dim(), cfg.rope.base);
+  if (cfg.position == "rope") rotary_ = std::make_shared<Rotary>(cfg.resolved_head_dim(), cfg.rope);
 }
 
-at::Tensor DecoderImpl::forward(const at::Tensor& tokens) {
+at::Tensor DecoderImpl::forward(const at::Tensor& tokens, ForwardObserver* observer) {
   ForwardContext ctx;
-  ctx.mask.window = cfg_.attention.window;
+  ctx.observer = observer;
   if (rotary_) ctx.rope = rotary_->tables(0, tokens.size(1), tokens.device());
+  if (cfg_.position == "alibi") ctx.mask.alibi_slopes = alibi_slopes_tensor(cfg_.n_heads, tokens.device());
   at::Tensor h = embed_tokens->forward(tokens);
   for (const auto& layer : *layers) h = layer->as<DecoderBlockImpl>()->forward(h, ctx);
   return norm->forward(h);
@@ -45,15 +47,19 @@ at::Tensor CausalLMImpl::output_head(const at::Tensor& h) {
   return lm_head ? lm_head->forward(h) : at::linear(h, model->embed_tokens->weight);
 }
 
-at::Tensor CausalLMImpl::logits(const at::Tensor& tokens) { return output_head(model->forward(tokens)); }
+at::Tensor CausalLMImpl::logits(const at::Tensor& tokens, ForwardObserver* observer) {
+  return output_head(model->forward(tokens, observer));
+}
 
-at::Tensor CausalLMImpl::hidden(const at::Tensor& tokens) {
-  at::Tensor h = model->forward(tokens);
+at::Tensor CausalLMImpl::hidden(const at::Tensor& tokens, ForwardObserver* observer) {
+  at::Tensor h = model->forward(tokens, observer);
   for (auto& [i, moe] : moe_layers_) moe->take_losses();  // not wanted here; drop their graphs
   return h;
 }
 
-at::Tensor CausalLMImpl::forward(const at::Tensor& tokens) { return output_head(hidden(tokens)); }
+at::Tensor CausalLMImpl::forward(const at::Tensor& tokens, ForwardObserver* observer) {
+  return output_head(hidden(tokens, observer));
+}
 
 LossParts CausalLMImpl::loss_parts(const at::Tensor& tokens, const at::Tensor& targets) {
   const at::Tensor y = logits(tokens);
@@ -94,6 +100,8 @@ void CausalLMImpl::reset_parameters() {
     at::Tensor& p = item.value();
     if (name.find("norm") != std::string::npos) {
       p.fill_(1.0);
+    } else if (name.size() > 5 && name.compare(name.size() - 5, 5, ".bias") == 0) {
+      p.zero_();  // gate biases (and the logits of an input-independent gate) start at 0
     } else if (name.find("o_proj") != std::string::npos || name.find("down_proj") != std::string::npos) {
       p.normal_(0.0, out_std);
     } else {

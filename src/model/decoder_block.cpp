@@ -4,7 +4,7 @@ namespace sluice {
 
 DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg, int64_t layer) {
   input_layernorm = register_module("input_layernorm", RMSNorm(cfg.d_model, cfg.norm_eps));
-  self_attn = register_module("self_attn", SelfAttention(cfg));
+  self_attn = register_module("self_attn", SelfAttention(cfg, layer));
   post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(cfg.d_model, cfg.norm_eps));
   if (cfg.is_moe_layer(layer)) {
     moe_mlp = register_module("mlp", MoE(cfg));

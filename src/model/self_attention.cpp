@@ -3,15 +3,20 @@
 #include <ATen/ATen.h>
 
 #include <cmath>
-
-#include "model/fused_ops.h"
+#include <tuple>
 
 namespace sluice {
 
 namespace nn = torch::nn;
 
-SelfAttentionImpl::SelfAttentionImpl(const ModelConfig& cfg)
-    : n_heads_(cfg.n_heads), n_kv_heads_(cfg.n_kv_heads), head_dim_(cfg.resolved_head_dim()) {
+SelfAttentionImpl::SelfAttentionImpl(const ModelConfig& cfg, int64_t layer)
+    : n_heads_(cfg.n_heads),
+      n_kv_heads_(cfg.n_kv_heads),
+      head_dim_(cfg.resolved_head_dim()),
+      layer_(layer),
+      window_(cfg.window_for_layer(layer)),
+      norm_eps_(cfg.norm_eps),
+      fuse_q_proj_(cfg.attention.gate.fuse_q_proj) {
   const int64_t d = cfg.d_model;
   q_proj = register_module("q_proj", nn::Linear(nn::LinearOptions(d, n_heads_ * head_dim_).bias(false)));
   k_proj = register_module("k_proj", nn::Linear(nn::LinearOptions(d, n_kv_heads_ * head_dim_).bias(false)));
@@ -21,28 +26,54 @@ SelfAttentionImpl::SelfAttentionImpl(const ModelConfig& cfg)
     q_norm = register_module("q_norm", RMSNorm(head_dim_, cfg.norm_eps));
     k_norm = register_module("k_norm", RMSNorm(head_dim_, cfg.norm_eps));
   }
+  if (cfg.attention.output_norm) o_norm = register_module("o_norm", RMSNorm(n_heads_ * head_dim_, cfg.norm_eps));
+  gate = Gate(cfg, layer);
+  if (gate->has_parameters()) register_module("g_proj", gate.ptr());
   core_ = make_attention_core(cfg.attention.backend);
+  positions_ = make_qk_positions(cfg);
+}
+
+at::Tensor SelfAttentionImpl::project_query(const at::Tensor& x, GateInput& gate_in) {
+  if (!fuse_q_proj_) return q_proj->forward(x);
+  // One GEMM over [W_q; W_g]: the same products as two, with a single read of x.
+  const int64_t nq = n_heads_ * head_dim_;
+  const at::Tensor both = at::linear(x, at::cat({q_proj->weight, gate->weight}));
+  gate_in.logits = both.narrow(-1, nq, gate->n_out());
+  if (gate->bias.defined()) gate_in.logits = gate_in.logits + gate->bias;
+  return both.narrow(-1, 0, nq);
 }
 
 at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const ForwardContext& ctx) {
   const int64_t B = x.size(0), T = x.size(1);
-  // Norm and RoPE act on [B, T, H, D] (the projection's layout); the core takes [B, H, T, D].
-  at::Tensor q = q_proj->forward(x).view({B, T, n_heads_, head_dim_});
+  ForwardObserver* obs = ctx.observer;
+  if (obs) obs->on_attention_input(layer_, x);
+  GateInput gate_in{x, {}};
+  // Norm, gates and positions act on [B, T, heads, D] (the projection's layout); the core takes [B, heads, T, D].
+  at::Tensor q = project_query(x, gate_in).reshape({B, T, n_heads_, head_dim_});
   at::Tensor k = k_proj->forward(x).view({B, T, n_kv_heads_, head_dim_});
   at::Tensor v = v_proj->forward(x).view({B, T, n_kv_heads_, head_dim_});
+  // G2-G4 act right after the projections, before QK-norm and RoPE.
+  q = gate->apply(GateSite::G4, q, gate_in, obs);
+  k = gate->apply(GateSite::G3, k, gate_in, obs);
+  v = gate->apply(GateSite::G2, v, gate_in, obs);
   if (q_norm) {
     q = q_norm->forward(q);
     k = k_norm->forward(k);
   }
-  if (ctx.rope.defined()) {
-    q = apply_rope(q, ctx.rope);
-    k = apply_rope(k, ctx.rope);
+  std::tie(q, k) = positions_->apply(q, k, ctx.rope);
+  AttentionMask mask = ctx.mask;
+  mask.window = window_;
+  at::Tensor y = core_->forward(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask,
+                                1.0 / std::sqrt(static_cast<double>(head_dim_)))
+                     .transpose(1, 2);  // [B, T, H, D]
+  if (o_norm) {
+    // RMS over each head's D values, per-channel weight: the paper's "SDPA GroupNorm".
+    y = at::rms_norm(y, {head_dim_}, {}, norm_eps_) * o_norm->weight.view({n_heads_, head_dim_});
   }
-  q = q.transpose(1, 2);
-  k = k.transpose(1, 2);
-  v = v.transpose(1, 2);
-  const at::Tensor y = core_->forward(q, k, v, ctx.mask, 1.0 / std::sqrt(static_cast<double>(head_dim_)));
-  return o_proj->forward(y.transpose(1, 2).reshape({B, T, n_heads_ * head_dim_}));
+  const at::Tensor gated = gate->apply(GateSite::G1, y, gate_in, obs);
+  if (obs) obs->on_attention_output(layer_, y, gated);
+  const at::Tensor out = o_proj->forward(gated.reshape({B, T, n_heads_ * head_dim_}));
+  return gate->apply(GateSite::G5, out, gate_in, obs);
 }
 
 }  // namespace sluice

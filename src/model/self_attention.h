@@ -1,35 +1,52 @@
-// Causal self-attention: projections, optional QK-norm, positions, and an AttentionCore.
+// Causal self-attention: projections, optional gate, QK-norm, positions, and an AttentionCore.
 #pragma once
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
 
 #include <memory>
 
+#include "model/gate.h"
+#include "model/qk_positions.h"
 #include "model/rms_norm.h"
 #include "model/rope.h"
 #include "sluice/attention.h"
 #include "sluice/config.h"
+#include "sluice/forward_observer.h"
 
 namespace sluice {
 
 // Per-forward state shared by all layers (computed once per forward, not per layer).
 struct ForwardContext {
   RotaryTables rope;  // undefined when model.position != rope
-  AttentionMask mask;
+  AttentionMask mask;  // alibi slopes; each layer applies its own window
+  ForwardObserver* observer = nullptr;  // statistics hooks; null: no extra work
 };
 
 class SelfAttentionImpl : public torch::nn::Module {
  public:
-  explicit SelfAttentionImpl(const ModelConfig& cfg);
+  // `layer` selects the layer's sliding window and names it to the observer.
+  explicit SelfAttentionImpl(const ModelConfig& cfg, int64_t layer = 0);
   // x [B, T, d_model] -> [B, T, d_model]
   at::Tensor forward(const at::Tensor& x, const ForwardContext& ctx);
 
+  // k_proj is CoCA's magnitude projection W_T when model.attention.coca.mode != off.
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   RMSNorm q_norm{nullptr}, k_norm{nullptr};
+  RMSNorm o_norm{nullptr};  // model.attention.output_norm: weight [n_heads·head_dim]
+  Gate gate{nullptr};       // always set; registered as g_proj when it has parameters
+
+  int64_t layer() const { return layer_; }
+  int64_t window() const { return window_; }
 
  private:
-  int64_t n_heads_, n_kv_heads_, head_dim_;
+  // q_proj(x) [B, T, H·D] and, when fused, the gate logits from the same GEMM.
+  at::Tensor project_query(const at::Tensor& x, GateInput& gate_in);
+
+  int64_t n_heads_, n_kv_heads_, head_dim_, layer_, window_;
+  double norm_eps_;
+  bool fuse_q_proj_;
   std::shared_ptr<AttentionCore> core_;
+  std::shared_ptr<QKPositions> positions_;
 };
 TORCH_MODULE(SelfAttention);
 

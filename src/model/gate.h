@@ -1,0 +1,60 @@
+// Gated attention (Qiu et al. 2025, "Gated Attention for Large Language Models", arXiv
+// 2505.06708): Y' = Y ⊙ act(X·W_g [+ b]) (multiplicative) or Y + act(X·W_g [+ b]) (additive),
+// X the block's normalised input. SelfAttention calls apply() once at each insertion point; the
+// gate acts only at its own position and returns its input untouched everywhere else.
+#pragma once
+#include <torch/nn/module.h>
+
+#include <memory>
+
+#include "sluice/config.h"
+#include "sluice/forward_observer.h"
+
+namespace sluice {
+
+// Insertion points in SelfAttention (paper Fig. 1). G2/G3/G4 act on the projections before
+// QK-norm and RoPE, per KV head for G2/G3 and per query head for G4.
+enum class GateSite { None, G1, G2, G3, G4, G5 };
+
+// What the gate scores are computed from, for one forward pass.
+struct GateInput {
+  at::Tensor x;       // [B, T, d_model]: the block's normalised input
+  at::Tensor logits;  // X·W_g [+ b] when already computed (fused with q_proj); else undefined
+};
+
+// Registered by SelfAttention as `g_proj` when it has parameters: `weight` [n_out, d_model]
+// (input hidden) and `bias` [n_out] (bias: true, or the logits of input: constant).
+class GateImpl : public torch::nn::Module {
+ public:
+  GateImpl(const ModelConfig& cfg, int64_t layer);
+
+  // `y` gated when `site` is this gate's position, else `y` itself. Layouts: [B, T, heads, D]
+  // at G1-G4 (heads: n_heads at G1/G4, n_kv_heads at G2/G3), [B, T, d_model] at G5.
+  at::Tensor apply(GateSite site, const at::Tensor& y, const GateInput& in, ForwardObserver* observer) const;
+
+  // act(logits) shaped for broadcasting against the gated tensor (see ForwardObserver).
+  at::Tensor scores(const at::Tensor& logits) const;
+  // X·W_g [+ b], [B, T, n_out] (input hidden), or the constant logits [n_out].
+  at::Tensor logits(const at::Tensor& x) const;
+
+  GateSite site() const { return site_; }
+  bool has_parameters() const { return weight.defined() || bias.defined(); }
+  int64_t n_out() const { return n_out_; }  // gate projection outputs (0 without projection)
+
+  at::Tensor weight, bias;  // undefined when not used
+
+ private:
+  at::Tensor activate(const at::Tensor& z) const;
+
+  GateSite site_ = GateSite::None;
+  GateConfig cfg_;
+  int64_t layer_ = 0, groups_ = 1, head_dim_ = 1, n_out_ = 0;
+};
+TORCH_MODULE(Gate);
+
+GateSite parse_gate_site(const std::string& position);
+// Outputs of the gate projection for this config (0 for position none or input self): the
+// parameter count is n_out·d_model (input hidden) [+ n_out with a bias or input constant].
+int64_t gate_projection_outputs(const ModelConfig& cfg);
+
+}  // namespace sluice
