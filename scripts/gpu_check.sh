@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-shot GPU validation on the device machine (see ../shared/device/README.md):
-# configure + build once, run the gpu and cpu tests, then the throughput benchmark.
+# configure + build once, run the gpu and cpu tests, then the throughput benchmarks.
+# Usage: scripts/gpu_check.sh [BENCH_CONFIG...]   (default: the 125M dense, 125M G1, MoE configs)
 # Results (logs, JSON) go to $OUT when set, else build-gpu/out.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -14,10 +15,15 @@ cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/configure.log" 2>
 cmake --build "$b" > "$out/build.log" 2>&1 || { grep -E "error|FAILED" "$out/build.log" | head -40; exit 1; }
 echo "[gpu] build $(( $(date +%s) - t0 ))s"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
-ctest --test-dir "$b" -L gpu --output-on-failure > "$out/ctest_gpu.log" 2>&1; echo "[gpu] ctest -L gpu rc=$?"; tail -5 "$out/ctest_gpu.log"
-grep -E "Skipped|Not Run|Failed" "$out/ctest_gpu.log" | head -20
-ctest --test-dir "$b" -L cpu -j 8 --output-on-failure > "$out/ctest_cpu.log" 2>&1; echo "[gpu] ctest -L cpu rc=$?"; tail -3 "$out/ctest_cpu.log"
-for spec in "${@:-sdpa}"; do
-  "$b/benchmarks/bench_train_throughput" benchmarks/configs/llama_125m.yaml --set "model.attention.backend=$spec" \
-    --warmup 5 --steps 20 --out "$out/bench_125m_$spec.json" 2>&1 | grep -E "tokens_per_s|peak_memory|mfu|ms_per|error" 
+ctest --test-dir "$b" -L gpu --output-on-failure > "$out/ctest_gpu.log" 2>&1; echo "[gpu] ctest -L gpu rc=$?"
+grep -E "tests passed|Skipped|Not Run|\(Failed\)" "$out/ctest_gpu.log" | head -20
+ctest --test-dir "$b" -L cpu -j 12 --output-on-failure > "$out/ctest_cpu.log" 2>&1; echo "[gpu] ctest -L cpu rc=$?"
+grep -E "tests passed|\(Failed\)" "$out/ctest_cpu.log" | head -10
+configs=("$@")
+[ ${#configs[@]} -gt 0 ] || configs=(benchmarks/configs/llama_125m.yaml benchmarks/configs/llama_125m_g1.yaml benchmarks/configs/moe_8x_top2.yaml)
+for c in "${configs[@]}"; do
+  name=$(basename "$c" .yaml)
+  "$b/benchmarks/bench_train_throughput" "$c" --warmup 5 --steps 20 --out "$out/bench_$name.json" > "$out/bench_$name.log" 2>&1
+  echo "[bench] $name: $(grep -E '"tokens_per_s"|"peak_memory_gib"|"mfu"|"gemm' "$out/bench_$name.json" | tr -d '\n ' )"
+  grep -E "error" "$out/bench_$name.log" | head -3
 done
