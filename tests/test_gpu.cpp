@@ -167,6 +167,8 @@ TEST(CudaModel, MatchesCpuInFp32AndTrainsInBf16) {
   CausalLM gpu(m);
   gpu->to(at::kCUDA);
   const at::Tensor tokens = at::randint(128, {2, 40}, at::kLong);
+  cpu->eval();
+  gpu->eval();  // routing statistics count training forwards only
   EXPECT_LE(max_diff(cpu->forward(tokens), gpu->forward(tokens.cuda())), 1e-4);
 
   std::vector<std::pair<std::string, at::Tensor>> named;
@@ -310,6 +312,8 @@ TEST(CudaMoE, ModelMatchesCpuAndTrainsInBf16) {
   CausalLM gpu(m);
   gpu->to(at::kCUDA);
   const at::Tensor tokens = at::randint(128, {2, 40}, at::kLong);
+  cpu->eval();
+  gpu->eval();  // routing statistics count training forwards only
   EXPECT_LE(max_diff(cpu->forward(tokens), gpu->forward(tokens.cuda())), 1e-4);
 
   std::vector<std::pair<std::string, at::Tensor>> named;
