@@ -37,6 +37,8 @@ table { border-collapse: collapse; margin: 6px 0 12px; background: #fff; font-si
 th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
 th { background: #f0f0f0; font-weight: 600; }
 td.text, th.text { text-align: left; }
+td.run { white-space: normal; overflow-wrap: anywhere; min-width: 200px; max-width: 360px; }
+.scroll { overflow-x: auto; max-width: 100%; }
 table.heat td { text-align: center; min-width: 56px; }
 .small { font-size: 12px; color: #666; }
 ul.notes { color: #555; }
@@ -51,7 +53,7 @@ std::string th(const std::string& value, bool text = false) {
 }
 
 std::string run_cell(const std::string& name, const std::string& color) {
-  return "<td class=\"text\"><span class=\"swatch\" style=\"background:" + escape(color) + "\"></span>" + escape(name) +
+  return "<td class=\"text run\"><span class=\"swatch\" style=\"background:" + escape(color) + "\"></span>" + escape(name) +
          "</td>";
 }
 
@@ -70,6 +72,10 @@ struct Page {
 struct Run {
   const RunData* data;
   std::string name, color;
+  size_t style = 0;  // dash pattern: runs beyond the palette's 10 colours differ by dashes
+
+  // The dash of this run's k-th result file of one kind.
+  std::string dash(size_t k = 0) const { return dash_pattern(style + k); }
 };
 
 // Names shown on the page: the directory name, or the path given when two runs share it.
@@ -82,7 +88,7 @@ std::vector<Run> name_runs(const std::vector<RunData>& runs) {
     std::string name = seen[runs[i].name] > 1 ? runs[i].dir : runs[i].name;
     for (int k = 2; used.count(name); ++k) name = (seen[runs[i].name] > 1 ? runs[i].dir : runs[i].name) + " (" + std::to_string(k) + ")";
     used.insert(name);
-    out.push_back({&runs[i], name, palette(i)});
+    out.push_back({&runs[i], name, palette(i), i / 10});
   }
   return out;
 }
@@ -121,7 +127,7 @@ std::string header(const std::vector<Run>& runs) {
 
 void summary_section(Page& page, const std::vector<Run>& runs) {
   std::string& h = page.html;
-  h += "<section id=\"summary\">\n<h2>Summary</h2>\n<table class=\"summary\">\n<thead><tr>";
+  h += "<section id=\"summary\">\n<h2>Summary</h2>\n<div class=\"scroll\">\n<table class=\"summary\">\n<thead><tr>";
   for (const char* c : {"run"}) h += th(c, true);
   for (const char* c : {"parameters", "steps", "final train loss", "final val loss", "tokens/s"}) h += th(c);
   for (const char* c : {"device", "gate", "CoCA", "position", "RoPE scaling", "arch"}) h += th(c, true);
@@ -134,7 +140,7 @@ void summary_section(Page& page, const std::vector<Run>& runs) {
          td(d.gate_position, true) + td(d.coca_mode, true) + td(d.position, true) + td(d.rope_scaling, true) +
          td(d.arch, true) + td(fixed(first_sink_mean(d), 3)) + "</tr>\n";
   }
-  h += "</tbody>\n</table>\n<p class=\"note\">Final losses and tokens/s from summary.json (the last metrics.jsonl "
+  h += "</tbody>\n</table>\n</div>\n<p class=\"note\">Final losses and tokens/s from summary.json (the last metrics.jsonl "
        "records when a run has none); tokens/s is the whole run's average. Gate, CoCA, position, RoPE scaling and "
        "arch from config.yaml (model.attention.gate.position, model.attention.coca.mode, model.position, "
        "model.rope.scaling, model.arch). Mean sink p: the first stats_attention result of the run.</p>\n</section>\n";
@@ -161,7 +167,7 @@ void training_section(Page& page, const std::vector<Run>& runs) {
     for (const Run& r : runs) {
       const Series& s = r.data->*c.series;
       any = any || any_finite(s);
-      chart.series.push_back({r.name, r.color, "", s.x, s.y});
+      chart.series.push_back({r.name, r.color, r.dash(), s.x, s.y});
     }
     if (any) {
       inner.chart(line_chart_svg(chart));
@@ -200,7 +206,7 @@ void perplexity_section(Page& page, const std::vector<Run>& runs) {
       const PplCurve& c = curves[k];
       std::string label = r.name + " \u00b7 rope_scaling=" + (c.rope_scaling.empty() ? kMissing : c.rope_scaling);
       if (label_uses[c.rope_scaling] > 1) label += " \u00b7 " + c.file;
-      LineSeries s{label, r.color, dash_pattern(k), {}, {}};
+      LineSeries s{label, r.color, r.dash(k), {}, {}};
       for (const PplCurve::Point& p : c.points) {
         s.x.push_back(p.seq_len);
         s.y.push_back(p.ppl);
@@ -245,7 +251,7 @@ void passkey_section(Page& page, const std::vector<Run>& runs) {
     for (size_t k = 0; k < evals.size(); ++k) {
       const PasskeyEval& e = evals[k];
       const std::string label = file_label(r, e.file, evals.size());
-      LineSeries s{label, r.color, dash_pattern(k), {}, {}};
+      LineSeries s{label, r.color, r.dash(k), {}, {}};
       // Depth buckets as columns: the union over lengths, by their lower edge.
       std::map<std::pair<double, double>, int> buckets;
       for (const PasskeyEval::Length& l : e.results) {
@@ -416,7 +422,7 @@ void activations_section(Page& page, const std::vector<Run>& runs) {
       for (size_t k = 0; k < stats.size(); ++k) {
         const AttentionStats& a = stats[k];
         if (a.activations.empty()) continue;
-        LineSeries s{file_label(r, a.file, stats.size()), r.color, dash_pattern(k), {}, {}};
+        LineSeries s{file_label(r, a.file, stats.size()), r.color, r.dash(k), {}, {}};
         for (size_t l = 0; l < a.activations.size(); ++l) {
           s.x.push_back(static_cast<double>(l));
           s.y.push_back(a.activations[l].*q.field);
