@@ -17,6 +17,7 @@ int run(int argc, const char* const* argv, Io io) {
   add_train_command(app, io);
   add_config_commands(app, io);
   add_data_commands(app, io);
+  add_eval_commands(app, io);
   add_report_command(app, io);
   try {
     app.parse(argc, argv);

@@ -63,6 +63,11 @@ class CausalLMImpl : public torch::nn::Module {
   explicit CausalLMImpl(const ModelConfig& cfg);
   // tokens [B, T] -> logits [B, T, vocab_size]
   at::Tensor forward(const at::Tensor& tokens);
+  // The two halves of forward, for evaluation code that wants logits only for some positions
+  // (memory linear in length): tokens -> final normalised hidden states [B, T, d_model]
+  // (MoE router losses of this forward are dropped), and hidden states -> logits.
+  at::Tensor hidden(const at::Tensor& tokens);
+  at::Tensor output_head(const at::Tensor& h);
   // The objective for `targets` [B, T] given `tokens` [B, T]: cross-entropy in fp32 plus, for
   // MoE models, the router losses of this forward.
   LossParts loss_parts(const at::Tensor& tokens, const at::Tensor& targets);

@@ -41,16 +41,19 @@ CausalLMImpl::CausalLMImpl(const ModelConfig& cfg) : cfg_(cfg) {
   reset_parameters();
 }
 
-at::Tensor CausalLMImpl::logits(const at::Tensor& tokens) {
-  const at::Tensor h = model->forward(tokens);
+at::Tensor CausalLMImpl::output_head(const at::Tensor& h) {
   return lm_head ? lm_head->forward(h) : at::linear(h, model->embed_tokens->weight);
 }
 
-at::Tensor CausalLMImpl::forward(const at::Tensor& tokens) {
-  at::Tensor out = logits(tokens);
+at::Tensor CausalLMImpl::logits(const at::Tensor& tokens) { return output_head(model->forward(tokens)); }
+
+at::Tensor CausalLMImpl::hidden(const at::Tensor& tokens) {
+  at::Tensor h = model->forward(tokens);
   for (auto& [i, moe] : moe_layers_) moe->take_losses();  // not wanted here; drop their graphs
-  return out;
+  return h;
 }
+
+at::Tensor CausalLMImpl::forward(const at::Tensor& tokens) { return output_head(hidden(tokens)); }
 
 LossParts CausalLMImpl::loss_parts(const at::Tensor& tokens, const at::Tensor& targets) {
   const at::Tensor y = logits(tokens);
