@@ -589,7 +589,8 @@ TEST(ReportChart, Ticks) {
   const std::vector<double> many = report::axis_ticks(1e-3, 1e9, true);
   EXPECT_LE(many.size(), 7u);
   EXPECT_EQ(many.front(), 1e-3);
-  const std::vector<double> inside = report::axis_ticks(3.1, 7.9, true);  // within one decade: linear steps
+  EXPECT_EQ(report::axis_ticks(11.9, 163, true), (std::vector<double>{20, 50, 100}));
+  const std::vector<double> inside = report::axis_ticks(3.1, 7.9, true);  // narrow: linear steps
   EXPECT_EQ(inside, (std::vector<double>{4, 5, 6, 7}));
 }
 

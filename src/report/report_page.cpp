@@ -35,10 +35,10 @@ code { font-family: "DejaVu Sans Mono", monospace; font-size: 12px; color: #555;
 .charts { display: flex; flex-wrap: wrap; gap: 14px; }
 svg.chart { border: 1px solid #ddd; background: #fff; }
 table { border-collapse: collapse; margin: 6px 0 12px; background: #fff; font-size: 13px; }
-th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; font-weight: 600; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; white-space: nowrap; }
+th { background: #f0f0f0; font-weight: 600; white-space: normal; }
 td.text, th.text { text-align: left; }
-td.run { white-space: normal; overflow-wrap: anywhere; min-width: 200px; max-width: 360px; }
+td.run { white-space: normal; overflow-wrap: anywhere; min-width: 160px; max-width: 360px; }
 .scroll { overflow-x: auto; max-width: 100%; }
 table.heat td { text-align: center; min-width: 56px; }
 .small { font-size: 12px; color: #666; }

@@ -194,29 +194,27 @@ double Scale::operator()(double v) const {
 
 std::vector<double> axis_ticks(double lo, double hi, bool log) {
   if (!log) return linear_ticks(lo, hi, 5);
-  const int k0 = static_cast<int>(std::ceil(std::log10(lo) - 1e-9));
-  const int k1 = static_cast<int>(std::floor(std::log10(hi) + 1e-9));
-  const int decades = k1 - k0 + 1;
-  std::vector<double> ticks;
-  if (decades >= 2) {
-    const int every = decades > 8 ? (decades + 5) / 6 : 1;
-    for (int k = k0; k <= k1; k += every) {
-      const double p = std::pow(10.0, k);
-      ticks.push_back(p);
-      if (decades <= 3) {
-        for (double m : {2.0, 5.0}) {
-          if (m * p <= hi) ticks.push_back(m * p);
-        }
-      }
+  // 1-2-5 steps through the decades; decades alone when those are too many; evenly spaced
+  // round values when the range is too narrow for either (a loss going from 7 to 3).
+  std::vector<double> ticks, decades;
+  const int k0 = static_cast<int>(std::floor(std::log10(lo))), k1 = static_cast<int>(std::ceil(std::log10(hi)));
+  for (int k = k0; k <= k1; ++k) {
+    const double p = std::pow(10.0, k);
+    for (double m : {1.0, 2.0, 5.0}) {
+      const double t = m * p;
+      if (t < lo * (1 - 1e-9) || t > hi * (1 + 1e-9)) continue;
+      ticks.push_back(t);
+      if (m == 1.0) decades.push_back(t);
     }
-    if (decades <= 3) {  // 2x and 5x below the first decade
-      for (double m : {2.0, 5.0}) {
-        if (m * std::pow(10.0, k0 - 1) >= lo) ticks.push_back(m * std::pow(10.0, k0 - 1));
-      }
-    }
-    std::sort(ticks.begin(), ticks.end());
-    return ticks;
   }
+  if (ticks.size() > 10) {
+    const size_t every = (decades.size() + 5) / 6;  // at most about six labels
+    std::vector<double> thinned;
+    for (size_t i = 0; i < decades.size(); i += every) thinned.push_back(decades[i]);
+    return thinned;
+  }
+  if (ticks.size() >= 3) return ticks;
+  ticks.clear();
   for (double t : linear_ticks(lo, hi, 5)) {
     if (t > 0) ticks.push_back(t);
   }

@@ -75,8 +75,9 @@ std::string line_chart_svg(const LineChart& chart);
 std::string bar_chart_svg(const BarChart& chart);
 std::string histogram_svg(const Histogram& chart);
 
-// Tick values for a domain (exposed for tests): "nice" 1-2-5 steps on a linear axis,
-// decades (with 2x and 5x when few) or nice linear steps within one decade on a log axis.
+// Tick values for a domain (exposed for tests): "nice" 1-2-5 steps on a linear axis; on a
+// log axis 1, 2, 5 x 10^k (decades alone when that gives more than 10), or nice linear steps
+// when the range holds fewer than three of those.
 std::vector<double> axis_ticks(double lo, double hi, bool log);
 
 // The palette colour for series i (distinct for the first 10, then repeating).
