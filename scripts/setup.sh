@@ -14,7 +14,8 @@ say() { echo "[setup] $*" >&2; }
 # --- 1. Debian packages ---
 pkgs=(cmake ninja-build ccache g++ python3 python3-venv
       libyaml-cpp-dev libspdlog-dev libgtest-dev libgmock-dev googletest
-      libsentencepiece-dev sentencepiece libcli11-dev nlohmann-json3-dev libbenchmark-dev)
+      libsentencepiece-dev sentencepiece libcli11-dev nlohmann-json3-dev libbenchmark-dev
+      zlib1g-dev chromium)  # zlib and chromium: test_report renders the HTML report headless
 if [ "${SLUICE_SKIP_APT:-0}" != 1 ]; then
   missing=()
   for p in "${pkgs[@]}"; do
