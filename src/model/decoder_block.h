@@ -19,6 +19,8 @@ class DecoderBlockImpl : public torch::nn::Module {
   SelfAttention self_attn{nullptr};
   SwiGLU mlp{nullptr};   // dense blocks
   MoE moe_mlp{nullptr};  // MoE blocks (registered as "mlp" too)
+ private:
+  int64_t layer_;
 };
 TORCH_MODULE(DecoderBlock);
 
