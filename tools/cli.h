@@ -24,6 +24,7 @@ void add_config_commands(CLI::App& app, Io io);
 void add_train_command(CLI::App& app, Io io);
 void add_data_commands(CLI::App& app, Io io);
 void add_eval_commands(CLI::App& app, Io io);
+void add_stats_commands(CLI::App& app, Io io);
 void add_report_command(CLI::App& app, Io io);
 
 }  // namespace sluice::cli

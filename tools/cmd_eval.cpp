@@ -1,4 +1,5 @@
 // `sluice eval ppl` (and the other evaluation commands)
+#include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -11,7 +12,9 @@
 #include "cli.h"
 #include "data/token_corpus.h"
 #include "eval/eval_model.h"
+#include "eval/attention_stats.h"
 #include "eval/perplexity.h"
+#include "train/device.h"
 #include "sluice/errors.h"
 #include "train/run_dir.h"
 
@@ -104,6 +107,66 @@ void add_eval_commands(CLI::App& app, Io io) {
                                            "separately; mean NLL over tokens"},
                               {"results", results},
                               {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
+    write_result(a->out, j);
+    io.out << "wrote " << a->out << "\n";
+  });
+}
+
+void add_stats_commands(CLI::App& app, Io io) {
+  CLI::App* stats = app.add_subcommand("stats", "Statistics of a checkpoint's forward passes.");
+  stats->require_subcommand(1);
+  struct Args {
+    std::string ckpt, data, out, split = "val";
+    int64_t seq_len = 0, sequences = 8;
+    std::vector<std::string> sets;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* attn = stats->add_subcommand(
+      "attention", "Attention sink (first-token probability), gate scores and sparsity, activation magnitudes.");
+  attn->add_option("--ckpt", a->ckpt, "checkpoint directory, or a run directory (its latest checkpoint)")->required();
+  attn->add_option("--data", a->data, "dataset folder (its val split) or a text file")->required();
+  attn->add_option("--seq-len", a->seq_len, "tokens per sequence (default: the checkpoint's data.seq_len)");
+  attn->add_option("--sequences", a->sequences, "number of sequences")->check(CLI::PositiveNumber);
+  attn->add_option("--split", a->split, "split of a dataset folder")->check(CLI::IsMember({"val", "train"}));
+  attn->add_option("--out", a->out, "result JSON")->required();
+  attn->add_option("--set", a->sets, "override a key of the checkpoint's config")->allow_extra_args(false);
+  attn->callback([a, io] {
+    EvalModel m = load_eval_model(a->ckpt, a->sets);
+    const int64_t seq_len = a->seq_len > 0 ? a->seq_len : m.config.data.seq_len;
+    const TokenCorpus corpus = open_eval_corpus(a->data, a->split, *m.tokenizer);
+    std::string how;
+    const std::vector<at::Tensor> seqs = select_sequences(corpus, seq_len, a->sequences, how);
+    if (seqs.empty()) throw InputError(fmt::format("--data: no sequence of {} tokens in '{}'", seq_len, a->data));
+    const auto t0 = std::chrono::steady_clock::now();
+    reset_peak_device_memory(m.device);
+    AttentionStatsObserver obs(m.config.model.n_layers);
+    {
+      at::NoGradGuard no_grad;
+      AutocastScope autocast(m.device, m.bf16);
+      for (const at::Tensor& s : seqs) m.model->hidden(s.to(m.device), &obs);
+    }
+    nlohmann::json j = obs.to_json();
+    j["kind"] = "stats_attention";
+    j["settings"] = eval_settings_json(m);
+    j["data"] = fs::absolute(a->data).string();
+    j["sequences"] = seqs.size();
+    j["seq_len"] = seq_len;
+    j["sequence_starts"] = how;
+    j["peak_device_memory_bytes"] = peak_device_memory(m.device);
+    j["elapsed_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    io.out << fmt::format("{} sequences of {} tokens ({}); first-token attention per layer:\n", seqs.size(), seq_len, how);
+    const auto& per_layer = j["sink"]["per_layer"];
+    for (size_t i = 0; i < per_layer.size(); ++i) {
+      const auto& acts = j["activations"]["per_layer"][i];
+      io.out << fmt::format("  layer {:>2}: sink {:.3f}  max|h| {:.1f}", i, per_layer[i].is_null() ? 0.0 : per_layer[i].get<double>(),
+                            acts.is_null() ? 0.0 : acts["residual_max"].get<double>());
+      if (!j["gates"].is_null() && !j["gates"]["per_layer"][i].is_null())
+        io.out << fmt::format("  gate mean {:.3f}", j["gates"]["per_layer"][i]["mean"].get<double>());
+      io.out << "\n";
+    }
+    if (!j["sink"]["mean"].is_null())
+      io.out << fmt::format("mean sink {:.3f}, heads above 0.5: {:.1f}%\n", j["sink"]["mean"].get<double>(),
+                            100 * j["sink"]["share_heads_over_half"].get<double>());
     write_result(a->out, j);
     io.out << "wrote " << a->out << "\n";
   });

@@ -24,11 +24,11 @@ struct ForwardObserver {
   // tensor twice when the layer has no G1 gate).
   virtual void on_attention_output(int64_t /*layer*/, const at::Tensor& /*before_gate*/,
                                    const at::Tensor& /*after_gate*/) {}
-  // What the attention core receives: q [B, H, T, D] and k [B, KV, S, D] after QK-norm and
+  // What the attention core receives: q [B, H, T, D], k and v [B, KV, S, D] after QK-norm and
   // positions (for CoCA the effective queries and keys), with the mask and scale it applies, so
   // scores s(q, j) = scale·q·k_j + mask bias can be recomputed (attention-sink statistics).
   virtual void on_attention_core(int64_t /*layer*/, const at::Tensor& /*q*/, const at::Tensor& /*k*/,
-                                 const AttentionMask& /*mask*/, double /*scale*/) {}
+                                 const at::Tensor& /*v*/, const AttentionMask& /*mask*/, double /*scale*/) {}
   // Per block: the attention branch output (after o_proj and G5), the FFN branch output, and the
   // residual stream after the block, each [B, T, d_model].
   virtual void on_block_output(int64_t /*layer*/, const at::Tensor& /*attn_out*/, const at::Tensor& /*ffn_out*/,
