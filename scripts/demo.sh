@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up if needed, then: trains a SentencePiece tokenizer and prepares token shards from
 # a text corpus (once; cached in build/demo/), trains configs/tiny.yaml (~1M parameters, a
-# few minutes on a CPU) and prints where the results are.
+# few minutes on a CPU), evaluates the run (perplexity versus length, attention statistics),
+# writes the HTML report and prints where the results are.
 # Text: DEMO_TEXT=path (a file or a folder), else the Python standard library's sources.
 # Extra arguments go to `sluice train`, e.g. scripts/demo.sh --set train.steps=200
 set -euo pipefail
@@ -24,4 +25,15 @@ fi
 if [ ! -f "$demo/data/manifest.json" ]; then
   "$sluice" data prepare --tokenizer "$demo/tokenizer" --input "${inputs[@]}" --out "$demo/data" --val-fraction 0.05
 fi
-"$sluice" train configs/tiny.yaml --set "data.train=$demo/data" --set "data.tokenizer=$demo/tokenizer" "$@"
+run_dir=${DEMO_RUN_DIR:-runs/tiny-$(date -u +%Y%m%d-%H%M%S)}
+"$sluice" train configs/tiny.yaml --set "data.train=$demo/data" --set "data.tokenizer=$demo/tokenizer" \
+  --run-dir "$run_dir" "$@"
+# Perplexity at the training length (128) and beyond it, plain and with dynamic NTK scaling.
+"$sluice" eval ppl --ckpt "$run_dir" --data "$demo/data" --seq-len 64,128,256,512 --stride 32 --max-docs 4 \
+  --out "$run_dir/eval/ppl.json"
+"$sluice" eval ppl --ckpt "$run_dir" --data "$demo/data" --seq-len 64,128,256,512 --stride 32 --max-docs 4 \
+  --set model.rope.scaling=dynamic_ntk --set model.rope.factor=4 --set model.rope.original_max_len=128 \
+  --out "$run_dir/eval/ppl_dynamic_ntk.json"
+"$sluice" stats attention --ckpt "$run_dir" --data "$demo/data" --sequences 8 --out "$run_dir/eval/stats_attention.json"
+"$sluice" report "$run_dir" --out "$run_dir/report.html"
+echo "[demo] run: $run_dir   report: $run_dir/report.html"
