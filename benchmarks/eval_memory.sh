@@ -3,7 +3,8 @@
 # should grow linearly (no N x N attention matrix is formed; sink statistics come from
 # per-query log-sum-exps in query chunks).
 #   benchmarks/eval_memory.sh CKPT_OR_RUN_DIR "2048 8192" [--set train.device=cuda ...]
-# Data: a long held-out book (../shared/data/longctx), tokenized with the checkpoint's tokenizer.
+# Data: a long held-out book (../shared/data/longctx; BOOK=... to change), tokenized with the
+# checkpoint's tokenizer (TOKENIZER=... when the checkpoint's path does not exist here).
 # CPU: peak RSS from /usr/bin/time. CUDA: peak_device_memory_bytes from the stats JSON and the
 # process RSS.
 set -euo pipefail
@@ -12,8 +13,7 @@ ckpt=$1; lengths=${2:-"2048 8192"}; shift 2 || true
 sluice=${SLUICE:-$root/build/sluice}
 book=${BOOK:-$root/../shared/data/longctx/austen_pride_and_prejudice.txt}
 work=$(mktemp -d)
-tok=$(grep -m1 '  tokenizer:' "$ckpt"/config.yaml 2>/dev/null | awk '{print $2}' || true)
-[ -n "$tok" ] || tok=$(grep -m1 '  tokenizer:' "$(ls -d "$ckpt"/checkpoints/step-* | tail -1)"/config.yaml | awk '{print $2}')
+tok=${TOKENIZER:-$(grep -m1 '  tokenizer:' "$ckpt"/config.yaml 2>/dev/null | awk '{print $2}' || true)}
 "$sluice" data prepare --tokenizer "$tok" --input "$book" --out "$work/book" --quiet >/dev/null
 echo "length  ppl_peak_rss_MiB  stats_peak_rss_MiB  stats_peak_device_MiB"
 for n in $lengths; do
