@@ -87,6 +87,7 @@ void add_eval_commands(CLI::App& app, Io io) {
     EvalModel m = load_eval_model(a->ckpt, a->sets);
     const TokenCorpus corpus = open_eval_corpus(a->data, a->split, *m.tokenizer);
     const auto t0 = std::chrono::steady_clock::now();
+    reset_peak_device_memory(m.device);
     nlohmann::json results = nlohmann::json::array();
     io.out << fmt::format("{:>8} {:>7} {:>10} {:>6} {:>9} {:>10}\n", "seq_len", "stride", "tokens", "docs", "nll", "ppl");
     for (int64_t n : lens) {
@@ -106,6 +107,7 @@ void add_eval_commands(CLI::App& app, Io io) {
                                            "stride predictions of each window scored, every target once; documents "
                                            "separately; mean NLL over tokens"},
                               {"results", results},
+                              {"peak_device_memory_bytes", peak_device_memory(m.device)},
                               {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
     write_result(a->out, j);
     io.out << "wrote " << a->out << "\n";
