@@ -18,6 +18,7 @@ int run(int argc, const char* const* argv, Io io) {
   add_config_commands(app, io);
   add_data_commands(app, io);
   add_eval_commands(app, io);
+  add_generate_commands(app, io);
   add_report_command(app, io);
   try {
     app.parse(argc, argv);

@@ -64,9 +64,11 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const ForwardContext&
   AttentionMask mask = ctx.mask;
   mask.window = window_;
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
-  const at::Tensor qc = q.transpose(1, 2), kc = k.transpose(1, 2);
+  const at::Tensor qc = q.transpose(1, 2);
+  at::Tensor kc = k.transpose(1, 2), vc = v.transpose(1, 2);
+  if (ctx.cache) std::tie(kc, vc) = ctx.cache->layer(layer_).append(kc, vc);  // the core takes queries as the last T of S
   if (obs) obs->on_attention_core(layer_, qc, kc, mask, scale);
-  at::Tensor y = core_->forward(qc, kc, v.transpose(1, 2), mask, scale).transpose(1, 2);  // [B, T, H, D]
+  at::Tensor y = core_->forward(qc, kc, vc, mask, scale).transpose(1, 2);  // [B, T, H, D]
   if (o_norm) {
     // RMS over each head's D values, per-channel weight: the paper's "SDPA GroupNorm".
     y = at::rms_norm(y, {head_dim_}, {}, norm_eps_) * o_norm->weight.view({n_heads_, head_dim_});
