@@ -19,6 +19,7 @@ int run(int argc, const char* const* argv, Io io) {
   add_data_commands(app, io);
   add_eval_commands(app, io);
   add_stats_commands(app, io);
+  add_generate_commands(app, io);
   add_report_command(app, io);
   try {
     app.parse(argc, argv);

@@ -1,6 +1,8 @@
 // The `sluice` command line, callable in-process (tests) with its own output streams.
 #pragma once
+#include <cstdint>
 #include <iosfwd>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -26,5 +28,13 @@ void add_data_commands(CLI::App& app, Io io);
 void add_eval_commands(CLI::App& app, Io io);
 void add_stats_commands(CLI::App& app, Io io);
 void add_report_command(CLI::App& app, Io io);
+// `generate`, and `eval passkey` under the `eval` command (call after add_eval_commands).
+void add_generate_commands(CLI::App& app, Io io);
+
+// Shared by the evaluation commands (cmd_eval.cpp).
+// "512,1024,2048" -> {512, 1024, 2048}; InputError naming `arg` otherwise.
+std::vector<int64_t> parse_int_list(const std::string& text, const std::string& arg);
+// Writes a result file atomically, creating its folder.
+void write_result(const std::string& path, const nlohmann::json& j);
 
 }  // namespace sluice::cli

@@ -21,6 +21,7 @@ class RMSNormImpl;
 class Rotary;
 struct ForwardObserver;
 class MoEImpl;
+class KVCache;
 
 // The training objective and its parts (fp32 scalars on the model's device, no sync).
 // For dense models aux and z are undefined and total is lm (no extra work).
@@ -47,8 +48,10 @@ class DecoderImpl : public torch::nn::Module {
  public:
   explicit DecoderImpl(const ModelConfig& cfg);
   // tokens [B, T] (int64) -> final normalised hidden states [B, T, d_model]. `observer`
-  // (sluice/forward_observer.h) sees per-layer activations of this pass when given.
-  at::Tensor forward(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
+  // (sluice/forward_observer.h) sees per-layer activations of this pass when given. With a
+  // `cache` (model/kv_cache.h) the tokens follow the cache.length() already processed: positions
+  // start there, every layer attends its cached keys too and appends this pass's.
+  at::Tensor forward(const at::Tensor& tokens, ForwardObserver* observer = nullptr, KVCache* cache = nullptr);
 
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
@@ -70,6 +73,11 @@ class CausalLMImpl : public torch::nn::Module {
   // (MoE router losses of this forward are dropped), and hidden states -> logits.
   at::Tensor hidden(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
   at::Tensor output_head(const at::Tensor& h);
+  // Incremental decoding (inference only, no autograd): logits [B, T, vocab_size] of `tokens`
+  // [B, T] that follow the cache.length() tokens already in `cache`, whose keys and values are
+  // appended. Prefilling a prompt and then feeding one token at a time gives the logits of a
+  // full forward over the whole sequence (docs/attention.md: KV cache, for the exceptions).
+  at::Tensor forward_cached(const at::Tensor& tokens, KVCache& cache, ForwardObserver* observer = nullptr);
   // The objective for `targets` [B, T] given `tokens` [B, T]: cross-entropy in fp32 plus, for
   // MoE models, the router losses of this forward.
   LossParts loss_parts(const at::Tensor& tokens, const at::Tensor& targets);

@@ -1,10 +1,12 @@
 #include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
 #include <torch/nn/init.h>
 
 #include <cmath>
 
 #include "model/alibi.h"
 #include "model/decoder_block.h"
+#include "model/kv_cache.h"
 #include "model/moe.h"
 #include "model/rms_norm.h"
 #include "model/rope.h"
@@ -22,13 +24,16 @@ DecoderImpl::DecoderImpl(const ModelConfig& cfg) : cfg_(cfg) {
   if (cfg.position == "rope") rotary_ = std::make_shared<Rotary>(cfg.resolved_head_dim(), cfg.rope);
 }
 
-at::Tensor DecoderImpl::forward(const at::Tensor& tokens, ForwardObserver* observer) {
+at::Tensor DecoderImpl::forward(const at::Tensor& tokens, ForwardObserver* observer, KVCache* cache) {
   ForwardContext ctx;
   ctx.observer = observer;
-  if (rotary_) ctx.rope = rotary_->tables(0, tokens.size(1), tokens.device());
+  ctx.cache = cache;
+  const int64_t start = cache ? cache->length() : 0;
+  if (rotary_) ctx.rope = rotary_->tables(start, tokens.size(1), tokens.device());
   if (cfg_.position == "alibi") ctx.mask.alibi_slopes = alibi_slopes_tensor(cfg_.n_heads, tokens.device());
   at::Tensor h = embed_tokens->forward(tokens);
   for (const auto& layer : *layers) h = layer->as<DecoderBlockImpl>()->forward(h, ctx);
+  if (cache) cache->advance(tokens.size(1));
   return norm->forward(h);
 }
 
@@ -59,6 +64,14 @@ at::Tensor CausalLMImpl::hidden(const at::Tensor& tokens, ForwardObserver* obser
 
 at::Tensor CausalLMImpl::forward(const at::Tensor& tokens, ForwardObserver* observer) {
   return output_head(hidden(tokens, observer));
+}
+
+at::Tensor CausalLMImpl::forward_cached(const at::Tensor& tokens, KVCache& cache, ForwardObserver* observer) {
+  TORCH_CHECK(cache.n_layers() == cfg_.n_layers, "forward_cached: the cache was made for another model");
+  at::NoGradGuard no_grad;  // the cache is written in place
+  const at::Tensor h = model->forward(tokens, observer, &cache);
+  for (auto& [i, moe] : moe_layers_) moe->take_losses();
+  return output_head(h);
 }
 
 LossParts CausalLMImpl::loss_parts(const at::Tensor& tokens, const at::Tensor& targets) {

@@ -64,7 +64,9 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const ForwardContext&
   AttentionMask mask = ctx.mask;
   mask.window = window_;
   const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim_));
-  const at::Tensor qc = q.transpose(1, 2), kc = k.transpose(1, 2), vc = v.transpose(1, 2);
+  const at::Tensor qc = q.transpose(1, 2);
+  at::Tensor kc = k.transpose(1, 2), vc = v.transpose(1, 2);
+  if (ctx.cache) std::tie(kc, vc) = ctx.cache->layer(layer_).append(kc, vc);  // the core takes queries as the last T of S
   if (obs) obs->on_attention_core(layer_, qc, kc, vc, mask, scale);
   at::Tensor y = core_->forward(qc, kc, vc, mask, scale).transpose(1, 2);  // [B, T, H, D]
   if (o_norm) {

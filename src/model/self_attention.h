@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "model/gate.h"
+#include "model/kv_cache.h"
 #include "model/qk_positions.h"
 #include "model/rms_norm.h"
 #include "model/rope.h"
@@ -20,6 +21,7 @@ struct ForwardContext {
   RotaryTables rope;  // undefined when model.position != rope
   AttentionMask mask;  // alibi slopes; each layer applies its own window
   ForwardObserver* observer = nullptr;  // statistics hooks; null: no extra work
+  KVCache* cache = nullptr;  // decoding: this forward's tokens follow the cached ones (rope tables start there)
 };
 
 class SelfAttentionImpl : public torch::nn::Module {
