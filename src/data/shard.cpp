@@ -11,23 +11,11 @@
 #include <stdexcept>
 
 #include "sluice/errors.h"
+#include "sluice/fs.h"
 
 namespace sluice {
 
 namespace {
-
-void write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw std::runtime_error("writing " + path + ": " + std::strerror(errno));
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
 
 constexpr size_t kBufferBytes = 1 << 20;
 

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "sluice/errors.h"
+#include "sluice/fs.h"
 
 namespace sluice {
 
@@ -42,19 +43,6 @@ const DtypeInfo* by_name(const std::string& n) {
   for (const auto& d : kDtypes)
     if (n == d.name) return &d;
   return nullptr;
-}
-
-void write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    const ssize_t w = ::write(fd, p, n);
-    if (w < 0) {
-      if (errno == EINTR) continue;
-      throw std::runtime_error("writing " + path + ": " + std::strerror(errno));
-    }
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
 }
 
 int64_t nbytes(const at::Tensor& t) { return t.numel() * static_cast<int64_t>(t.element_size()); }
