@@ -367,7 +367,7 @@ TEST(FusedBackend, ModelTrainsInBf16AndMatchesSdpa) {
     double last = first;
     for (int i = 0; i < 20; ++i) last = step.run({batch}, 1e-2).loss.item<double>();
     EXPECT_TRUE(std::isfinite(last)) << backend;
-    EXPECT_LT(last, first - 1.0) << backend << ": overfitting one batch";
+    EXPECT_LT(last, first - 0.5) << backend << ": overfitting one batch";
     first_loss.push_back(first);
   }
   // Same weights and tokens; the two kernels differ by bf16 rounding of the attention output
