@@ -85,6 +85,8 @@ std::string case_name(const Case& c) {
          "_" + (c.dtype == at::kBFloat16 ? "bf16" : "fp16") + (c.bthd ? "" : "_bhtd");
 }
 
+void PrintTo(const Case& c, std::ostream* os) { *os << case_name(c); }
+
 // Leaf tensors in the layout the case asks for, and their [B, heads, L, D] views.
 struct Inputs {
   at::Tensor qb, kb, vb;  // leaves

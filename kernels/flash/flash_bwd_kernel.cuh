@@ -48,6 +48,9 @@ __global__ void flash_bwd_dsum_kernel(const BwdParams p) {
 
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // bf16 WMMA needs sm_80; the host API never launches below it
+#else
   namespace wmma = nvcuda::wmma;
   using E = typename Traits::Element;
   using AccFrag = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
@@ -229,6 +232,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
     }
     __syncwarp();  // the second pass overwrites the scratch
   }
+#endif
 }
 
 }  // namespace sluice::flash

@@ -23,6 +23,9 @@ namespace sluice::flash {
 
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdParams p) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  __trap();  // bf16 WMMA needs sm_80; the host API never launches below it
+#else
   namespace wmma = nvcuda::wmma;
   using E = typename Traits::Element;
   constexpr int D = Traits::kHeadDim;
@@ -174,6 +177,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
     E* orow_g = go + static_cast<int64_t>(qi) * p.o_row_stride;
     for (int c = lane; c < D; c += 32) orow_g[c] = from_float<E>(sOw[r * kPitchO + c] * inv);
   }
+#endif
 }
 
 }  // namespace sluice::flash
