@@ -68,7 +68,9 @@ void fill_fwd(FwdParams& p, const at::Tensor& q, const at::Tensor& k, const at::
   p.kv_heads = static_cast<int>(k.size(1));
   p.seqlen_q = static_cast<int>(q.size(2));
   p.seqlen_k = static_cast<int>(k.size(2));
-  p.window = static_cast<int>(window);
+  // A window of S or more hides nothing (positions differ by at most S - 1); as 0 it also keeps
+  // the kernels' position arithmetic far from int overflow.
+  p.window = window >= k.size(2) ? 0 : static_cast<int>(window);
   p.scale = static_cast<float>(scale);
   p.scale_log2 = static_cast<float>(scale * 1.4426950408889634);
 }
