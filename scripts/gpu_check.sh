@@ -27,3 +27,5 @@ for c in "${configs[@]}"; do
   echo "[bench] $name: $(grep -E '"tokens_per_s"|"peak_memory_gib"|"mfu"|"gemm' "$out/bench_$name.json" | tr -d '\n ' )"
   grep -E "error" "$out/bench_$name.log" | head -3
 done
+"$b/benchmarks/bench_attention" --out "$out/bench_attention.json" > "$out/bench_attention.log" 2>&1; echo "[bench] attention rc=$?"
+grep -vE "^$" "$out/bench_attention.log" | head -20

@@ -17,6 +17,7 @@
 #include "model/alibi.h"
 #include "model/coca.h"
 #include "model/decoder_block.h"
+#include "model/fused_attention.h"
 #include "model/gate.h"
 #include "model/rope.h"
 #include "model/self_attention.h"
@@ -359,29 +360,72 @@ TEST_P(LayerVariant, MathMatchesReferenceForwardAndBackward) {
   for (const auto& kv : attn->named_parameters()) EXPECT_GT(kv.value().grad().abs().max().item<double>(), 0.0) << kv.key();
 }
 
-TEST_P(LayerVariant, SdpaMatchesMath) {
+// `fused` on CPU runs its sdpa fallback: this checks its registration and mask plumbing per variant.
+TEST_P(LayerVariant, SdpaAndFusedMatchMath) {
   const Variant& var = GetParam();
-  ModelConfig cfg = config_of(var);
-  at::manual_seed(12);
-  SelfAttention math(cfg, var.layer);
-  randomise(*math, 0.35);
-  cfg.attention.backend = "sdpa";
-  SelfAttention sdpa(cfg, var.layer);
-  copy_parameters(*math, *sdpa);
-  const int64_t T = 11;
-  const at::Tensor x0 = at::randn({2, T, cfg.d_model}), dy = at::randn({2, T, cfg.d_model});
-  std::vector<at::Tensor> outs, xgrads;
-  for (SelfAttention* m : {&math, &sdpa}) {
-    at::Tensor x = x0.clone().requires_grad_(true);
-    const at::Tensor y = (*m)->forward(x, context_for(cfg, T));
-    (y * dy).sum().backward();
-    outs.push_back(y);
-    xgrads.push_back(x.grad());
+  for (const std::string backend : {"sdpa", "fused"}) {
+    ModelConfig cfg = config_of(var);
+    at::manual_seed(12);
+    SelfAttention math(cfg, var.layer);
+    randomise(*math, 0.35);
+    cfg.attention.backend = backend;
+    SelfAttention other(cfg, var.layer);
+    copy_parameters(*math, *other);
+    const int64_t T = 11;
+    const at::Tensor x0 = at::randn({2, T, cfg.d_model}), dy = at::randn({2, T, cfg.d_model});
+    std::vector<at::Tensor> outs, xgrads;
+    for (SelfAttention* m : {&math, &other}) {
+      at::Tensor x = x0.clone().requires_grad_(true);
+      const at::Tensor y = (*m)->forward(x, context_for(cfg, T));
+      (y * dy).sum().backward();
+      outs.push_back(y);
+      xgrads.push_back(x.grad());
+    }
+    expect_close(outs[1], outs[0], 1e-5, backend + " forward");
+    expect_close(xgrads[1], xgrads[0], 1e-5, backend + " grad x");
+    const auto pm = math->named_parameters();
+    for (const auto& kv : other->named_parameters())
+      expect_close(kv.value().grad(), pm[kv.key()].grad(), 1e-5, backend + " " + kv.key());
   }
-  expect_close(outs[1], outs[0], 1e-5, "forward");
-  expect_close(xgrads[1], xgrads[0], 1e-5, "grad x");
-  const auto pm = math->named_parameters();
-  for (const auto& kv : sdpa->named_parameters()) expect_close(kv.value().grad(), pm[kv.key()].grad(), 1e-5, kv.key());
+}
+
+// fused_attention_with_lse on CPU (the reference path): the output equals math and the
+// log-sum-exp equals one computed here with explicit loops, with GQA, a window, ALiBi and T < S.
+TEST(FusedAttention, WithLseOnCpuMatchesExplicitLoops) {
+  at::manual_seed(31);
+  const int64_t B = 2, H = 4, KV = 2, S = 12, D = 8;
+  const at::Tensor q0 = at::randn({B, H, S, D}), k = at::randn({B, KV, S, D}), v = at::randn({B, KV, S, D});
+  const std::vector<double> slopes = alibi_slopes(H);
+  for (int64_t T : {S, int64_t{3}})
+    for (int64_t window : {int64_t{0}, int64_t{4}})
+      for (bool alibi : {false, true}) {
+        const at::Tensor q = q0.narrow(2, S - T, T);
+        AttentionMask mask;
+        mask.window = window;
+        if (alibi) mask.alibi_slopes = alibi_slopes_tensor(H, at::kCPU);
+        const auto [out, lse] = fused_attention_with_lse(q, k, v, mask, 0.4);
+        const std::string what = "T=" + std::to_string(T) + " window=" + std::to_string(window) + (alibi ? " alibi" : "");
+        expect_close(out, make_attention_core("math")->forward(q, k, v, mask, 0.4), 1e-5, what + " out");
+        ASSERT_EQ(lse.sizes(), at::IntArrayRef({B, H, T})) << what;
+        at::Tensor ref = at::zeros({B, H, T}, at::kDouble);
+        for (int64_t b = 0; b < B; ++b)
+          for (int64_t h = 0; h < H; ++h)
+            for (int64_t t = 0; t < T; ++t) {
+              const int64_t i = S - T + t, lo = window > 0 ? std::max<int64_t>(0, i - window + 1) : 0;
+              double m = -INFINITY;
+              std::vector<double> sc;
+              for (int64_t j = lo; j <= i; ++j) {
+                double s = (q[b][h][t] * k[b][h / 2][j]).sum().item<double>() * 0.4;
+                if (alibi) s -= slopes[h] * double(i - j);
+                sc.push_back(s);
+                m = std::max(m, s);
+              }
+              double sum = 0;
+              for (double s : sc) sum += std::exp(s - m);
+              ref[b][h][t] = m + std::log(sum);
+            }
+        expect_close(lse, ref, 1e-5, what + " lse");
+      }
 }
 
 INSTANTIATE_TEST_SUITE_P(Variants, LayerVariant, ::testing::ValuesIn(all_variants()),
@@ -718,7 +762,7 @@ TEST(Alibi, CoresAddTheBiasWithGqaWindowsAndDecoding) {
       AttentionMask mask;
       mask.window = window;
       mask.alibi_slopes = alibi_slopes_tensor(H, at::kCPU);
-      for (const std::string backend : {"math", "sdpa"})
+      for (const std::string backend : {"math", "sdpa", "fused"})
         expect_close(make_attention_core(backend)->forward(q, k0, v0, mask, 0.3), ref, 2e-5,
                      backend + " T=" + std::to_string(T) + " window=" + std::to_string(window));
     }

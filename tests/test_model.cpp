@@ -112,7 +112,8 @@ struct AttnShape {
 
 class AttentionBackends : public ::testing::TestWithParam<AttnShape> {};
 
-TEST_P(AttentionBackends, MathAndSdpaMatchLoopReferenceForwardAndBackward) {
+// `fused` on CPU tensors takes its sdpa fallback (the kernels are CUDA only; tests/test_flash_attention.cpp).
+TEST_P(AttentionBackends, EveryBackendMatchesLoopReferenceForwardAndBackward) {
   const AttnShape s = GetParam();
   at::manual_seed(3);
   const at::Tensor q0 = at::randn({s.B, s.H, s.T, s.D}), k0 = at::randn({s.B, s.KV, s.T, s.D}),
@@ -120,7 +121,7 @@ TEST_P(AttentionBackends, MathAndSdpaMatchLoopReferenceForwardAndBackward) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
   const at::Tensor ref = attention_loop(q0, k0, v0, s.window, scale);
   std::vector<std::vector<at::Tensor>> grads;
-  for (const std::string backend : {"math", "sdpa"}) {
+  for (const std::string backend : {"math", "sdpa", "fused"}) {
     auto core = make_attention_core(backend);
     at::Tensor q = q0.clone().requires_grad_(true), k = k0.clone().requires_grad_(true),
                v = v0.clone().requires_grad_(true);
@@ -129,8 +130,9 @@ TEST_P(AttentionBackends, MathAndSdpaMatchLoopReferenceForwardAndBackward) {
     (y * dy).sum().backward();
     grads.push_back({q.grad(), k.grad(), v.grad()});
   }
-  // gradients: the explicit math graph is the reference for sdpa
-  for (int i = 0; i < 3; ++i) expect_close(grads[1][i], grads[0][i], 2e-5, "sdpa grad " + std::to_string(i));
+  // gradients: the explicit math graph is the reference for the others
+  for (size_t b = 1; b < grads.size(); ++b)
+    for (int i = 0; i < 3; ++i) expect_close(grads[b][i], grads[0][i], 2e-5, "backend " + std::to_string(b) + " grad " + std::to_string(i));
 }
 
 void PrintTo(const AttnShape& s, std::ostream* os) {
@@ -148,7 +150,7 @@ INSTANTIATE_TEST_SUITE_P(Shapes, AttentionBackends,
 TEST(Attention, GqaEqualsMhaWithRepeatedKvHeads) {
   at::manual_seed(4);
   const at::Tensor q = at::randn({2, 6, 11, 8}), k = at::randn({2, 2, 11, 8}), v = at::randn({2, 2, 11, 8});
-  for (const std::string backend : {"math", "sdpa"}) {
+  for (const std::string backend : {"math", "sdpa", "fused"}) {
     auto core = make_attention_core(backend);
     const at::Tensor gqa = core->forward(q, k, v, {}, 0.3);
     const at::Tensor mha = core->forward(q, k.repeat_interleave(3, 1), v.repeat_interleave(3, 1), {}, 0.3);
@@ -160,7 +162,7 @@ TEST(Attention, DecodingQueriesSeeAllEarlierKeys) {
   // T < S (KV cache): the queries are the last T positions, causal relative to them.
   at::manual_seed(5);
   const at::Tensor q = at::randn({1, 2, 10, 8}), k = at::randn({1, 2, 10, 8}), v = at::randn({1, 2, 10, 8});
-  for (const std::string backend : {"math", "sdpa"}) {
+  for (const std::string backend : {"math", "sdpa", "fused"}) {
     auto core = make_attention_core(backend);
     const at::Tensor full = core->forward(q, k, v, {}, 0.35);
     const at::Tensor tail = core->forward(q.narrow(2, 7, 3), k, v, {}, 0.35);

@@ -29,7 +29,8 @@ class AttentionCore {
   virtual const char* name() const = 0;
 };
 
-// The factory: "math" or "sdpa" (and later "fused"). Throws std::invalid_argument for others.
+// The factory: "math", "sdpa" or "fused" (src/model/fused_attention.h). Throws
+// std::invalid_argument for others.
 std::shared_ptr<AttentionCore> make_attention_core(const std::string& backend);
 std::vector<std::string> attention_backends();
 

@@ -5,6 +5,7 @@
 #include <map>
 #include <stdexcept>
 
+#include "model/fused_attention.h"
 #include "sluice/attention.h"
 
 namespace sluice {
@@ -77,6 +78,7 @@ const std::map<std::string, std::function<std::shared_ptr<AttentionCore>()>>& re
   static const std::map<std::string, std::function<std::shared_ptr<AttentionCore>()>> r = {
       {"math", [] { return std::make_shared<MathAttention>(); }},
       {"sdpa", [] { return std::make_shared<SdpaAttention>(); }},
+      {"fused", [] { return make_fused_attention_core(); }},  // flash kernels, sdpa where they do not apply
   };
   return r;
 }

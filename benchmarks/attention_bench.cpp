@@ -1,0 +1,208 @@
+// Attention kernel benchmark: TFLOP/s of the forward and of forward+backward for Sluice's
+// `fused` flash kernels and PyTorch's SDPA flash and cuDNN backends, in one run, on the
+// shapes of issue 8 (causal, bf16):
+//
+//   build/benchmarks/bench_attention [--warmup 5] [--iters 20] [--out result.json]
+//
+// FLOP convention (flash-attention's benchmark_flash_attention.py): a causal forward counts
+// 4·B·H·T·S·D / 2 (two matmuls, half the score matrix); the backward 2.5× that (five matmuls),
+// so forward+backward is 3.5× the forward. The brief of issue 8 also asked for "fwd+bwd =
+// 2.5× fwd"; both are printed (columns "3.5F" and "2.5F") so results can be compared with
+// numbers taken either way. Times are wall-clock per call averaged over --iters after a
+// device synchronisation; inputs are [B, T, heads, D] tensors passed as [B, heads, T, D]
+// views, as SelfAttention does.
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/core/grad_mode.h>
+#include <fmt/format.h>
+#include <torch/csrc/autograd/autograd.h>
+#include <torch/cuda.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <optional>
+
+#include "model/fused_attention.h"
+#include "sluice/attention.h"
+#include "train/device.h"
+
+using namespace sluice;
+
+namespace {
+
+struct Shape {
+  int64_t B, H, KV, T, D;
+};
+
+using AttnFn = std::function<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&)>;
+
+// Enables exactly one SDPA backend for its lifetime.
+class OnlySdpaBackend {
+ public:
+  explicit OnlySdpaBackend(const std::string& which) {
+    auto& c = at::globalContext();
+    flash_ = c.userEnabledFlashSDP(), mem_ = c.userEnabledMemEfficientSDP(), math_ = c.userEnabledMathSDP(),
+    cudnn_ = c.userEnabledCuDNNSDP();
+    c.setSDPUseFlash(which == "flash");
+    c.setSDPUseCuDNN(which == "cudnn");
+    c.setSDPUseMemEfficient(false);
+    c.setSDPUseMath(false);
+  }
+  ~OnlySdpaBackend() {
+    auto& c = at::globalContext();
+    c.setSDPUseFlash(flash_), c.setSDPUseMemEfficient(mem_), c.setSDPUseMath(math_), c.setSDPUseCuDNN(cudnn_);
+  }
+
+ private:
+  bool flash_, mem_, math_, cudnn_;
+};
+
+double time_ms(const std::function<void()>& fn, int64_t warmup, int64_t iters) {
+  for (int64_t i = 0; i < warmup; ++i) fn();
+  torch::cuda::synchronize();
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int64_t i = 0; i < iters; ++i) fn();
+  torch::cuda::synchronize();
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
+         static_cast<double>(iters);
+}
+
+struct Timing {
+  double fwd_ms = 0, fwd_bwd_ms = 0;
+  std::string note;
+};
+
+Timing measure(const AttnFn& fn, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& dout,
+               int64_t warmup, int64_t iters) {
+  Timing t;
+  {
+    at::NoGradGuard no_grad;
+    t.fwd_ms = time_ms([&] { fn(q, k, v); }, warmup, iters);
+  }
+  const at::Tensor qg = q.detach().requires_grad_(true), kg = k.detach().requires_grad_(true),
+                   vg = v.detach().requires_grad_(true);
+  t.fwd_bwd_ms = time_ms(
+      [&] {
+        const at::Tensor out = fn(qg, kg, vg);
+        torch::autograd::grad({out}, {qg, kg, vg}, {dout});
+      },
+      warmup, iters);
+  return t;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"Attention kernel benchmark: fused vs SDPA flash and cuDNN (causal, bf16)."};
+  int64_t warmup = 5, iters = 20;
+  std::string out_path;
+  app.add_option("--warmup", warmup, "untimed calls first");
+  app.add_option("--iters", iters, "timed calls");
+  app.add_option("--out", out_path, "write the results as JSON here");
+  CLI11_PARSE(app, argc, argv);
+  if (!torch::cuda::is_available()) {
+    std::cerr << "bench_attention needs a CUDA device\n";
+    return 1;
+  }
+
+  const std::vector<Shape> shapes = {{8, 16, 16, 2048, 128}, {16, 12, 4, 2048, 64}, {2, 16, 4, 8192, 128}};
+  const auto fused = make_attention_core("fused");
+  nlohmann::json results = nlohmann::json::array();
+  std::cout << fmt::format("FLOPs: fwd = 4·B·H·T·S·D/2 (causal); fwd+bwd = 3.5× fwd (flash-attn convention, "
+                           "column 3.5F) or 2.5× fwd (column 2.5F)\n");
+  std::cout << fmt::format("{:<28} {:<11} {:>9} {:>9} {:>11} {:>11} {:>11}  {}\n", "shape (B,H/KV,T,D)", "backend",
+                           "fwd ms", "fwd TF/s", "f+b ms", "f+b TF 3.5F", "f+b TF 2.5F", "note");
+  for (const Shape& s : shapes) {
+    at::manual_seed(0);
+    const auto opts = at::TensorOptions(at::kCUDA).dtype(at::kBFloat16);
+    const at::Tensor q = at::randn({s.B, s.T, s.H, s.D}, opts).transpose(1, 2);
+    const at::Tensor k = at::randn({s.B, s.T, s.KV, s.D}, opts).transpose(1, 2);
+    const at::Tensor v = at::randn({s.B, s.T, s.KV, s.D}, opts).transpose(1, 2);
+    const at::Tensor dout = at::randn({s.B, s.H, s.T, s.D}, opts);
+    const double scale = 1.0 / std::sqrt(static_cast<double>(s.D));
+    const double fwd_flops = 4.0 * s.B * s.H * s.T * s.T * s.D / 2.0;
+    const std::string shape_name = fmt::format("{},{}/{},{},{}", s.B, s.H, s.KV, s.T, s.D);
+
+    std::map<std::string, at::Tensor> outputs;
+    for (const std::string backend : {"fused", "sdpa_flash", "sdpa_cudnn"}) {
+      AttnFn fn;
+      std::string note;
+      std::optional<OnlySdpaBackend> only;
+      if (backend == "fused") {
+        if (const std::string why = fused_attention_unsupported(q, k, v, {}); !why.empty()) note = "FALLBACK: " + why;
+        fn = [&](const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
+          return fused->forward(a, b, c, {}, scale);
+        };
+      } else {
+        only.emplace(backend == "sdpa_flash" ? "flash" : "cudnn");
+        const bool gqa = s.H != s.KV;
+        fn = [&, gqa](const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
+          return at::scaled_dot_product_attention(a, b, c, {}, 0.0, /*is_causal=*/true, scale, gqa);
+        };
+        try {
+          at::NoGradGuard no_grad;
+          fn(q, k, v);
+        } catch (const std::exception&) {
+          // This backend may not take enable_gqa: give it KV heads repeated to H (outside the timing).
+          const int64_t g = s.H / s.KV;
+          fn = [&, g](const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
+            return at::scaled_dot_product_attention(a, b.repeat_interleave(g, 1), c.repeat_interleave(g, 1), {}, 0.0,
+                                                    true, scale, false);
+          };
+          note = "kv repeated to H (enable_gqa unsupported), repeat included in timing";
+        }
+      }
+      nlohmann::json r = {{"shape", {{"batch", s.B}, {"heads", s.H}, {"kv_heads", s.KV}, {"seq", s.T}, {"head_dim", s.D}}},
+                          {"backend", backend},
+                          {"dtype", "bf16"},
+                          {"causal", true}};
+      try {
+        const Timing t = measure(fn, q, k, v, dout, warmup, iters);
+        {
+          at::NoGradGuard no_grad;
+          outputs[backend] = fn(q, k, v);
+        }
+        const double fwd_tf = fwd_flops / (t.fwd_ms * 1e-3) / 1e12;
+        const double fb_tf = 3.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
+        const double fb_tf25 = 2.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
+        r.update({{"fwd_ms", t.fwd_ms},
+                  {"fwd_tflops", fwd_tf},
+                  {"fwd_bwd_ms", t.fwd_bwd_ms},
+                  {"fwd_bwd_tflops", fb_tf},
+                  {"fwd_bwd_tflops_2p5x", fb_tf25},
+                  {"note", note}});
+        std::cout << fmt::format("{:<28} {:<11} {:>9.3f} {:>9.1f} {:>11.3f} {:>11.1f} {:>11.1f}  {}\n", shape_name,
+                                 backend, t.fwd_ms, fwd_tf, t.fwd_bwd_ms, fb_tf, fb_tf25, note);
+      } catch (const std::exception& e) {
+        std::string what = e.what();
+        what = what.substr(0, what.find('\n'));
+        r["error"] = what;
+        std::cout << fmt::format("{:<28} {:<11} unavailable: {}\n", shape_name, backend, what);
+      }
+      results.push_back(r);
+    }
+    // A cheap guard against timing a wrong kernel: the outputs must agree to bf16 rounding.
+    for (const std::string other : {"sdpa_flash", "sdpa_cudnn"}) {
+      if (!outputs.count("fused") || !outputs.count(other)) continue;
+      const double diff = (outputs["fused"].to(at::kFloat) - outputs[other].to(at::kFloat)).abs().max().item<double>();
+      std::cout << fmt::format("{:<28} max |fused - {}| = {:.3g}\n", shape_name, other, diff);
+      for (auto& r : results)
+        if (r["backend"] == "fused" && r["shape"]["seq"] == s.T && r["shape"]["batch"] == s.B)
+          r["max_abs_diff_vs_" + other] = diff;
+    }
+  }
+  nlohmann::json doc = {{"device", device_name(c10::Device(at::kCUDA))},
+                        {"flop_convention", "fwd = 4*B*H*T*S*D/2 (causal); fwd_bwd_tflops = 3.5*fwd flops "
+                                            "(flash-attn convention); fwd_bwd_tflops_2p5x = 2.5*fwd flops"},
+                        {"warmup", warmup},
+                        {"iters", iters},
+                        {"results", results}};
+  if (!out_path.empty()) std::ofstream(out_path) << doc.dump(2) << "\n";
+  return 0;
+}

@@ -1,0 +1,179 @@
+#!/usr/bin/env python3
+"""CPU emulation of the flash kernels' algorithm, for checking changes without a GPU.
+
+It mirrors kernels/flash/*.cuh at tile level: the same 64x64 tiles and tile ranges (causal,
+window, queries the last T of S keys), the online softmax in log2 units, P and dS rounded to the
+input type before the products, D_i from the rounded output, dK/dV summed over the GQA group,
+dQ accumulated in fp32. It does not model warps, shared memory or WMMA (so it cannot find
+synchronisation or fragment-indexing bugs), only the arithmetic. It compares against an fp32
+reference with the bounds of tests/test_flash_attention.cpp and prints max |err|/bound (must
+stay below 1).
+
+    .venv/bin/python kernels/flash/emulate.py
+"""
+import itertools
+import math
+
+import torch
+
+BM = BN = 64  # FwdTraits/BwdTraits kBlockM, kBlockN
+LOG2E = 1.4426950408889634
+
+
+def rnd(x, dt):
+    return x.to(dt).float()
+
+
+def visible(q_idx, k_idx, T, S, w):
+    """kernels/flash/utils.cuh visible(), vectorised: [len(q_idx), len(k_idx)]."""
+    qpos = S - T + q_idx[:, None]
+    k = k_idx[None, :]
+    m = (q_idx[:, None] < T) & (k < S) & (k <= qpos)
+    if w > 0:
+        m &= (qpos - k) < w
+    return m
+
+
+def forward(q, k, v, w, scale, dt):
+    B, H, T, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    G = H // KV
+    sl2 = scale * LOG2E
+    O, L = torch.zeros(B, H, T, D), torch.zeros(B, H, T)
+    for b, h in itertools.product(range(B), range(H)):
+        kv = h // G
+        for mb in range((T + BM - 1) // BM):
+            q0, off = mb * BM, S - T
+            q_last = min(q0 + BM, T) - 1
+            key_end = min(S, off + q_last + 1)
+            key_begin = max(0, off + q0 - w + 1) if w > 0 else 0
+            n = min(BM, T - q0)
+            Qt = torch.zeros(BM, D)
+            Qt[:n] = q[b, h, q0:q0 + n]
+            m, l, acc = torch.full((BM,), -math.inf), torch.zeros(BM), torch.zeros(BM, D)
+            for nb in range(key_begin // BN, (key_end + BN - 1) // BN):
+                k0 = nb * BN
+                nk = min(BN, S - k0)
+                Kt, Vt = torch.zeros(BN, D), torch.zeros(BN, D)
+                Kt[:nk], Vt[:nk] = k[b, kv, k0:k0 + nk], v[b, kv, k0:k0 + nk]
+                s = (Qt @ Kt.T) * sl2
+                s = torch.where(visible(torch.arange(q0, q0 + BM), torch.arange(k0, k0 + BN), T, S, w), s,
+                                torch.tensor(-math.inf))
+                m_new = torch.maximum(m, s.max(1).values)
+                m_use = torch.where(m_new == -math.inf, torch.zeros(()), m_new)
+                alpha = torch.exp2(m - m_use)
+                p = torch.exp2(s - m_use[:, None])
+                l, m = l * alpha + p.sum(1), m_new
+                acc = acc * alpha[:, None] + rnd(p, dt) @ Vt
+            O[b, h, q0:q0 + n] = rnd(acc[:n] / l[:n, None], dt)
+            L[b, h, q0:q0 + n] = (m[:n] + torch.log2(l[:n])) * math.log(2)
+    return O, L
+
+
+def backward(dO, q, k, v, O, L, w, scale, dt):
+    B, H, T, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    G = H // KV
+    sl2 = scale * LOG2E
+    dsum = (dO * O).sum(-1)
+    dQ, dK, dV = torch.zeros(B, T, H, D), torch.zeros(B, KV, S, D), torch.zeros(B, KV, S, D)
+    for b, kv in itertools.product(range(B), range(KV)):
+        for nb in range((S + BN - 1) // BN):
+            k0, off = nb * BN, S - T
+            nk = min(BN, S - k0)
+            k_last = k0 + nk - 1
+            Kt, Vt = torch.zeros(BN, D), torch.zeros(BN, D)
+            Kt[:nk], Vt[:nk] = k[b, kv, k0:k0 + nk], v[b, kv, k0:k0 + nk]
+            q_begin = max(0, k0 - off)
+            q_end = min(T, k_last + w - off) if w > 0 else T
+            m_begin = q_begin // BM
+            m_end = (q_end + BM - 1) // BM if q_end > q_begin else m_begin
+            dk, dv = torch.zeros(BN, D), torch.zeros(BN, D)
+            for hh in range(G):
+                h = kv * G + hh
+                for mb in range(m_begin, m_end):
+                    q0 = mb * BM
+                    n = min(BM, T - q0)
+                    Qt, dOt, Lt, Dt = torch.zeros(BM, D), torch.zeros(BM, D), torch.zeros(BM), torch.zeros(BM)
+                    Qt[:n], dOt[:n] = q[b, h, q0:q0 + n], dO[b, h, q0:q0 + n]
+                    Lt[:n], Dt[:n] = L[b, h, q0:q0 + n] * LOG2E, dsum[b, h, q0:q0 + n]
+                    s, dp = Qt @ Kt.T, dOt @ Vt.T
+                    vis = visible(torch.arange(q0, q0 + BM), torch.arange(k0, k0 + BN), T, S, w)
+                    p = torch.where(vis, torch.exp2(s * sl2 - Lt[:, None]), torch.zeros(()))
+                    ds = rnd(p * (dp - Dt[:, None]), dt)
+                    dv += rnd(p, dt).T @ dOt
+                    dk += ds.T @ Qt
+                    dQ[b, q0:q0 + n, h] += (ds @ Kt * scale)[:n]
+            dK[b, kv, k0:k0 + nk] = rnd(dk[:nk] * scale, dt)
+            dV[b, kv, k0:k0 + nk] = rnd(dv[:nk], dt)
+    return rnd(dQ.transpose(1, 2), dt), dK, dV
+
+
+def allowed(T, S, w):
+    qp, kp = torch.arange(S - T, S)[:, None], torch.arange(S)[None, :]
+    a = kp <= qp
+    if w > 0:
+        a &= (qp - kp) < w
+    return a
+
+
+def check(B, H, KV, T, S, D, w, dt):
+    """max |err|/bound per quantity, bounds as in tests/test_flash_attention.cpp."""
+    scale = 1 / math.sqrt(D)
+    q, k, v = (rnd(torch.randn(*shape), dt) for shape in [(B, H, T, D), (B, KV, S, D), (B, KV, S, D)])
+    dO = rnd(torch.randn(B, H, T, D), dt)
+    O, L = forward(q, k, v, w, scale, dt)
+    dQ, dK, dV = backward(dO, q, k, v, O, L, w, scale, dt)
+
+    G = H // KV
+    qr, kr, vr = (x.clone().requires_grad_() for x in (q, k, v))
+    K, V = kr.repeat_interleave(G, 1), vr.repeat_interleave(G, 1)
+    s = ((qr @ K.transpose(-2, -1)) * scale).masked_fill(~allowed(T, S, w), -math.inf)
+    P = torch.softmax(s, -1)
+    out = P @ V
+    out.backward(dO)
+    u = 2**-8 if dt == torch.bfloat16 else 2**-11
+    g32 = lambda n: n * 2**-24  # noqa: E731
+    sg = lambda x: x.view(B, KV, G, S, D).sum(2)  # noqa: E731
+    with torch.no_grad():
+        P, K, V, o = P.detach(), K.detach(), V.detach(), out.detach()
+        Qa, Ka, Va, dOa = q.abs(), K.abs(), V.abs(), dO.abs()
+        E = (2 * g32(D) * scale * (Qa @ Ka.transpose(-2, -1))).masked_fill(~allowed(T, S, w), 0).amax(-1, keepdim=True)
+        lse = torch.logsumexp(s.detach(), -1)
+        pv = P @ Va
+        dP = dO @ V.transpose(-2, -1)
+        Dref = (dO * o).sum(-1, keepdim=True)
+        dS = P * (dP - Dref)
+        dD = (dO * (O - o)).sum(-1, keepdim=True).abs()
+        e_ds = u * dS.abs() + P * dD + P * (2 * E * (dP - Dref).abs() + g32(D) * (
+            dOa @ Va.transpose(-2, -1) + (dOa * o.abs()).sum(-1, keepdim=True)))
+        nq = T * G
+        bounds = {
+            "out": 2 * (u * pv + u * o.abs() + (2 * E + g32(S)) * pv) + 1e-6,
+            "lse": 2 * (E.squeeze(-1) + g32(S) + 2**-24 * lse.abs()),
+            "dv": 2 * (u * sg(P.transpose(-2, -1) @ dOa) + u * vr.grad.abs() +
+                       sg(((2 * E + g32(nq)) * P).transpose(-2, -1) @ dOa)) + 1e-6,
+            "dk": 2 * (scale * sg(e_ds.transpose(-2, -1) @ Qa) + u * kr.grad.abs() +
+                       g32(nq) * scale * sg(dS.abs().transpose(-2, -1) @ Qa)) + 1e-6,
+            "dq": 2 * (scale * (e_ds @ Ka) + u * qr.grad.abs() + g32(S) * scale * (dS.abs() @ Ka)) + 1e-6,
+        }
+        got = {"out": (O, o), "lse": (L, lse), "dv": (dV, vr.grad), "dk": (dK, kr.grad), "dq": (dQ, qr.grad)}
+        return {name: ((g - r).abs() / bounds[name]).max().item() for name, (g, r) in got.items()}
+
+
+def main():
+    torch.manual_seed(0)
+    cases = [(1, 8, 8, 1, 1, 64, 0), (3, 8, 2, 17, 17, 64, 37), (1, 8, 1, 128, 128, 128, 0),
+             (1, 8, 2, 200, 200, 64, 37), (2, 4, 1, 300, 300, 128, 200), (1, 8, 2, 150, 1000, 64, 37),
+             (1, 4, 4, 1, 77, 64, 0), (1, 8, 1, 5, 77, 128, 9), (1, 4, 1, 1000, 1000, 128, 0)]
+    worst = 0.0
+    for dt in (torch.bfloat16, torch.float16):
+        for c in cases:
+            r = check(*c, dt)
+            worst = max(worst, *r.values())
+            print(f"{str(dt):15} B,H,KV,T,S,D,w={c}: " + " ".join(f"{k} {x:.3f}" for k, x in r.items()), flush=True)
+    print(f"worst |err|/bound: {worst:.3f} ({'ok' if worst < 1 else 'FAIL'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+#include "flash/flash_api.h"
+
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "flash/launch.h"
+
+namespace sluice::kernels {
+namespace {
+
+using flash::BwdParams;
+using flash::FwdParams;
+
+// The kernels load 16 bytes at a time: the last dimension contiguous, the base 16-byte
+// aligned and every other stride a multiple of 8 elements (size-1 dimensions never step).
+bool kernel_ready(const at::Tensor& t) {
+  if (t.stride(3) != 1 || reinterpret_cast<std::uintptr_t>(t.data_ptr()) % 16 != 0) return false;
+  for (int d = 0; d < 3; ++d)
+    if (t.size(d) > 1 && t.stride(d) % 8 != 0) return false;
+  return true;
+}
+
+at::Tensor ready(const at::Tensor& t) { return kernel_ready(t) ? t : t.clone(at::MemoryFormat::Contiguous); }
+
+// [B, heads, L, D] stored as [B, L, heads, D]: what SelfAttention transposes back for free.
+at::Tensor empty_bthd(int64_t B, int64_t heads, int64_t L, int64_t D, const at::TensorOptions& opts) {
+  return at::empty_strided({B, heads, L, D}, {L * heads * D, D, heads * D, 1}, opts);
+}
+
+void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, int64_t window) {
+  TORCH_CHECK(q.is_cuda() && k.device() == q.device() && v.device() == q.device(),
+              "flash attention: q, k, v must be on one CUDA device");
+  TORCH_CHECK(q.dim() == 4 && k.dim() == 4 && v.dim() == 4, "flash attention: q, k, v must be [B, heads, L, D]");
+  const at::ScalarType t = q.scalar_type();
+  TORCH_CHECK(t == at::kBFloat16 || t == at::kHalf, "flash attention: dtype must be bf16 or fp16, got ", t);
+  TORCH_CHECK(k.scalar_type() == t && v.scalar_type() == t, "flash attention: q, k, v must share one dtype");
+  TORCH_CHECK(k.sizes() == v.sizes(), "flash attention: k ", k.sizes(), " and v ", v.sizes(), " differ");
+  TORCH_CHECK(k.size(0) == q.size(0) && k.size(3) == q.size(3), "flash attention: q ", q.sizes(),
+              " does not match k ", k.sizes());
+  TORCH_CHECK(k.size(1) > 0 && q.size(1) % k.size(1) == 0, "flash attention: ", q.size(1),
+              " query heads are not a multiple of ", k.size(1), " kv heads");
+  TORCH_CHECK(flash_head_dim_supported(q.size(3)), "flash attention: head dim must be 64 or 128, got ", q.size(3));
+  TORCH_CHECK(q.size(2) <= k.size(2), "flash attention: more queries (", q.size(2), ") than keys (", k.size(2), ")");
+  TORCH_CHECK(k.size(2) <= std::numeric_limits<int32_t>::max() && q.size(1) <= 65535 && q.size(0) <= 65535,
+              "flash attention: shape too large for the grid");
+  TORCH_CHECK(window >= 0 && window <= std::numeric_limits<int32_t>::max(), "flash attention: bad window ", window);
+  TORCH_CHECK(flash_device_supported(q.device()), "flash attention: needs compute capability 8.0 or newer");
+}
+
+void fill_fwd(FwdParams& p, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+              const at::Tensor& lse, int64_t window, double scale) {
+  p.q = q.data_ptr();
+  p.k = k.data_ptr();
+  p.v = v.data_ptr();
+  p.o = out.data_ptr();
+  p.lse = lse.data_ptr<float>();
+  p.q_batch_stride = q.stride(0), p.q_head_stride = q.stride(1), p.q_row_stride = q.stride(2);
+  p.k_batch_stride = k.stride(0), p.k_head_stride = k.stride(1), p.k_row_stride = k.stride(2);
+  p.v_batch_stride = v.stride(0), p.v_head_stride = v.stride(1), p.v_row_stride = v.stride(2);
+  p.o_batch_stride = out.stride(0), p.o_head_stride = out.stride(1), p.o_row_stride = out.stride(2);
+  p.batch = static_cast<int>(q.size(0));
+  p.heads = static_cast<int>(q.size(1));
+  p.kv_heads = static_cast<int>(k.size(1));
+  p.seqlen_q = static_cast<int>(q.size(2));
+  p.seqlen_k = static_cast<int>(k.size(2));
+  // A window of S or more hides nothing (positions differ by at most S - 1); as 0 it also keeps
+  // the kernels' position arithmetic far from int overflow.
+  p.window = window >= k.size(2) ? 0 : static_cast<int>(window);
+  p.scale = static_cast<float>(scale);
+  p.scale_log2 = static_cast<float>(scale * 1.4426950408889634);
+}
+
+void run_fwd(const FwdParams& p, int64_t D, at::ScalarType t, cudaStream_t s) {
+  if (t == at::kBFloat16) {
+    D == 64 ? flash::run_flash_fwd<64, __nv_bfloat16>(p, s) : flash::run_flash_fwd<128, __nv_bfloat16>(p, s);
+  } else {
+    D == 64 ? flash::run_flash_fwd<64, __half>(p, s) : flash::run_flash_fwd<128, __half>(p, s);
+  }
+}
+
+void run_bwd(const BwdParams& p, int64_t D, at::ScalarType t, cudaStream_t s) {
+  if (t == at::kBFloat16) {
+    D == 64 ? flash::run_flash_bwd<64, __nv_bfloat16>(p, s) : flash::run_flash_bwd<128, __nv_bfloat16>(p, s);
+  } else {
+    D == 64 ? flash::run_flash_bwd<64, __half>(p, s) : flash::run_flash_bwd<128, __half>(p, s);
+  }
+}
+
+}  // namespace
+
+bool flash_device_supported(const at::Device& device) {
+  return device.is_cuda() && at::cuda::getDeviceProperties(device.index() < 0 ? at::cuda::current_device()
+                                                                             : device.index())
+                                     ->major >= 8;
+}
+
+std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q_in, const at::Tensor& k_in,
+                                                 const at::Tensor& v_in, int64_t window, double scale) {
+  check_qkv(q_in, k_in, v_in, window);
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const at::Tensor q = ready(q_in), k = ready(k_in), v = ready(v_in);
+  const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
+  at::Tensor out = empty_bthd(B, H, T, D, q.options());
+  at::Tensor lse = at::empty({B, H, T}, q.options().dtype(at::kFloat));
+  if (out.numel() == 0) return {out, lse};
+  FwdParams p{};
+  fill_fwd(p, q, k, v, out, lse, window, scale);
+  run_fwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
+  return {out, lse};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_backward(const at::Tensor& dout_in, const at::Tensor& q_in,
+                                                              const at::Tensor& k_in, const at::Tensor& v_in,
+                                                              const at::Tensor& out_in, const at::Tensor& lse,
+                                                              int64_t window, double scale) {
+  check_qkv(q_in, k_in, v_in, window);
+  TORCH_CHECK(dout_in.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(),
+              "flash attention backward: dout and out must be shaped like q ", q_in.sizes());
+  TORCH_CHECK(dout_in.scalar_type() == q_in.scalar_type() && out_in.scalar_type() == q_in.scalar_type(),
+              "flash attention backward: dout and out must have q's dtype");
+  TORCH_CHECK(dout_in.device() == q_in.device() && out_in.device() == q_in.device() && lse.device() == q_in.device(),
+              "flash attention backward: all tensors on q's device");
+  const int64_t B = q_in.size(0), H = q_in.size(1), T = q_in.size(2), D = q_in.size(3);
+  const int64_t KV = k_in.size(1), S = k_in.size(2);
+  TORCH_CHECK(lse.scalar_type() == at::kFloat && lse.is_contiguous() && lse.sizes() == at::IntArrayRef({B, H, T}),
+              "flash attention backward: lse must be contiguous fp32 [B, H, T]");
+  const c10::cuda::CUDAGuard guard(q_in.device());
+  const at::Tensor q = ready(q_in), k = ready(k_in), v = ready(v_in), out = ready(out_in), dout = ready(dout_in);
+
+  at::Tensor dq = empty_bthd(B, H, T, D, q.options());
+  at::Tensor dk = empty_bthd(B, KV, S, D, q.options());
+  at::Tensor dv = empty_bthd(B, KV, S, D, q.options());
+  if (B == 0 || H == 0 || T == 0 || S == 0) {
+    dq.zero_(), dk.zero_(), dv.zero_();
+    return {dq, dk, dv};
+  }
+  const at::Tensor dq_accum = at::zeros({B, T, H, D}, q.options().dtype(at::kFloat));
+  const at::Tensor dsum = at::empty({B, H, T}, q.options().dtype(at::kFloat));
+
+  BwdParams p{};
+  fill_fwd(p, q, k, v, out, lse, window, scale);
+  p.dout = dout.data_ptr();
+  p.do_batch_stride = dout.stride(0), p.do_head_stride = dout.stride(1), p.do_row_stride = dout.stride(2);
+  p.dsum = dsum.data_ptr<float>();
+  p.dq_accum = dq_accum.data_ptr<float>();
+  p.dk = dk.data_ptr();
+  p.dv = dv.data_ptr();
+  p.dk_batch_stride = dk.stride(0), p.dk_head_stride = dk.stride(1), p.dk_row_stride = dk.stride(2);
+  p.dv_batch_stride = dv.stride(0), p.dv_head_stride = dv.stride(1), p.dv_row_stride = dv.stride(2);
+  run_bwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
+  dq.copy_(dq_accum.transpose(1, 2));  // same memory order: one pass, fp32 -> q's dtype
+  return {dq, dk, dv};
+}
+
+}  // namespace sluice::kernels

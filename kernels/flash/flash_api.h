@@ -1,0 +1,30 @@
+// Host API of the flash-attention kernels (kernels/flash/), used by the `fused` attention
+// backend (src/model/fused_attention.cpp). Shapes follow AttentionCore: q [B, H, T, D],
+// k and v [B, KV, S, D] with H % KV == 0 (GQA without copies), queries being the last T of
+// the S key positions; any strides with a contiguous last dimension.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <tuple>
+
+namespace sluice::kernels {
+
+constexpr bool flash_head_dim_supported(int64_t d) { return d == 64 || d == 128; }
+// The kernels use bf16 WMMA: compute capability 8.0 or newer.
+bool flash_device_supported(const at::Device& device);
+
+// Causal attention with an optional sliding window (0 = none): (out, lse) with out
+// [B, H, T, D] in q's dtype (stored as [B, T, H, D], so out.transpose(1, 2) is contiguous) and
+// lse fp32 [B, H, T], the natural log of Σ_j exp(scale·q·k_j) over the visible keys.
+// bf16/fp16, head dim 64 or 128.
+std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                                 int64_t window, double scale);
+
+// (dq, dk, dv) for the gradient dout of flash_forward's out; out and lse as it returned them.
+// dq is not bitwise deterministic (fp32 atomics); dk and dv are.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_backward(const at::Tensor& dout, const at::Tensor& q,
+                                                              const at::Tensor& k, const at::Tensor& v,
+                                                              const at::Tensor& out, const at::Tensor& lse,
+                                                              int64_t window, double scale);
+
+}  // namespace sluice::kernels

@@ -1,0 +1,39 @@
+// The launcher templates behind launch.h; included only by the per-instantiation .cu files.
+#pragma once
+#include <c10/cuda/CUDAException.h>
+
+#include "flash/flash_bwd_kernel.cuh"
+#include "flash/flash_fwd_kernel.cuh"
+#include "flash/launch.h"
+#include "flash/traits.h"
+
+namespace sluice::flash {
+
+template <typename Traits>
+void launch_fwd(const FwdParams& p, cudaStream_t stream) {
+  auto kernel = &flash_fwd_kernel<Traits>;
+  // More than the default 48 KiB of dynamic shared memory must be opted into per kernel.
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+  const dim3 grid((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads, p.batch);
+  kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+template <typename Traits>
+void launch_bwd(const BwdParams& p, cudaStream_t stream) {
+  using E = typename Traits::Element;
+  constexpr int kRowsPerBlock = 8;  // one warp per row
+  const int64_t n_rows = static_cast<int64_t>(p.batch) * p.heads * p.seqlen_q;
+  flash_bwd_dsum_kernel<E, Traits::kHeadDim>
+      <<<static_cast<unsigned>((n_rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * 32, 0, stream>>>(
+          p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  auto kernel = &flash_bwd_kernel<Traits>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+  const dim3 grid((p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, p.kv_heads, p.batch);
+  kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(p);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace sluice::flash

@@ -1,0 +1,38 @@
+// Arguments of the flash-attention kernels: raw pointers and element strides, so q/k/v can be
+// the transposed views SelfAttention passes ([B, heads, T, D] over [B, T, heads, D] memory)
+// without copies. The last dimension is contiguous; every other stride is in elements and a
+// multiple of 8 (16-byte vector loads), which the host API (flash_api.cu) guarantees.
+#pragma once
+#include <cstdint>
+
+namespace sluice::flash {
+
+struct FwdParams {
+  const void* q;  // [B, H, T, D]
+  const void* k;  // [B, KV, S, D]
+  const void* v;  // [B, KV, S, D]
+  void* o;        // [B, H, T, D]
+  float* lse;     // [B, H, T] contiguous, natural log
+  int64_t q_batch_stride, q_head_stride, q_row_stride;
+  int64_t k_batch_stride, k_head_stride, k_row_stride;
+  int64_t v_batch_stride, v_head_stride, v_row_stride;
+  int64_t o_batch_stride, o_head_stride, o_row_stride;
+  int batch, heads, kv_heads;  // heads % kv_heads == 0: query head h reads kv head h / (heads / kv_heads)
+  int seqlen_q, seqlen_k;      // T <= S: queries are the last T of the S key positions
+  int window;                  // 0: full causal; w > 0: query at position p sees keys p-w+1..p
+  float scale;                 // multiplies q·k
+  float scale_log2;            // scale·log2(e): the kernels exponentiate with exp2
+};
+
+struct BwdParams : FwdParams {
+  const void* dout;     // [B, H, T, D], strides below
+  float* dsum;          // [B, H, T] contiguous fp32 scratch: D_i = rowsum(dO ⊙ O), written by the first bwd kernel
+  float* dq_accum;      // [B, T, H, D] contiguous fp32, zeroed; the key-tile kernel adds into it atomically
+  void* dk;             // [B, KV, S, D], strides below
+  void* dv;             // [B, KV, S, D], strides below
+  int64_t do_batch_stride, do_head_stride, do_row_stride;
+  int64_t dk_batch_stride, dk_head_stride, dk_row_stride;
+  int64_t dv_batch_stride, dv_head_stride, dv_row_stride;
+};
+
+}  // namespace sluice::flash

@@ -1,0 +1,134 @@
+#include "model/fused_attention.h"
+
+#include <ATen/ATen.h>
+#include <fmt/format.h>
+#include <torch/csrc/autograd/custom_function.h>
+
+#include <limits>
+#include <mutex>
+#include <set>
+
+#include "sluice/log.h"
+
+#ifdef SLUICE_HAVE_CUDA_KERNELS
+#include "flash/flash_api.h"
+#endif
+
+namespace sluice {
+namespace {
+
+// One warning per distinct reason and process: the fallback is taken on every layer and step.
+void warn_fallback_once(const std::string& reason) {
+  static std::mutex mu;
+  static std::set<std::string> seen;
+  const std::lock_guard<std::mutex> lock(mu);
+  if (seen.insert(reason).second) {
+    log::warn(fmt::format("attention backend 'fused': {}; using 'sdpa' for these inputs", reason));
+  }
+}
+
+#ifdef SLUICE_HAVE_CUDA_KERNELS
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+// Outputs (out, lse); lse is not differentiable (nothing upstream of the sink statistics needs
+// its gradient).
+struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionFunction> {
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                               int64_t window, double scale) {
+    auto [out, lse] = kernels::flash_forward(q, k, v, window, scale);
+    ctx->save_for_backward({q, k, v, out, lse});
+    ctx->saved_data["window"] = window;
+    ctx->saved_data["scale"] = scale;
+    ctx->mark_non_differentiable({lse});
+    return {out, lse};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto s = ctx->get_saved_variables();
+    auto [dq, dk, dv] = kernels::flash_backward(grads[0], s[0], s[1], s[2], s[3], s[4],
+                                                ctx->saved_data["window"].toInt(),
+                                                ctx->saved_data["scale"].toDouble());
+    return {dq, dk, dv, at::Tensor(), at::Tensor()};
+  }
+};
+
+#endif
+
+class FusedAttention final : public AttentionCore {
+ public:
+  FusedAttention() : fallback_(make_attention_core("sdpa")) {}
+
+  at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+                     double scale) const override {
+    const std::string why = fused_attention_unsupported(q, k, v, mask);
+    if (!why.empty()) {
+      warn_fallback_once(why);
+      return fallback_->forward(q, k, v, mask, scale);
+    }
+#ifdef SLUICE_HAVE_CUDA_KERNELS
+    return FlashAttentionFunction::apply(q, k, v, mask.window, scale)[0];
+#else
+    return fallback_->forward(q, k, v, mask, scale);  // unreachable: unsupported without kernels
+#endif
+  }
+  const char* name() const override { return "fused"; }
+
+ private:
+  std::shared_ptr<AttentionCore> fallback_;
+};
+
+}  // namespace
+
+std::shared_ptr<AttentionCore> make_fused_attention_core() { return std::make_shared<FusedAttention>(); }
+
+std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                        const AttentionMask& mask) {
+#ifndef SLUICE_HAVE_CUDA_KERNELS
+  (void)q, (void)k, (void)v, (void)mask;
+  return "built without CUDA kernels (no nvcc)";
+#else
+  if (!q.is_cuda()) return "tensors on " + q.device().str() + ", the kernels are CUDA only";
+  if (mask.alibi_slopes.defined()) return "ALiBi biases are not fused yet";
+  const at::ScalarType t = q.scalar_type();
+  if ((t != at::kBFloat16 && t != at::kHalf) || k.scalar_type() != t || v.scalar_type() != t)
+    return fmt::format("dtype {} (the kernels take bf16 or fp16)", c10::toString(t));
+  if (!kernels::flash_head_dim_supported(q.size(-1)) || k.size(-1) != q.size(-1))
+    return fmt::format("head dim {} (the kernels take 64 or 128)", q.size(-1));
+  if (q.size(2) > k.size(2)) return "more queries than keys";
+  if (!kernels::flash_device_supported(q.device())) return "compute capability below 8.0";
+  return "";
+#endif
+}
+
+std::tuple<at::Tensor, at::Tensor> attention_with_lse_reference(const at::Tensor& q, const at::Tensor& k,
+                                                                const at::Tensor& v, const AttentionMask& mask,
+                                                                double scale) {
+  const int64_t H = q.size(1), KV = k.size(1), T = q.size(2), S = k.size(2);
+  const at::ScalarType ct = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  const at::Tensor kk = H == KV ? k : k.repeat_interleave(H / KV, 1);
+  const at::Tensor vv = H == KV ? v : v.repeat_interleave(H / KV, 1);
+  at::Tensor scores = at::matmul(q.to(ct), kk.to(ct).transpose(-2, -1)) * scale;
+  if (mask.alibi_slopes.defined()) scores = scores + alibi_bias(T, S, mask.alibi_slopes);
+  scores = scores.masked_fill(allowed_positions(T, S, mask, q.device()).logical_not(),
+                              -std::numeric_limits<float>::infinity());
+  const at::Tensor lse = at::logsumexp(scores, -1);
+  const at::Tensor probs = at::exp(scores - lse.unsqueeze(-1));
+  return {at::matmul(probs, vv.to(ct)).to(v.scalar_type()), lse.detach()};
+}
+
+std::tuple<at::Tensor, at::Tensor> fused_attention_with_lse(const at::Tensor& q, const at::Tensor& k,
+                                                            const at::Tensor& v, const AttentionMask& mask,
+                                                            double scale) {
+  const std::string why = fused_attention_unsupported(q, k, v, mask);
+  if (!why.empty()) return attention_with_lse_reference(q, k, v, mask, scale);
+#ifdef SLUICE_HAVE_CUDA_KERNELS
+  const variable_list r = FlashAttentionFunction::apply(q, k, v, mask.window, scale);
+  return {r[0], r[1]};
+#else
+  return attention_with_lse_reference(q, k, v, mask, scale);
+#endif
+}
+
+}  // namespace sluice

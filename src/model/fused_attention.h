@@ -1,0 +1,35 @@
+// The `fused` attention backend: FlashAttention-2-style CUDA kernels (kernels/flash/) behind
+// a torch::autograd::Function, falling back to `sdpa` for what they do not cover (CPU tensors,
+// fp32, head dims other than 64 and 128, ALiBi, builds without nvcc), with one log line per
+// reason and process. See docs/attention.md, "Fused kernel".
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <memory>
+#include <string>
+#include <tuple>
+
+#include "sluice/attention.h"
+
+namespace sluice {
+
+std::shared_ptr<AttentionCore> make_fused_attention_core();
+
+// Why the kernels cannot run these inputs, or "" when they can.
+std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                        const AttentionMask& mask);
+
+// Attention (shapes and mask as AttentionCore::forward) and the per-row log-sum-exp of the
+// scaled, masked scores, fp32 [B, H, T] (fp64 for fp64 inputs): L = log Σ_j exp(scale·q·k_j + bias_j) over the keys
+// the query sees. The output is differentiable, L is not. Fused kernels when supported,
+// else attention_with_lse_reference.
+std::tuple<at::Tensor, at::Tensor> fused_attention_with_lse(const at::Tensor& q, const at::Tensor& k,
+                                                            const at::Tensor& v, const AttentionMask& mask,
+                                                            double scale);
+
+// The ATen reference of the above: explicit fp32 (fp64) scores, ALiBi bias included, any device.
+std::tuple<at::Tensor, at::Tensor> attention_with_lse_reference(const at::Tensor& q, const at::Tensor& k,
+                                                                const at::Tensor& v, const AttentionMask& mask,
+                                                                double scale);
+
+}  // namespace sluice
