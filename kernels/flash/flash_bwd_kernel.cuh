@@ -27,25 +27,6 @@
 
 namespace sluice::flash {
 
-// D_i for rows (b, h, t), row index ((b·H + h)·T + t); one warp per row, lanes along D.
-template <typename E, int kHeadDim>
-__global__ void flash_bwd_dsum_kernel(const BwdParams p) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  const int64_t n_rows = static_cast<int64_t>(p.batch) * p.heads * p.seqlen_q;
-  if (row >= n_rows) return;
-  const int t = static_cast<int>(row % p.seqlen_q);
-  const int h = static_cast<int>((row / p.seqlen_q) % p.heads);
-  const int b = static_cast<int>(row / (static_cast<int64_t>(p.seqlen_q) * p.heads));
-  const E* o = static_cast<const E*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride + t * p.o_row_stride;
-  const E* d = static_cast<const E*>(p.dout) + b * p.do_batch_stride + h * p.do_head_stride + t * p.do_row_stride;
-  float acc = 0.f;
-  for (int c = lane; c < kHeadDim; c += 32) acc += to_float(o[c]) * to_float(d[c]);
-#pragma unroll
-  for (int s = 16; s > 0; s /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, s);
-  if (lane == 0) p.dsum[row] = acc;
-}
-
 template <typename Traits>
 __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800

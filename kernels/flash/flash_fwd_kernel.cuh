@@ -15,6 +15,7 @@
 
 #include <cmath>
 
+#include "flash/gate.cuh"
 #include "flash/params.h"
 #include "flash/traits.h"
 #include "flash/utils.cuh"
@@ -175,7 +176,11 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
     const int qi = q0 + warp * 16 + r;
     if (qi >= T) continue;
     E* orow_g = go + static_cast<int64_t>(qi) * p.o_row_stride;
-    for (int c = lane; c < D; c += 32) orow_g[c] = from_float<E>(sOw[r * kPitchO + c] * inv);
+    for (int c = lane; c < D; c += 32) {
+      float o = sOw[r * kPitchO + c] * inv;
+      if (p.gate != nullptr) o *= gate_sigmoid<E>(p, b, h, qi, c);  // G1 gate: one rounding of O ⊙ σ(g)
+      orow_g[c] = from_float<E>(o);
+    }
   }
 #endif
 }
