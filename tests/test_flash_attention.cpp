@@ -1,7 +1,8 @@
 // The flash-attention kernels behind the `fused` backend (kernels/flash/) against the `math`
 // backend computed in fp32 from the same bf16/fp16 inputs: output, log-sum-exp, dQ, dK, dV over
 // lengths 1, 17, 128, 1000 and 4096, batch 1 and 3, GQA ratios 1, 4 and 8, head dims 64 and
-// 128, windows on and off, and cached-decoding shapes (T < S). Label gpu: every test skips
+// 128, windows on and off, cached-decoding shapes (T < S), and the fused G1 output gate
+// (elementwise and headwise logits, with their gradient). Label gpu: every test skips
 // without a CUDA device, without the kernels or below compute capability 8.0.
 //
 // Tolerances: elementwise bounds computed per element by the test, |got - ref| <= bound, each a
