@@ -37,44 +37,38 @@ struct FwdTraits {
   static constexpr int kSmemBytes = kSmemV + align128(kBlockN * kPitch * 2);
 };
 
-// Backward: a block owns kBlockN keys of one (batch, kv head) and walks, for each query head
-// of the GQA group, the query tiles of kBlockM rows that can see those keys. dK and dV stay in
-// fp32 WMMA accumulators for the whole walk (warp w owns key rows 16w..16w+15); dQ of each
-// query tile is added to a global fp32 buffer with atomicAdd.
+// Backward (FlashAttention-2 tiling): a block owns kBlockN keys of one (batch, kv head) and
+// walks, for each query head of the GQA group, the query tiles of kBlockM rows that can see
+// those keys. 8 warps split each product differently (warps along M x along N):
+//   S = Q·Kᵀ, dP = dO·Vᵀ   [kBlockM x kBlockN]  2 x 4
+//   dV += Pᵀ·dO, dK += dSᵀ·Q [kBlockN x D]      4 x 2  (fp32 registers for the whole walk)
+//   dQ = dS·K               [kBlockM x D]       2 x 4  (added to a global fp32 buffer)
+// P and dS go through shared memory: the dV/dK products read them transposed.
 template <int kHeadDim_, typename Element_>
 struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 64;
-  static constexpr int kBlockN = 64;
-  static constexpr int kNWarps = 4;
+  static constexpr int kBlockN = 128;
+  static constexpr int kNWarps = 8;
   static constexpr int kNThreads = kNWarps * 32;
-  static_assert(kBlockM == 16 * kNWarps && kBlockN == 16 * kNWarps,
-                "warp w owns query rows 16w.. for S/dP/dQ and key rows 16w.. for dK/dV");
-  static_assert(kHeadDim % 16 == 0, "WMMA tiles are 16x16x16");
+  // Per-warp tiles of the three products (m16 tiles x n8 tiles).
+  static constexpr int kSdpMT = kBlockM / 2 / 16, kSdpNT = kBlockN / 4 / 8;
+  static constexpr int kKvMT = kBlockN / 4 / 16, kKvNT = kHeadDim / 2 / 8;
+  static constexpr int kDqMT = kBlockM / 2 / 16, kDqNT = kHeadDim / 4 / 8;
+  static_assert(kSdpNT % 2 == 0 && kKvNT % 2 == 0 && kDqNT % 2 == 0 && kKvMT >= 1 && kSdpMT >= 1,
+                "B operands are loaded as pairs of n8 tiles");
 
-  static constexpr int kPitchQKV = kHeadDim + 8;  // Element: Q, dO, K, V
-  static constexpr int kPitchS = kBlockN + 4;     // fp32: S, dP
-  static constexpr int kPitchP = kBlockN + 8;     // Element: P, dS
-  static constexpr int kPitchAcc = kHeadDim + 4;  // fp32 scratch: dQ tile, then dK/dV for the epilogue
-
-  static constexpr int kSmemQ = 0;
-  static constexpr int kSmemdO = kSmemQ + align128(kBlockM * kPitchQKV * 2);
-  static constexpr int kSmemK = kSmemdO + align128(kBlockM * kPitchQKV * 2);
-  static constexpr int kSmemV = kSmemK + align128(kBlockN * kPitchQKV * 2);
-  // S and dP are dead once P and dS are written (after a block barrier), so the fp32 scratch
-  // for the dQ tile (and the final dK/dV) reuses their space.
-  static constexpr int kSmemS = kSmemV + align128(kBlockN * kPitchQKV * 2);
-  static constexpr int kSmemdP = kSmemS + align128(kBlockM * kPitchS * 4);
-  static constexpr int kSmemAcc = kSmemS;
-  static constexpr int kScoreBytes = align128(kBlockM * kPitchS * 4) * 2;
-  static constexpr int kAccBytes = align128(kBlockM * kPitchAcc * 4);
-  static_assert(kBlockM == kBlockN, "the epilogue's dK/dV scratch reuses the dQ scratch layout");
-  static constexpr int kSmemP = kSmemS + (kScoreBytes > kAccBytes ? kScoreBytes : kAccBytes);
+  static constexpr int kPitch = kHeadDim + 8;   // Element: Q, dO, K, V
+  static constexpr int kPitchP = kBlockN + 8;   // Element: P, dS
+  static constexpr int kQTileBytes = align128(kBlockM * kPitch * 2);
+  static constexpr int kSmemK = 0;
+  static constexpr int kSmemV = kSmemK + align128(kBlockN * kPitch * 2);
+  static constexpr int kSmemQ = kSmemV + align128(kBlockN * kPitch * 2);  // 2 stages
+  static constexpr int kSmemdO = kSmemQ + 2 * kQTileBytes;                // 2 stages
+  static constexpr int kSmemP = kSmemdO + 2 * kQTileBytes;
   static constexpr int kSmemdS = kSmemP + align128(kBlockM * kPitchP * 2);
-  static constexpr int kSmemL = kSmemdS + align128(kBlockM * kPitchP * 2);  // fp32 [kBlockM]: lse·log2(e)
-  static constexpr int kSmemDsum = kSmemL + align128(kBlockM * 4);           // fp32 [kBlockM]: D_i
-  static constexpr int kSmemBytes = kSmemDsum + align128(kBlockM * 4);
+  static constexpr int kSmemBytes = kSmemdS + align128(kBlockM * kPitchP * 2);
 };
 
 }  // namespace sluice::flash
