@@ -11,7 +11,7 @@ namespace sluice::flash {
 
 template <typename Traits>
 void launch_fwd(const FwdParams& p, cudaStream_t stream) {
-  auto kernel = &flash_fwd_kernel<Traits>;
+  auto kernel = p.doc_start != nullptr ? &flash_fwd_kernel<Traits, true> : &flash_fwd_kernel<Traits, false>;
   // More than the default 48 KiB of dynamic shared memory must be opted into per kernel.
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   const dim3 grid((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads, p.batch);
@@ -29,7 +29,7 @@ void launch_bwd(const BwdParams& p, cudaStream_t stream) {
           p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-  auto kernel = &flash_bwd_kernel<Traits>;
+  auto kernel = p.doc_start != nullptr ? &flash_bwd_kernel<Traits, true> : &flash_bwd_kernel<Traits, false>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   const dim3 grid((p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, p.kv_heads, p.batch);
   kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(p);

@@ -22,6 +22,12 @@ struct FwdParams {
   int window;                  // 0: full causal; w > 0: query at position p sees keys p-w+1..p
   float scale;                 // multiplies q·k
   float scale_log2;            // scale·log2(e): the kernels exponentiate with exp2
+  // Documents packed in a row (T == S only): query i sees key j only if j >= doc_start[i];
+  // doc_end[j] (one past the last position of key j's document) bounds the backward's query
+  // walk. int32 [B, T] with row stride doc_batch_stride; null: one document per row.
+  const int* doc_start = nullptr;
+  const int* doc_end = nullptr;
+  int64_t doc_batch_stride = 0;
 };
 
 struct BwdParams : FwdParams {
