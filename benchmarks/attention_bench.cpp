@@ -28,7 +28,9 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "model/coca.h"
 #include "model/fused_attention.h"
+#include "model/rope.h"
 #include "sluice/attention.h"
 #include "train/device.h"
 
@@ -91,6 +93,30 @@ Timing measure(const AttnFn& fn, const at::Tensor& q, const at::Tensor& k, const
       [&] {
         const at::Tensor out = fn(qg, kg, vg);
         torch::autograd::grad({out}, {qg, kg, vg}, {dout});
+      },
+      warmup, iters);
+  return t;
+}
+
+// CoCA builds Q_eff and K_eff outside the kernel (src/model/coca.h): what fusing them into the
+// kernel's load stage could save at most is this elementwise prologue, timed here forward and
+// forward+backward (gradients into q and the magnitude projection).
+Timing measure_coca_prologue(const Shape& s, CocaMode mode, int64_t warmup, int64_t iters) {
+  const auto opts = at::TensorOptions(at::kCUDA).dtype(at::kBFloat16);
+  const at::Tensor q = at::randn({s.B, s.T, s.H, s.D}, opts);
+  const at::Tensor t_raw = at::randn({s.B, s.T, s.KV, s.D}, opts);
+  const RotaryTables tables = Rotary(s.D, 10000.0).tables(0, s.T, at::Device(at::kCUDA));
+  Timing t;
+  {
+    at::NoGradGuard no_grad;
+    t.fwd_ms = time_ms([&] { coca_query(q, tables, mode), coca_key(t_raw, tables, mode); }, warmup, iters);
+  }
+  const at::Tensor qg = q.detach().requires_grad_(true), tg = t_raw.detach().requires_grad_(true);
+  const at::Tensor dq_eff = at::randn({s.B, s.T, s.H, s.D}, opts), dk_eff = at::randn({s.B, s.T, s.KV, s.D}, opts);
+  t.fwd_bwd_ms = time_ms(
+      [&] {
+        const at::Tensor qe = coca_query(qg, tables, mode), ke = coca_key(tg, tables, mode);
+        torch::autograd::grad({qe, ke}, {qg, tg}, {dq_eff, dk_eff});
       },
       warmup, iters);
   return t;
@@ -186,6 +212,24 @@ int main(int argc, char** argv) {
         std::cout << fmt::format("{:<28} {:<11} unavailable: {}\n", shape_name, backend, what);
       }
       results.push_back(r);
+    }
+    for (const auto& [mode, mode_name] : {std::pair{CocaMode::Strict, "strict"}, std::pair{CocaMode::Slack, "slack"}}) {
+      const Timing t = measure_coca_prologue(s, mode, warmup, iters);
+      double fused_fwd = 0, fused_fb = 0;
+      for (const auto& r : results)
+        if (r["backend"] == "fused" && r["shape"]["seq"] == s.T && r["shape"]["batch"] == s.B && r.contains("fwd_ms"))
+          fused_fwd = r["fwd_ms"], fused_fb = r["fwd_bwd_ms"];
+      const std::string note =
+          fused_fwd > 0 ? fmt::format("{:.1f}% / {:.1f}% of fused attention fwd / f+b", 100 * t.fwd_ms / fused_fwd,
+                                      100 * t.fwd_bwd_ms / fused_fb)
+                        : "";
+      std::cout << fmt::format("{:<28} {:<11} {:>9.3f} {:>9} {:>11.3f} {:>11} {:>11}  {}\n", shape_name,
+                               std::string("coca_") + mode_name, t.fwd_ms, "-", t.fwd_bwd_ms, "-", "-", note);
+      results.push_back({{"shape", {{"batch", s.B}, {"heads", s.H}, {"kv_heads", s.KV}, {"seq", s.T}, {"head_dim", s.D}}},
+                         {"backend", std::string("coca_prologue_") + mode_name},
+                         {"fwd_ms", t.fwd_ms},
+                         {"fwd_bwd_ms", t.fwd_bwd_ms},
+                         {"note", "Q_eff/K_eff construction only (no attention)"}});
     }
     // A cheap guard against timing a wrong kernel: the outputs must agree to bf16 rounding.
     for (const std::string other : {"sdpa_flash", "sdpa_cudnn"}) {

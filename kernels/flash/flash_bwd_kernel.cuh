@@ -1,65 +1,72 @@
-// FlashAttention-2-style backward (Dao 2023, Algorithm 2) with WMMA tensor-core tiles.
+// FlashAttention-2-style backward (Dao 2023, Algorithm 2) on mma.sync tensor cores.
 //
-// 1. flash_bwd_dsum_kernel: D_i = rowsum(dO_i ⊙ O_i) in fp32, one warp per row.
+// 1. flash_bwd_preprocess_kernel (flash_bwd_preprocess.cuh): D_i = rowsum(dO_i ⊙ O_i) in fp32, one
+//    warp per row; with the fused G1 gate also dO = dY ⊙ σ(g) and the gate's gradient.
 // 2. flash_bwd_kernel, grid (ceil(S / kBlockN), KV, B): a block owns kBlockN keys of one
-//    (batch, kv head). For each query head of the GQA group (h = kvh·G .. kvh·G + G-1) and each
-//    query tile that can see these keys it recomputes
-//        S = Q·Kᵀ, P = exp(scale·S - L)   (0 where masked),  dP = dO·Vᵀ,  dS = P ⊙ (dP - D),
-//    and accumulates dV += Pᵀ·dO and dK += dSᵀ·Q in fp32 WMMA accumulators held in registers
-//    for the whole walk (warp w owns key rows 16w..16w+15), so dK/dV of a kv head sum over its
-//    query heads in fp32 before the single cast at the end. dQ_i += dS·K (times scale) is
-//    added to a global fp32 buffer with atomicAdd, cast to the input type afterwards.
+//    (batch, kv head), K and V in shared memory. For each query head of the GQA group and each
+//    query tile that can see these keys (Q, dO double-buffered with cp.async) it recomputes
+//        S = Q·Kᵀ, P = exp2(S·scale·log2 e - L·log2 e)   (0 where masked),  dP = dO·Vᵀ,
+//        dS = P ⊙ (dP - D)
+//    in registers, stores P and dS (rounded to the input type, as FlashAttention-2) to shared
+//    memory, and accumulates dV += Pᵀ·dO and dK += dSᵀ·Q in fp32 registers for the whole walk,
+//    so dK/dV of a kv head sum over its query heads before the single cast at the end.
+//    dQ_i += scale·dS·K is added to a global fp32 buffer with atomics, cast afterwards.
+//    Warp tilings: traits.h (BwdTraits).
 //
 // Determinism: dK and dV are bitwise reproducible (one block per key tile, fixed order). dQ is
-// NOT: fp32 atomicAdds from the key-tile blocks land in an unspecified order, so dQ can differ
+// NOT: fp32 atomic adds from the key-tile blocks land in an unspecified order, so dQ can differ
 // in the last bits between runs. (A separate dQ kernel looping over key tiles would make it
 // deterministic at the cost of recomputing S and dP once more.)
-//
-// P and dS are rounded to the input type before the dV/dK/dQ products, as in FlashAttention-2.
 #pragma once
-#include <mma.h>
-
 #include <cmath>
 
+#include "flash/mma.cuh"
 #include "flash/params.h"
 #include "flash/traits.h"
 #include "flash/utils.cuh"
 
 namespace sluice::flash {
 
-template <typename Traits>
+// dq[0..1] += (x, y): one vector reduction on sm_90, two scalar ones before.
+__device__ __forceinline__ void atomic_add2(float* dq, float x, float y) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  asm volatile("red.global.add.v2.f32 [%0], {%1, %2};\n" ::"l"(dq), "f"(x), "f"(y) : "memory");
+#else
+  atomicAdd(dq, x);
+  atomicAdd(dq + 1, y);
+#endif
+}
+
+// kDocs: documents packed in rows (params.h doc_start/doc_end), a template flag.
+template <typename Traits, bool kDocs>
 __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // bf16 WMMA needs sm_80; the host API never launches below it
+  __trap();  // bf16 mma.sync and cp.async need sm_80; the host API never launches below it
 #else
-  namespace wmma = nvcuda::wmma;
   using E = typename Traits::Element;
-  using AccFrag = wmma::fragment<wmma::accumulator, 16, 16, 16, float>;
   constexpr int D = Traits::kHeadDim;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kNThreads = Traits::kNThreads;
-  constexpr int kPitchQKV = Traits::kPitchQKV;
-  constexpr int kPitchS = Traits::kPitchS;
+  constexpr int kPitch = Traits::kPitch;
   constexpr int kPitchP = Traits::kPitchP;
-  constexpr int kPitchAcc = Traits::kPitchAcc;
+  constexpr int kSdpMT = Traits::kSdpMT, kSdpNT = Traits::kSdpNT;
+  constexpr int kKvMT = Traits::kKvMT, kKvNT = Traits::kKvNT;
+  constexpr int kDqMT = Traits::kDqMT, kDqNT = Traits::kDqNT;
+  constexpr int kQStage = Traits::kQTileBytes / 2;  // elements between the two Q (dO) stages
 
   extern __shared__ __align__(128) unsigned char smem[];
-  E* sQ = reinterpret_cast<E*>(smem + Traits::kSmemQ);
-  E* sdO = reinterpret_cast<E*>(smem + Traits::kSmemdO);
   E* sK = reinterpret_cast<E*>(smem + Traits::kSmemK);
   E* sV = reinterpret_cast<E*>(smem + Traits::kSmemV);
-  float* sS = reinterpret_cast<float*>(smem + Traits::kSmemS);
-  float* sdP = reinterpret_cast<float*>(smem + Traits::kSmemdP);
-  float* sAcc = reinterpret_cast<float*>(smem + Traits::kSmemAcc);  // aliases sS/sdP
+  E* sQ = reinterpret_cast<E*>(smem + Traits::kSmemQ);
+  E* sdO = reinterpret_cast<E*>(smem + Traits::kSmemdO);
   E* sP = reinterpret_cast<E*>(smem + Traits::kSmemP);
   E* sdS = reinterpret_cast<E*>(smem + Traits::kSmemdS);
-  float* sL = reinterpret_cast<float*>(smem + Traits::kSmemL);
-  float* sDsum = reinterpret_cast<float*>(smem + Traits::kSmemDsum);
 
   const int tid = threadIdx.x;
   const int warp = tid / 32;
   const int lane = tid % 32;
+  const int g = lane / 4, t = lane % 4;
   const int n_block = blockIdx.x;
   const int kvh = blockIdx.y;
   const int b = blockIdx.z;
@@ -70,149 +77,234 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
 
   const E* gk = static_cast<const E*>(p.k) + b * p.k_batch_stride + kvh * p.k_head_stride;
   const E* gv = static_cast<const E*>(p.v) + b * p.v_batch_stride + kvh * p.v_head_stride;
-  load_rows<kBlockN, D, kPitchQKV, kNThreads>(sK, gk, p.k_row_stride, k0, S, tid);
-  load_rows<kBlockN, D, kPitchQKV, kNThreads>(sV, gv, p.v_row_stride, k0, S, tid);
 
   // Queries that can see a key of this tile: position >= k0 (causal) and, with a window,
   // position < last key + window.
   const int k_last = min(k0 + kBlockN, S) - 1;
   const int q_begin = max(0, k0 - offset);
-  const int q_end = p.window > 0 ? min(T, k_last + p.window - offset) : T;
-  const int m_begin = q_begin / kBlockM;
-  const int m_end = q_end > q_begin ? (q_end + kBlockM - 1) / kBlockM : m_begin;
-
-  AccFrag dk_acc[D / 16], dv_acc[D / 16];
-#pragma unroll
-  for (int nt = 0; nt < D / 16; ++nt) {
-    wmma::fill_fragment(dk_acc[nt], 0.f);
-    wmma::fill_fragment(dv_acc[nt], 0.f);
+  int q_end = p.window > 0 ? min(T, k_last + p.window - offset) : T;
+  const int* doc_start = kDocs ? p.doc_start + b * p.doc_batch_stride : nullptr;
+  if constexpr (kDocs) {
+    if (k0 < S) q_end = min(q_end, p.doc_end[b * p.doc_batch_stride + k_last]);  // ends never decrease
   }
+  const int m_begin = q_begin / kBlockM;
+  const int m_count = q_end > q_begin ? (q_end + kBlockM - 1) / kBlockM - m_begin : 0;
+  const int n_iters = m_count * group;  // (head, query tile) pairs, head-major
 
-  const int row = lane / 2;   // the row of S/dP this lane pair turns into P/dS
-  const int half = lane % 2;  // columns half, half+2, ...
+  // Warp roles (traits.h): S/dP rows and key columns, dK/dV key rows and d columns, dQ rows
+  // and d columns.
+  const int sdp_row0 = (warp / 4) * (kBlockM / 2), sdp_col0 = (warp % 4) * (kBlockN / 4);
+  const int kv_row0 = (warp % 4) * (kBlockN / 4), kv_col0 = (warp / 4) * (D / 2);
+  const int dq_row0 = (warp / 4) * (kBlockM / 2), dq_col0 = (warp % 4) * (D / 4);
 
-  for (int hh = 0; hh < group; ++hh) {
-    const int h = kvh * group + hh;
+  // ldmatrix lane addressing (mma.cuh): A row-major tiles, B = Xᵀ tiles of row-major X
+  // (non-transposed ldmatrix), B = X tiles of row-major X (transposed ldmatrix), Aᵀ tiles.
+  const int a_row = lane % 16, a_col = (lane / 16) * 8;
+  const int bt_row = lane % 8 + (lane / 16) * 8, bt_col = ((lane / 8) % 2) * 8;
+  const int b_row = lane % 8 + ((lane / 8) % 2) * 8, b_col = (lane / 16) * 8;
+  const int at_row = lane % 8 + (lane / 16) * 8, at_col = ((lane / 8) % 2) * 8;
+  const uint32_t aQ = smem_addr(sQ + (sdp_row0 + a_row) * kPitch + a_col);
+  const uint32_t adO = smem_addr(sdO + (sdp_row0 + a_row) * kPitch + a_col);
+  const uint32_t aKt = smem_addr(sK + (sdp_col0 + bt_row) * kPitch + bt_col);
+  const uint32_t aVt = smem_addr(sV + (sdp_col0 + bt_row) * kPitch + bt_col);
+  const uint32_t aPt = smem_addr(sP + at_row * kPitchP + kv_row0 + at_col);
+  const uint32_t adSt = smem_addr(sdS + at_row * kPitchP + kv_row0 + at_col);
+  const uint32_t adOb = smem_addr(sdO + b_row * kPitch + kv_col0 + b_col);
+  const uint32_t aQb = smem_addr(sQ + b_row * kPitch + kv_col0 + b_col);
+  const uint32_t adS = smem_addr(sdS + (dq_row0 + a_row) * kPitchP + a_col);
+  const uint32_t aKb = smem_addr(sK + b_row * kPitch + dq_col0 + b_col);
+
+  auto load_q_tile = [&](int it, int stage) {
+    const int h = kvh * group + it / m_count;
+    const int q0 = (m_begin + it % m_count) * kBlockM;
     const E* gq = static_cast<const E*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
     const E* gdo = static_cast<const E*>(p.dout) + b * p.do_batch_stride + h * p.do_head_stride;
-    const float* glse = p.lse + (static_cast<int64_t>(b) * p.heads + h) * T;
-    const float* gdsum = p.dsum + (static_cast<int64_t>(b) * p.heads + h) * T;
+    cp_async_rows<kBlockM, D, kPitch, kNThreads>(sQ + stage * kQStage, gq, p.q_row_stride, q0, T, tid);
+    cp_async_rows<kBlockM, D, kPitch, kNThreads>(sdO + stage * kQStage, gdo, p.do_row_stride, q0, T, tid);
+  };
 
-    for (int m_block = m_begin; m_block < m_end; ++m_block) {
-      const int q0 = m_block * kBlockM;
-      __syncthreads();  // every warp is done with the previous Q/dO/P/dS tiles and the dQ scratch
-      load_rows<kBlockM, D, kPitchQKV, kNThreads>(sQ, gq, p.q_row_stride, q0, T, tid);
-      load_rows<kBlockM, D, kPitchQKV, kNThreads>(sdO, gdo, p.do_row_stride, q0, T, tid);
-      for (int i = tid; i < kBlockM; i += kNThreads) {
-        const bool valid = q0 + i < T;
-        sL[i] = valid ? glse[q0 + i] * 1.4426950408889634f : 0.f;
-        sDsum[i] = valid ? gdsum[q0 + i] : 0.f;
+  cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0, S, tid);
+  cp_async_rows<kBlockN, D, kPitch, kNThreads>(sV, gv, p.v_row_stride, k0, S, tid);
+  if (n_iters > 0) load_q_tile(0, 0);
+  cp_async_commit();
+
+  float dk[kKvMT][kKvNT][4], dv[kKvMT][kKvNT][4];
+#pragma unroll
+  for (int mt = 0; mt < kKvMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kKvNT; ++nt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) dk[mt][nt][r] = 0.f, dv[mt][nt][r] = 0.f;
+
+  for (int it = 0; it < n_iters; ++it) {
+    const int stage = it % 2;
+    const int h = kvh * group + it / m_count;
+    const int q0 = (m_begin + it % m_count) * kBlockM;
+    const uint32_t qoff = stage * kQStage * 2;  // bytes
+
+    // This thread's rows of S: L·log2 e (+inf past the end: P = 0 there) and D.
+    float lse2[kSdpMT][2], dsum[kSdpMT][2];
+    int row_lo[kSdpMT][2];  // kDocs: first visible key of the row
+    int thread_lo = 0;
+    const int64_t row_base = (static_cast<int64_t>(b) * p.heads + h) * T;
+#pragma unroll
+    for (int mt = 0; mt < kSdpMT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int qi = q0 + sdp_row0 + mt * 16 + g + 8 * half;
+        lse2[mt][half] = qi < T ? p.lse[row_base + qi] * 1.4426950408889634f : INFINITY;
+        dsum[mt][half] = qi < T ? p.dsum[row_base + qi] : 0.f;
+        row_lo[mt][half] = kDocs && qi < T ? doc_start[qi] : 0;
+        thread_lo = max(thread_lo, row_lo[mt][half]);
       }
-      __syncthreads();
 
-      // S and dP for query rows 16w..16w+15 (Kᵀ, Vᵀ as column-major matrix_b = K, V row-major).
-      float* sSw = sS + warp * 16 * kPitchS;
-      float* sdPw = sdP + warp * 16 * kPitchS;
+    cp_async_wait<0>();
+    __syncthreads();  // this Q/dO stage (and K/V) landed; the previous tile's P/dS are consumed
+    if (it + 1 < n_iters) load_q_tile(it + 1, stage ^ 1);
+    cp_async_commit();
+
+    float s[kSdpMT][kSdpNT][4], dp[kSdpMT][kSdpNT][4];
 #pragma unroll
-      for (int nt = 0; nt < kBlockN / 16; ++nt) {
-        AccFrag acc_s, acc_dp;
-        wmma::fill_fragment(acc_s, 0.f);
-        wmma::fill_fragment(acc_dp, 0.f);
+    for (int mt = 0; mt < kSdpMT; ++mt)
 #pragma unroll
-        for (int kk = 0; kk < D / 16; ++kk) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, E, wmma::row_major> a;
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, E, wmma::col_major> bt;
-          wmma::load_matrix_sync(a, sQ + warp * 16 * kPitchQKV + kk * 16, kPitchQKV);
-          wmma::load_matrix_sync(bt, sK + nt * 16 * kPitchQKV + kk * 16, kPitchQKV);
-          wmma::mma_sync(acc_s, a, bt, acc_s);
-          wmma::load_matrix_sync(a, sdO + warp * 16 * kPitchQKV + kk * 16, kPitchQKV);
-          wmma::load_matrix_sync(bt, sV + nt * 16 * kPitchQKV + kk * 16, kPitchQKV);
-          wmma::mma_sync(acc_dp, a, bt, acc_dp);
+      for (int nt = 0; nt < kSdpNT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) s[mt][nt][r] = 0.f, dp[mt][nt][r] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t qa[kSdpMT][4], da[kSdpMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kSdpMT; ++mt) {
+        ldmatrix_x4(qa[mt], aQ + qoff + (mt * 16 * kPitch + kk * 16) * 2);
+        ldmatrix_x4(da[mt], adO + qoff + (mt * 16 * kPitch + kk * 16) * 2);
+      }
+#pragma unroll
+      for (int np = 0; np < kSdpNT / 2; ++np) {
+        uint32_t kb[4], vb[4];
+        ldmatrix_x4(kb, aKt + (np * 16 * kPitch + kk * 16) * 2);
+        ldmatrix_x4(vb, aVt + (np * 16 * kPitch + kk * 16) * 2);
+#pragma unroll
+        for (int mt = 0; mt < kSdpMT; ++mt) {
+          mma_16816<E>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
+          mma_16816<E>(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+          mma_16816<E>(dp[mt][2 * np], da[mt], vb[0], vb[1]);
+          mma_16816<E>(dp[mt][2 * np + 1], da[mt], vb[2], vb[3]);
         }
-        wmma::store_matrix_sync(sSw + nt * 16, acc_s, kPitchS, wmma::mem_row_major);
-        wmma::store_matrix_sync(sdPw + nt * 16, acc_dp, kPitchS, wmma::mem_row_major);
-      }
-      __syncwarp();
-
-      // P = exp2(S·scale·log2 e - L·log2 e) on visible entries, dS = P ⊙ (dP - D_i).
-      {
-        const int r = warp * 16 + row;
-        const int q_idx = q0 + r;
-        const float l2 = sL[r];
-        const float di = sDsum[r];
-#pragma unroll
-        for (int j = 0; j < kBlockN / 2; ++j) {
-          const int c = half + 2 * j;
-          const float pv = visible(q_idx, k0 + c, T, S, p.window) ? exp2f(sS[r * kPitchS + c] * p.scale_log2 - l2) : 0.f;
-          sP[r * kPitchP + c] = from_float<E>(pv);
-          sdS[r * kPitchP + c] = from_float<E>(pv * (sdP[r * kPitchS + c] - di));
-        }
-      }
-      __syncthreads();  // all rows of P and dS are needed below; S/dP are dead from here on
-
-      // dV += Pᵀ·dO, dK += dSᵀ·Q for key rows 16w..16w+15 (Pᵀ, dSᵀ: column-major views of P, dS).
-#pragma unroll
-      for (int kk = 0; kk < kBlockM / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, E, wmma::col_major> pt, dst;
-        wmma::load_matrix_sync(pt, sP + kk * 16 * kPitchP + warp * 16, kPitchP);
-        wmma::load_matrix_sync(dst, sdS + kk * 16 * kPitchP + warp * 16, kPitchP);
-#pragma unroll
-        for (int nt = 0; nt < D / 16; ++nt) {
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, E, wmma::row_major> bf;
-          wmma::load_matrix_sync(bf, sdO + kk * 16 * kPitchQKV + nt * 16, kPitchQKV);
-          wmma::mma_sync(dv_acc[nt], pt, bf, dv_acc[nt]);
-          wmma::load_matrix_sync(bf, sQ + kk * 16 * kPitchQKV + nt * 16, kPitchQKV);
-          wmma::mma_sync(dk_acc[nt], dst, bf, dk_acc[nt]);
-        }
-      }
-
-      // dQ for query rows 16w..16w+15: dS_w·K, through fp32 scratch (row-owned by this warp).
-      float* sAccw = sAcc + warp * 16 * kPitchAcc;
-#pragma unroll
-      for (int nt = 0; nt < D / 16; ++nt) {
-        AccFrag acc;
-        wmma::fill_fragment(acc, 0.f);
-#pragma unroll
-        for (int kk = 0; kk < kBlockN / 16; ++kk) {
-          wmma::fragment<wmma::matrix_a, 16, 16, 16, E, wmma::row_major> a;
-          wmma::fragment<wmma::matrix_b, 16, 16, 16, E, wmma::row_major> bk;
-          wmma::load_matrix_sync(a, sdS + warp * 16 * kPitchP + kk * 16, kPitchP);
-          wmma::load_matrix_sync(bk, sK + kk * 16 * kPitchQKV + nt * 16, kPitchQKV);
-          wmma::mma_sync(acc, a, bk, acc);
-        }
-        wmma::store_matrix_sync(sAccw + nt * 16, acc, kPitchAcc, wmma::mem_row_major);
-      }
-      __syncwarp();
-      for (int r = 0; r < 16; ++r) {
-        const int q_idx = q0 + warp * 16 + r;
-        if (q_idx >= T) break;
-        float* dq = p.dq_accum + ((static_cast<int64_t>(b) * T + q_idx) * p.heads + h) * D;
-        for (int c = lane; c < D; c += 32) atomicAdd(dq + c, sAccw[r * kPitchAcc + c] * p.scale);
       }
     }
+
+    // P and dS, rounded to E, into shared memory.
+    const int qpos_first = offset + q0 + sdp_row0;
+    const int key_first = k0 + sdp_col0;
+    bool need_mask = key_first + kBlockN / 4 > S || key_first + kBlockN / 4 - 1 > qpos_first ||
+                     (p.window > 0 && qpos_first + kBlockM / 2 - 1 - key_first >= p.window);
+    if constexpr (kDocs) need_mask = need_mask || __any_sync(0xffffffffu, key_first < thread_lo);
+#pragma unroll
+    for (int mt = 0; mt < kSdpMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kSdpNT; ++nt) {
+        float pv[4], ds[4];
+#pragma unroll
+        for (int r = 0; r < 4; ++r) {
+          const int half = r / 2;
+          pv[r] = fast_exp2(fmaf(s[mt][nt][r], p.scale_log2, -lse2[mt][half]));
+          if (need_mask) {
+            const int qpos = qpos_first + mt * 16 + g + 8 * half;
+            const int key = key_first + nt * 8 + 2 * t + (r & 1);
+            if (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window) ||
+                (kDocs && key < row_lo[mt][half]))
+              pv[r] = 0.f;
+          }
+          ds[r] = pv[r] * (dp[mt][nt][r] - dsum[mt][half]);
+        }
+        const int row = sdp_row0 + mt * 16 + g;
+        const int col = sdp_col0 + nt * 8 + 2 * t;
+        *reinterpret_cast<uint32_t*>(sP + row * kPitchP + col) = pack2<E>(pv[0], pv[1]);
+        *reinterpret_cast<uint32_t*>(sP + (row + 8) * kPitchP + col) = pack2<E>(pv[2], pv[3]);
+        *reinterpret_cast<uint32_t*>(sdS + row * kPitchP + col) = pack2<E>(ds[0], ds[1]);
+        *reinterpret_cast<uint32_t*>(sdS + (row + 8) * kPitchP + col) = pack2<E>(ds[2], ds[3]);
+      }
+    __syncthreads();  // every row of P and dS is needed below
+
+    // dV += Pᵀ·dO, dK += dSᵀ·Q over the tile's kBlockM queries.
+#pragma unroll
+    for (int kq = 0; kq < kBlockM / 16; ++kq) {
+      uint32_t pt[kKvMT][4], dst[kKvMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kKvMT; ++mt) {
+        ldmatrix_x4_trans(pt[mt], aPt + (kq * 16 * kPitchP + mt * 16) * 2);
+        ldmatrix_x4_trans(dst[mt], adSt + (kq * 16 * kPitchP + mt * 16) * 2);
+      }
+#pragma unroll
+      for (int np = 0; np < kKvNT / 2; ++np) {
+        uint32_t ob[4], qb[4];
+        ldmatrix_x4_trans(ob, adOb + qoff + (kq * 16 * kPitch + np * 16) * 2);
+        ldmatrix_x4_trans(qb, aQb + qoff + (kq * 16 * kPitch + np * 16) * 2);
+#pragma unroll
+        for (int mt = 0; mt < kKvMT; ++mt) {
+          mma_16816<E>(dv[mt][2 * np], pt[mt], ob[0], ob[1]);
+          mma_16816<E>(dv[mt][2 * np + 1], pt[mt], ob[2], ob[3]);
+          mma_16816<E>(dk[mt][2 * np], dst[mt], qb[0], qb[1]);
+          mma_16816<E>(dk[mt][2 * np + 1], dst[mt], qb[2], qb[3]);
+        }
+      }
+    }
+
+    // dQ += scale·dS·K for this warp's rows and columns.
+    float dq[kDqMT][kDqNT][4];
+#pragma unroll
+    for (int mt = 0; mt < kDqMT; ++mt)
+#pragma unroll
+      for (int nt = 0; nt < kDqNT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) dq[mt][nt][r] = 0.f;
+#pragma unroll
+    for (int kc = 0; kc < kBlockN / 16; ++kc) {
+      uint32_t da[kDqMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kDqMT; ++mt) ldmatrix_x4(da[mt], adS + (mt * 16 * kPitchP + kc * 16) * 2);
+#pragma unroll
+      for (int np = 0; np < kDqNT / 2; ++np) {
+        uint32_t kb[4];
+        ldmatrix_x4_trans(kb, aKb + (kc * 16 * kPitch + np * 16) * 2);
+#pragma unroll
+        for (int mt = 0; mt < kDqMT; ++mt) {
+          mma_16816<E>(dq[mt][2 * np], da[mt], kb[0], kb[1]);
+          mma_16816<E>(dq[mt][2 * np + 1], da[mt], kb[2], kb[3]);
+        }
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < kDqMT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int qi = q0 + dq_row0 + mt * 16 + g + 8 * half;
+        if (qi >= T) continue;
+        float* dst = p.dq_accum + ((static_cast<int64_t>(b) * T + qi) * p.heads + h) * D + dq_col0 + 2 * t;
+#pragma unroll
+        for (int nt = 0; nt < kDqNT; ++nt)
+          atomic_add2(dst + nt * 8, dq[mt][nt][2 * half] * p.scale, dq[mt][nt][2 * half + 1] * p.scale);
+      }
   }
 
-  // Epilogue: dK = scale·Σ dSᵀQ and dV, cast once, through the fp32 scratch (key rows 16w..).
-  __syncthreads();  // the scratch aliases S/dP, which other warps may still be reading
-  float* sAccw = sAcc + warp * 16 * kPitchAcc;
+  // Epilogue: dK = scale·Σ dSᵀQ and dV, cast once; each quad writes 16 contiguous bytes.
   E* gdk = static_cast<E*>(p.dk) + b * p.dk_batch_stride + kvh * p.dk_head_stride;
   E* gdv = static_cast<E*>(p.dv) + b * p.dv_batch_stride + kvh * p.dv_head_stride;
 #pragma unroll
-  for (int pass = 0; pass < 2; ++pass) {
+  for (int mt = 0; mt < kKvMT; ++mt)
 #pragma unroll
-    for (int nt = 0; nt < D / 16; ++nt)
-      wmma::store_matrix_sync(sAccw + nt * 16, pass == 0 ? dk_acc[nt] : dv_acc[nt], kPitchAcc, wmma::mem_row_major);
-    __syncwarp();
-    const float mult = pass == 0 ? p.scale : 1.f;
-    E* g = pass == 0 ? gdk : gdv;
-    const int64_t row_stride = pass == 0 ? p.dk_row_stride : p.dv_row_stride;
-    for (int r = 0; r < 16; ++r) {
-      const int key = k0 + warp * 16 + r;
-      if (key >= S) break;
-      for (int c = lane; c < D; c += 32) g[key * row_stride + c] = from_float<E>(sAccw[r * kPitchAcc + c] * mult);
+    for (int half = 0; half < 2; ++half) {
+      const int key = k0 + kv_row0 + mt * 16 + g + 8 * half;
+      if (key >= S) continue;
+#pragma unroll
+      for (int nt = 0; nt < kKvNT; ++nt) {
+        const int c = kv_col0 + nt * 8 + 2 * t;
+        *reinterpret_cast<uint32_t*>(gdk + key * p.dk_row_stride + c) =
+            pack2<E>(dk[mt][nt][2 * half] * p.scale, dk[mt][nt][2 * half + 1] * p.scale);
+        *reinterpret_cast<uint32_t*>(gdv + key * p.dv_row_stride + c) =
+            pack2<E>(dv[mt][nt][2 * half], dv[mt][nt][2 * half + 1]);
+      }
     }
-    __syncwarp();  // the second pass overwrites the scratch
-  }
 #endif
 }
 

@@ -1,60 +1,64 @@
-// FlashAttention-2-style forward (Dao 2023, Algorithm 1) with WMMA tensor-core tiles.
+// FlashAttention-2-style forward (Dao 2023, Algorithm 1) on mma.sync tensor cores.
 //
-// Grid (ceil(T / kBlockM), H, B); a block owns kBlockM query rows of one (batch, head) and
-// walks the key tiles those rows can see (causal, optional window). Warp w owns query rows
-// 16w..16w+15 for everything after the K/V load: S_w = Q_w·Kᵀ (fp32 WMMA accumulators, stored
-// to shared memory because the fragment layout is opaque), the online softmax in fp32 (a lane
-// pair per row, statistics in registers), P_w rounded to the input type, O_w += P_w·V with
-// O_w kept in fp32 shared memory (rescaled by exp(m_old - m_new) per row before each
-// update). Scores are kept in log2 units (scale·log2 e folded in) so exponentials are exp2.
+// Grid (ceil(T / kBlockM), H, B), heaviest query tiles first (causal work grows with the
+// tile index). A block owns kBlockM query rows of one (batch, head); warp w owns rows
+// w·kWarpM.. and keeps, in registers, S = Q·Kᵀ for the current key tile, the running row max m
+// and sum l, and the fp32 output accumulator O. Per key tile (walked from the last visible one
+// down, so the masked diagonal tile comes first):
+//   wait K; barrier; start loading V          (cp.async, overlaps Q·Kᵀ)
+//   S = Q·Kᵀ; mask; m_new = max(m, rowmax S); O, l *= exp2(m - m_new); P = exp2(S - m_new)
+//   wait V; barrier; start loading the next K (overlaps P·V)
+//   O += P·V with P rounded to the input type straight from the score registers.
+// Scores stay in raw units; exp2 takes (s - m)·scale·log2(e) as one FMA.
 //
-// No global N×N matrix: only O and the per-row log-sum-exp L = m + log(l) (natural log) are
-// written. Deterministic: no atomics, fixed reduction order.
+// No N×N matrix in global memory: only O (scaled by 1/l) and the per-row log-sum-exp
+// L = (m·scale·log2 e + log2 l)·ln 2 are written. Deterministic: no atomics.
 #pragma once
-#include <mma.h>
-
 #include <cmath>
 
 #include "flash/gate.cuh"
+#include "flash/mma.cuh"
 #include "flash/params.h"
 #include "flash/traits.h"
 #include "flash/utils.cuh"
 
 namespace sluice::flash {
 
-template <typename Traits>
+// kDocs: documents packed in rows (params.h doc_start); a template flag so the plain kernel
+// pays nothing.
+template <typename Traits, bool kDocs>
 __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
-  __trap();  // bf16 WMMA needs sm_80; the host API never launches below it
+  __trap();  // bf16 mma.sync and cp.async need sm_80; the host API never launches below it
 #else
-  namespace wmma = nvcuda::wmma;
   using E = typename Traits::Element;
   constexpr int D = Traits::kHeadDim;
   constexpr int kBlockM = Traits::kBlockM;
   constexpr int kBlockN = Traits::kBlockN;
   constexpr int kNThreads = Traits::kNThreads;
-  constexpr int kPitchQKV = Traits::kPitchQKV;
-  constexpr int kPitchS = Traits::kPitchS;
-  constexpr int kPitchP = Traits::kPitchP;
-  constexpr int kPitchO = Traits::kPitchO;
+  constexpr int kPitch = Traits::kPitch;
+  constexpr int kWarpM = Traits::kWarpM;
+  constexpr int kMT = Traits::kMTiles;
+  constexpr int kNT = kBlockN / 8;  // n8 score tiles per row block
+  constexpr int kDT = D / 8;        // n8 output tiles
 
   extern __shared__ __align__(128) unsigned char smem[];
   E* sQ = reinterpret_cast<E*>(smem + Traits::kSmemQ);
   E* sK = reinterpret_cast<E*>(smem + Traits::kSmemK);
   E* sV = reinterpret_cast<E*>(smem + Traits::kSmemV);
-  float* sS = reinterpret_cast<float*>(smem + Traits::kSmemS);
-  E* sP = reinterpret_cast<E*>(smem + Traits::kSmemP);
-  float* sO = reinterpret_cast<float*>(smem + Traits::kSmemO);
 
   const int tid = threadIdx.x;
   const int warp = tid / 32;
   const int lane = tid % 32;
-  const int m_block = blockIdx.x;
+  const int g = lane / 4;  // fragment row (and row + 8)
+  const int t = lane % 4;  // fragment column pair
+  const int m_block = gridDim.x - 1 - blockIdx.x;
   const int h = blockIdx.y;
   const int b = blockIdx.z;
   const int kvh = h / (p.heads / p.kv_heads);
   const int T = p.seqlen_q, S = p.seqlen_k;
   const int q0 = m_block * kBlockM;
+  const int offset = S - T;  // queries are the last T of the S positions
 
   const E* gq = static_cast<const E*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
   const E* gk = static_cast<const E*>(p.k) + b * p.k_batch_stride + kvh * p.k_head_stride;
@@ -62,125 +66,206 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   E* go = static_cast<E*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
 
   // Keys any row of this tile can see: from the first row's window start to the last valid
-  // row's own position (queries are the last T of S positions).
-  const int offset = S - T;
+  // row's own position.
   const int q_last = min(q0 + kBlockM, T) - 1;
   const int key_end = min(S, offset + q_last + 1);
-  const int key_begin = p.window > 0 ? max(0, offset + q0 - p.window + 1) : 0;
+  int key_begin = p.window > 0 ? max(0, offset + q0 - p.window + 1) : 0;
+  const int* doc_start = kDocs ? p.doc_start + b * p.doc_batch_stride : nullptr;
+  if constexpr (kDocs) key_begin = max(key_begin, doc_start[q0]);  // rows' starts never decrease
   const int n_begin = key_begin / kBlockN;
   const int n_end = (key_end + kBlockN - 1) / kBlockN;
 
-  load_rows<kBlockM, D, kPitchQKV, kNThreads>(sQ, gq, p.q_row_stride, q0, T, tid);
+  cp_async_rows<kBlockM, D, kPitch, kNThreads>(sQ, gq, p.q_row_stride, q0, T, tid);
+  cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, (n_end - 1) * kBlockN, S, tid);
+  cp_async_commit();
 
-  // This warp's slices: 16 query rows of S, P and O.
-  float* sSw = sS + warp * 16 * kPitchS;
-  E* sPw = sP + warp * 16 * kPitchP;
-  float* sOw = sO + warp * 16 * kPitchO;
-  for (int i = lane; i < 16 * D; i += 32) sOw[(i / D) * kPitchO + i % D] = 0.f;
-
-  // Softmax statistics of row `row` (both lanes of the pair hold the same values).
-  const int row = lane / 2;
-  const int half = lane % 2;  // this lane handles columns half, half+2, half+4, ...
-  const int q_idx = q0 + warp * 16 + row;
-  float m_i = -INFINITY;  // running max of the log2-scaled scores
-  float l_i = 0.f;        // running sum of exp2(score - m_i)
-
-  __syncthreads();  // Q tile in shared memory
-  wmma::fragment<wmma::matrix_a, 16, 16, 16, E, wmma::row_major> qf[D / 16];
+  float acc_o[kMT][kDT][4];
 #pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) wmma::load_matrix_sync(qf[kk], sQ + warp * 16 * kPitchQKV + kk * 16, kPitchQKV);
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) acc_o[mt][dt][r] = 0.f;
+  // Row statistics of rows g and g+8 of each m-tile: index 2·mt + (r >= 2). l is this
+  // thread's partial sum (its columns only); the quad reduces it once at the end.
+  float row_max[2 * kMT], row_sum[2 * kMT];
+#pragma unroll
+  for (int i = 0; i < 2 * kMT; ++i) row_max[i] = -INFINITY, row_sum[i] = 0.f;
 
-  for (int n_block = n_begin; n_block < n_end; ++n_block) {
+  const int warp_row0 = q0 + warp * kWarpM;  // first query index of this warp
+  // kDocs: the first key each of this thread's rows may see (0 for padding rows).
+  int row_lo[2 * kMT];
+  int thread_lo = 0;
+#pragma unroll
+  for (int i = 0; i < 2 * kMT; ++i) {
+    const int qi = warp_row0 + (i / 2) * 16 + g + (i % 2) * 8;
+    row_lo[i] = kDocs && qi < T ? doc_start[qi] : 0;
+    thread_lo = max(thread_lo, row_lo[i]);
+  }
+  // ldmatrix lane addressing (see mma.cuh): A tiles row-major, B tiles of Kᵀ and V.
+  // Byte addresses in the shared window; E is 2 bytes.
+  const uint32_t aQ = smem_addr(sQ + (warp * kWarpM + lane % 16) * kPitch + (lane / 16) * 8);
+  const uint32_t aK = smem_addr(sK + (lane % 8 + (lane / 16) * 8) * kPitch + ((lane / 8) % 2) * 8);
+  const uint32_t aV = smem_addr(sV + (lane % 8 + ((lane / 8) % 2) * 8) * kPitch + (lane / 16) * 8);
+
+  for (int n_block = n_end - 1; n_block >= n_begin; --n_block) {
     const int k0 = n_block * kBlockN;
-    __syncthreads();  // every warp is done with the previous K/V tile
-    load_rows<kBlockN, D, kPitchQKV, kNThreads>(sK, gk, p.k_row_stride, k0, S, tid);
-    load_rows<kBlockN, D, kPitchQKV, kNThreads>(sV, gv, p.v_row_stride, k0, S, tid);
-    __syncthreads();
+    cp_async_wait<0>();
+    __syncthreads();  // K (and Q) landed; every warp is done with the previous V
+    cp_async_rows<kBlockN, D, kPitch, kNThreads>(sV, gv, p.v_row_stride, k0, S, tid);
+    cp_async_commit();
 
-    // S_w = Q_w·Kᵀ: Kᵀ as a column-major matrix_b is K row-major.
+    float s[kMT][kNT][4];
 #pragma unroll
-    for (int nt = 0; nt < kBlockN / 16; ++nt) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::fill_fragment(acc, 0.f);
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int kk = 0; kk < D / 16; ++kk) {
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, E, wmma::col_major> kf;
-        wmma::load_matrix_sync(kf, sK + nt * 16 * kPitchQKV + kk * 16, kPitchQKV);
-        wmma::mma_sync(acc, qf[kk], kf, acc);
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int r = 0; r < 4; ++r) s[mt][nt][r] = 0.f;
+#pragma unroll
+    for (int kk = 0; kk < D / 16; ++kk) {
+      uint32_t qa[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) ldmatrix_x4(qa[mt], aQ + (mt * 16 * kPitch + kk * 16) * 2);
+#pragma unroll
+      for (int np = 0; np < kNT / 2; ++np) {
+        uint32_t kb[4];
+        ldmatrix_x4(kb, aK + (np * 16 * kPitch + kk * 16) * 2);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_16816<E>(s[mt][2 * np], qa[mt], kb[0], kb[1]);
+          mma_16816<E>(s[mt][2 * np + 1], qa[mt], kb[2], kb[3]);
+        }
       }
-      wmma::store_matrix_sync(sSw + nt * 16, acc, kPitchS, wmma::mem_row_major);
     }
-    __syncwarp();
 
-    // Online softmax of row `row` over this key tile.
-    float* srow = sSw + row * kPitchS;
-    float tile_max = -INFINITY;
+    // Masking only where some (row, key) of the tile is hidden: past the end of the keys,
+    // right of the diagonal, or left of the window.
+    const int qpos_first = offset + warp_row0;
+    const int qpos_last = offset + warp_row0 + kWarpM - 1;
+    bool need_mask = k0 + kBlockN > S || k0 + kBlockN - 1 > qpos_first ||
+                     (p.window > 0 && qpos_last - k0 >= p.window);
+    if constexpr (kDocs) need_mask = need_mask || __any_sync(0xffffffffu, k0 < thread_lo);
+    if (need_mask) {
 #pragma unroll
-    for (int j = 0; j < kBlockN / 2; ++j) {
-      const int c = half + 2 * j;
-      const float s = visible(q_idx, k0 + c, T, S, p.window) ? srow[c] * p.scale_log2 : -INFINITY;
-      srow[c] = s;
-      tile_max = fmaxf(tile_max, s);
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const int qpos = qpos_first + mt * 16 + g + (r >= 2 ? 8 : 0);
+            const int key = k0 + nt * 8 + 2 * t + (r & 1);
+            if (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window) ||
+                (kDocs && key < row_lo[2 * mt + r / 2]))
+              s[mt][nt][r] = -INFINITY;
+          }
     }
-    tile_max = fmaxf(tile_max, __shfl_xor_sync(0xffffffffu, tile_max, 1));
-    const float m_new = fmaxf(m_i, tile_max);
-    // A row that has seen no visible key yet keeps m = -inf; subtracting 0 instead keeps
-    // exp2(-inf - m) = 0 rather than NaN.
-    const float m_use = m_new == -INFINITY ? 0.f : m_new;
-    const float alpha = exp2f(m_i - m_use);
-    float tile_sum = 0.f;
-    E* prow = sPw + row * kPitchP;
-#pragma unroll
-    for (int j = 0; j < kBlockN / 2; ++j) {
-      const int c = half + 2 * j;
-      const float pv = exp2f(srow[c] - m_use);
-      tile_sum += pv;
-      prow[c] = from_float<E>(pv);
-    }
-    tile_sum += __shfl_xor_sync(0xffffffffu, tile_sum, 1);
-    l_i = l_i * alpha + tile_sum;
-    m_i = m_new;
-    float* orow = sOw + row * kPitchO;
-#pragma unroll
-    for (int j = 0; j < D / 2; ++j) orow[half + 2 * j] *= alpha;
-    __syncwarp();
 
-    // O_w += P_w·V
+    // Online softmax.
 #pragma unroll
-    for (int nt = 0; nt < D / 16; ++nt) {
-      wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-      wmma::load_matrix_sync(acc, sOw + nt * 16, kPitchO, wmma::mem_row_major);
+    for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int kk = 0; kk < kBlockN / 16; ++kk) {
-        wmma::fragment<wmma::matrix_a, 16, 16, 16, E, wmma::row_major> pf;
-        wmma::fragment<wmma::matrix_b, 16, 16, 16, E, wmma::row_major> vf;
-        wmma::load_matrix_sync(pf, sPw + kk * 16, kPitchP);
-        wmma::load_matrix_sync(vf, sV + kk * 16 * kPitchQKV + nt * 16, kPitchQKV);
-        wmma::mma_sync(acc, pf, vf, acc);
+      for (int half = 0; half < 2; ++half) {
+        const int i = 2 * mt + half;
+        float mx = row_max[i];
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        // A row with no visible key so far keeps m = -inf; scaling by 0 instead keeps
+        // exp2(-inf - m) = 0 rather than NaN.
+        const float m_scaled = mx == -INFINITY ? 0.f : mx * p.scale_log2;
+        const float alpha = fast_exp2(row_max[i] * p.scale_log2 - m_scaled);
+        row_max[i] = mx;
+        float sum = 0.f;
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) {
+          const float e0 = fast_exp2(fmaf(s[mt][nt][2 * half], p.scale_log2, -m_scaled));
+          const float e1 = fast_exp2(fmaf(s[mt][nt][2 * half + 1], p.scale_log2, -m_scaled));
+          s[mt][nt][2 * half] = e0, s[mt][nt][2 * half + 1] = e1;
+          sum += e0 + e1;
+        }
+        row_sum[i] = row_sum[i] * alpha + sum;
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt) acc_o[mt][dt][2 * half] *= alpha, acc_o[mt][dt][2 * half + 1] *= alpha;
       }
-      wmma::store_matrix_sync(sOw + nt * 16, acc, kPitchO, wmma::mem_row_major);
+
+    cp_async_wait<0>();
+    __syncthreads();  // V landed; every warp is done with this K
+    if (n_block > n_begin) {
+      cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0 - kBlockN, S, tid);
+      cp_async_commit();
     }
-    __syncwarp();
+
+    // O += P·V: two adjacent score tiles are one A fragment over 16 keys.
+#pragma unroll
+    for (int kc = 0; kc < kBlockN / 16; ++kc) {
+      uint32_t pa[kMT][4];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        pa[mt][0] = pack2<E>(s[mt][2 * kc][0], s[mt][2 * kc][1]);
+        pa[mt][1] = pack2<E>(s[mt][2 * kc][2], s[mt][2 * kc][3]);
+        pa[mt][2] = pack2<E>(s[mt][2 * kc + 1][0], s[mt][2 * kc + 1][1]);
+        pa[mt][3] = pack2<E>(s[mt][2 * kc + 1][2], s[mt][2 * kc + 1][3]);
+      }
+#pragma unroll
+      for (int dp = 0; dp < D / 16; ++dp) {
+        uint32_t vb[4];
+        ldmatrix_x4_trans(vb, aV + (kc * 16 * kPitch + dp * 16) * 2);
+#pragma unroll
+        for (int mt = 0; mt < kMT; ++mt) {
+          mma_16816<E>(acc_o[mt][2 * dp], pa[mt], vb[0], vb[1]);
+          mma_16816<E>(acc_o[mt][2 * dp + 1], pa[mt], vb[2], vb[3]);
+        }
+      }
+    }
   }
 
-  // Epilogue: O = O_acc / l, L = (m + log2 l)·ln 2. Every valid row sees at least its own key,
-  // so l > 0 there; padding rows (q_idx >= T) are not written.
-  const float inv_l = l_i > 0.f ? 1.f / l_i : 0.f;
-  if (half == 0 && q_idx < T) {
-    p.lse[(static_cast<int64_t>(b) * p.heads + h) * T + q_idx] =
-        l_i > 0.f ? (m_i + log2f(l_i)) * 0.69314718055994531f : -INFINITY;
-  }
-  // Write 16 rows with the lanes along D (coalesced); row r's 1/l lives in lane 2r.
-  for (int r = 0; r < 16; ++r) {
-    const float inv = __shfl_sync(0xffffffffu, inv_l, 2 * r);
-    const int qi = q0 + warp * 16 + r;
-    if (qi >= T) continue;
-    E* orow_g = go + static_cast<int64_t>(qi) * p.o_row_stride;
-    for (int c = lane; c < D; c += 32) {
-      float o = sOw[r * kPitchO + c] * inv;
-      if (p.gate != nullptr) o *= gate_sigmoid<E>(p, b, h, qi, c);  // G1 gate: one rounding of O ⊙ σ(g)
-      orow_g[c] = from_float<E>(o);
+  // Epilogue. Every valid row sees at least its own key, so l > 0 there; padding rows
+  // (index >= T) are not written.
+  float inv_l[2 * kMT];
+#pragma unroll
+  for (int i = 0; i < 2 * kMT; ++i) {
+    float l = row_sum[i];
+    l += __shfl_xor_sync(0xffffffffu, l, 1);
+    l += __shfl_xor_sync(0xffffffffu, l, 2);
+    inv_l[i] = l > 0.f ? 1.f / l : 0.f;
+    const int qi = warp_row0 + (i / 2) * 16 + g + (i % 2) * 8;
+    if (t == 0 && qi < T) {
+      p.lse[(static_cast<int64_t>(b) * p.heads + h) * T + qi] =
+          l > 0.f ? (row_max[i] * p.scale_log2 + log2f(l)) * 0.69314718055994531f : -INFINITY;
     }
+  }
+  // Stage this warp's rows in its own rows of sQ (no other warp reads them), then store 16
+  // bytes per lane along the rows.
+  // With the G1 gate each element is scaled by σ(g) before its one rounding (gate.cuh); rows
+  // past T are never stored, so their logits are not read.
+  E* sOw = sQ + warp * kWarpM * kPitch;
+  const bool gated = p.gate != nullptr;
+  const auto gate_at = [&](int qi, int c) { return gated && qi < T ? gate_sigmoid<E>(p, b, h, qi, c) : 1.f; };
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int dt = 0; dt < kDT; ++dt) {
+      const int c = dt * 8 + 2 * t;
+      const int r0 = warp_row0 + mt * 16 + g, r1 = r0 + 8;
+      *reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g) * kPitch + c) =
+          pack2<E>(acc_o[mt][dt][0] * inv_l[2 * mt] * gate_at(r0, c),
+                   acc_o[mt][dt][1] * inv_l[2 * mt] * gate_at(r0, c + 1));
+      *reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g + 8) * kPitch + c) =
+          pack2<E>(acc_o[mt][dt][2] * inv_l[2 * mt + 1] * gate_at(r1, c),
+                   acc_o[mt][dt][3] * inv_l[2 * mt + 1] * gate_at(r1, c + 1));
+    }
+  __syncwarp();
+  constexpr int kChunks = D / 8;
+#pragma unroll
+  for (int i = lane; i < kWarpM * kChunks; i += 32) {
+    const int r = i / kChunks;
+    const int c = (i % kChunks) * 8;
+    const int qi = warp_row0 + r;
+    if (qi < T)
+      *reinterpret_cast<uint4*>(go + static_cast<int64_t>(qi) * p.o_row_stride + c) =
+          *reinterpret_cast<const uint4*>(sOw + r * kPitch + c);
   }
 #endif
 }

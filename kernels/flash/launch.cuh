@@ -12,7 +12,7 @@ namespace sluice::flash {
 
 template <typename Traits>
 void launch_fwd(const FwdParams& p, cudaStream_t stream) {
-  auto kernel = &flash_fwd_kernel<Traits>;
+  auto kernel = p.doc_start != nullptr ? &flash_fwd_kernel<Traits, true> : &flash_fwd_kernel<Traits, false>;
   // More than the default 48 KiB of dynamic shared memory must be opted into per kernel.
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   const dim3 grid((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads, p.batch);
@@ -38,7 +38,7 @@ void launch_bwd(const BwdParams& p, cudaStream_t stream) {
     pm.dout = p.dout_attn;
     pm.do_batch_stride = p.doa_batch_stride, pm.do_head_stride = p.doa_head_stride, pm.do_row_stride = p.doa_row_stride;
   }
-  auto kernel = &flash_bwd_kernel<Traits>;
+  auto kernel = p.doc_start != nullptr ? &flash_bwd_kernel<Traits, true> : &flash_bwd_kernel<Traits, false>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   const dim3 grid((p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, p.kv_heads, p.batch);
   kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(pm);

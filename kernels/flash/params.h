@@ -22,6 +22,12 @@ struct FwdParams {
   int window;                  // 0: full causal; w > 0: query at position p sees keys p-w+1..p
   float scale;                 // multiplies q·k
   float scale_log2;            // scale·log2(e): the kernels exponentiate with exp2
+  // Documents packed in a row (T == S only): query i sees key j only if j >= doc_start[i];
+  // doc_end[j] (one past the last position of key j's document) bounds the backward's query
+  // walk. int32 [B, T] with row stride doc_batch_stride; null: one document per row.
+  const int* doc_start = nullptr;
+  const int* doc_end = nullptr;
+  int64_t doc_batch_stride = 0;
   // The G1 output gate (gate.cuh): o = softmax(q·kᵀ)·v ⊙ σ(gate); lse stays the ungated one.
   const void* gate = nullptr;  // G1 logits in q's dtype; null: ungated
   int64_t gate_batch_stride = 0, gate_row_stride = 0, gate_head_stride = 0;  // elements; headwise: gate [B, T, H] (no d), else [B, T, H, D] with d contiguous

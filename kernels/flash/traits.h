@@ -1,84 +1,89 @@
 // Kernel traits: tile sizes, warps and the shared-memory layout of one instantiation
-// (head dim, element type). Phase 1 uses one tiling for every architecture; per-architecture
-// traits (sm_80 / sm_90) slot in here without touching the kernels.
+// (head dim, element type). One tiling serves sm_80 and sm_90 (mma.sync); Hopper-specific
+// traits (wgmma/TMA) would slot in here without touching the host API.
 //
 // Shared-memory rows are padded (+8 half-precision or +4 fp32 elements): that keeps every row
-// 16-byte aligned (uint4 loads, WMMA's 32-byte pointer alignment for 16-row offsets) and
-// shifts consecutive rows across banks.
+// 16-byte aligned and shifts consecutive rows across banks.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+// Tile-size overrides for tuning sweeps only (scripts/flash_tile_sweep.sh passes them through
+// CMAKE_CUDA_FLAGS); the defaults below are the sweep's winners on the H100.
+#ifndef SLUICE_FWD_BLOCKM
+#define SLUICE_FWD_BLOCKM (kHeadDim == 64 ? 64 : 128)
+#endif
+#ifndef SLUICE_FWD_BLOCKN
+#define SLUICE_FWD_BLOCKN 64
+#endif
+#ifndef SLUICE_FWD_WARPS
+#define SLUICE_FWD_WARPS 4
+#endif
+#ifndef SLUICE_BWD_BLOCKN
+#define SLUICE_BWD_BLOCKN 128
+#endif
 namespace sluice::flash {
 
 constexpr int align128(int bytes) { return (bytes + 127) / 128 * 128; }
 
-// Forward: a block owns kBlockM queries of one (batch, head) and walks the key tiles of
-// kBlockN keys. Each warp owns 16 query rows end to end (scores, softmax, output), so only
-// loading K/V needs the whole block to synchronise.
+// Forward (FlashAttention-2 tiling, as flash-attention picks for sm_80/sm_90 with mma.sync):
+// a block owns kBlockM queries of one (batch, head) and walks the key tiles of kBlockN keys.
+// Each of the 4 warps owns kBlockM/4 query rows end to end: scores, softmax and the output
+// accumulator stay in registers, so only the K/V loads need the block to synchronise.
+// H100 sweep (docs/performance.md): head dim 128 is fastest at 128x64 (32 rows per warp, 2
+// blocks per SM), head dim 64 at 64x64 (16 rows per warp, more blocks in flight).
 template <int kHeadDim_, typename Element_>
 struct FwdTraits {
   using Element = Element_;  // __nv_bfloat16 or __half
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 64;
-  static constexpr int kBlockN = 64;
-  static constexpr int kNWarps = 4;
+  static constexpr int kBlockM = SLUICE_FWD_BLOCKM;
+  static constexpr int kBlockN = SLUICE_FWD_BLOCKN;
+  static constexpr int kNWarps = SLUICE_FWD_WARPS;
   static constexpr int kNThreads = kNWarps * 32;
-  static_assert(kBlockM == 16 * kNWarps, "each warp owns 16 query rows");
-  static_assert(kHeadDim % 16 == 0 && kBlockN % 16 == 0, "WMMA tiles are 16x16x16");
+  static constexpr int kWarpM = kBlockM / kNWarps;  // query rows per warp
+  static constexpr int kMTiles = kWarpM / 16;       // m16 tiles per warp
+  static_assert(kWarpM % 16 == 0 && kHeadDim % 16 == 0 && kBlockN % 16 == 0, "mma tiles are 16x8x16");
 
-  static constexpr int kPitchQKV = kHeadDim + 8;  // Element
-  static constexpr int kPitchS = kBlockN + 4;     // fp32 scores
-  static constexpr int kPitchP = kBlockN + 8;     // Element probabilities
-  static constexpr int kPitchO = kHeadDim + 4;    // fp32 output accumulator
-
-  static constexpr int kSmemQ = 0;
-  static constexpr int kSmemK = kSmemQ + align128(kBlockM * kPitchQKV * 2);
-  static constexpr int kSmemV = kSmemK + align128(kBlockN * kPitchQKV * 2);
-  static constexpr int kSmemS = kSmemV + align128(kBlockN * kPitchQKV * 2);
-  static constexpr int kSmemP = kSmemS + align128(kBlockM * kPitchS * 4);
-  static constexpr int kSmemO = kSmemP + align128(kBlockM * kPitchP * 2);
-  static constexpr int kSmemBytes = kSmemO + align128(kBlockM * kPitchO * 4);
+  // Rows padded by 16 bytes: ldmatrix's eight row addresses then hit distinct bank groups.
+  static constexpr int kPitch = kHeadDim + 8;  // Element
+  static constexpr int kSmemQ = 0;             // also the output staging tile in the epilogue
+  static constexpr int kSmemK = kSmemQ + align128(kBlockM * kPitch * 2);
+  static constexpr int kSmemV = kSmemK + align128(kBlockN * kPitch * 2);
+  static constexpr int kSmemBytes = kSmemV + align128(kBlockN * kPitch * 2);
 };
 
-// Backward: a block owns kBlockN keys of one (batch, kv head) and walks, for each query head
-// of the GQA group, the query tiles of kBlockM rows that can see those keys. dK and dV stay in
-// fp32 WMMA accumulators for the whole walk (warp w owns key rows 16w..16w+15); dQ of each
-// query tile is added to a global fp32 buffer with atomicAdd.
+// Backward (FlashAttention-2 tiling): a block owns kBlockN keys of one (batch, kv head) and
+// walks, for each query head of the GQA group, the query tiles of kBlockM rows that can see
+// those keys. 8 warps split each product differently (warps along M x along N):
+//   S = Q·Kᵀ, dP = dO·Vᵀ   [kBlockM x kBlockN]  2 x 4
+//   dV += Pᵀ·dO, dK += dSᵀ·Q [kBlockN x D]      4 x 2  (fp32 registers for the whole walk)
+//   dQ = dS·K               [kBlockM x D]       2 x 4  (added to a global fp32 buffer)
+// P and dS go through shared memory: the dV/dK products read them transposed.
 template <int kHeadDim_, typename Element_>
 struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 64;
-  static constexpr int kBlockN = 64;
-  static constexpr int kNWarps = 4;
+  static constexpr int kBlockN = SLUICE_BWD_BLOCKN;
+  static constexpr int kNWarps = 8;
   static constexpr int kNThreads = kNWarps * 32;
-  static_assert(kBlockM == 16 * kNWarps && kBlockN == 16 * kNWarps,
-                "warp w owns query rows 16w.. for S/dP/dQ and key rows 16w.. for dK/dV");
-  static_assert(kHeadDim % 16 == 0, "WMMA tiles are 16x16x16");
+  // Per-warp tiles of the three products (m16 tiles x n8 tiles).
+  static constexpr int kSdpMT = kBlockM / 2 / 16, kSdpNT = kBlockN / 4 / 8;
+  static constexpr int kKvMT = kBlockN / 4 / 16, kKvNT = kHeadDim / 2 / 8;
+  static constexpr int kDqMT = kBlockM / 2 / 16, kDqNT = kHeadDim / 4 / 8;
+  static_assert(kSdpNT % 2 == 0 && kKvNT % 2 == 0 && kDqNT % 2 == 0 && kKvMT >= 1 && kSdpMT >= 1,
+                "B operands are loaded as pairs of n8 tiles");
 
-  static constexpr int kPitchQKV = kHeadDim + 8;  // Element: Q, dO, K, V
-  static constexpr int kPitchS = kBlockN + 4;     // fp32: S, dP
-  static constexpr int kPitchP = kBlockN + 8;     // Element: P, dS
-  static constexpr int kPitchAcc = kHeadDim + 4;  // fp32 scratch: dQ tile, then dK/dV for the epilogue
-
-  static constexpr int kSmemQ = 0;
-  static constexpr int kSmemdO = kSmemQ + align128(kBlockM * kPitchQKV * 2);
-  static constexpr int kSmemK = kSmemdO + align128(kBlockM * kPitchQKV * 2);
-  static constexpr int kSmemV = kSmemK + align128(kBlockN * kPitchQKV * 2);
-  // S and dP are dead once P and dS are written (after a block barrier), so the fp32 scratch
-  // for the dQ tile (and the final dK/dV) reuses their space.
-  static constexpr int kSmemS = kSmemV + align128(kBlockN * kPitchQKV * 2);
-  static constexpr int kSmemdP = kSmemS + align128(kBlockM * kPitchS * 4);
-  static constexpr int kSmemAcc = kSmemS;
-  static constexpr int kScoreBytes = align128(kBlockM * kPitchS * 4) * 2;
-  static constexpr int kAccBytes = align128(kBlockM * kPitchAcc * 4);
-  static_assert(kBlockM == kBlockN, "the epilogue's dK/dV scratch reuses the dQ scratch layout");
-  static constexpr int kSmemP = kSmemS + (kScoreBytes > kAccBytes ? kScoreBytes : kAccBytes);
+  static constexpr int kPitch = kHeadDim + 8;   // Element: Q, dO, K, V
+  static constexpr int kPitchP = kBlockN + 8;   // Element: P, dS
+  static constexpr int kQTileBytes = align128(kBlockM * kPitch * 2);
+  static constexpr int kSmemK = 0;
+  static constexpr int kSmemV = kSmemK + align128(kBlockN * kPitch * 2);
+  static constexpr int kSmemQ = kSmemV + align128(kBlockN * kPitch * 2);  // 2 stages
+  static constexpr int kSmemdO = kSmemQ + 2 * kQTileBytes;                // 2 stages
+  static constexpr int kSmemP = kSmemdO + 2 * kQTileBytes;
   static constexpr int kSmemdS = kSmemP + align128(kBlockM * kPitchP * 2);
-  static constexpr int kSmemL = kSmemdS + align128(kBlockM * kPitchP * 2);  // fp32 [kBlockM]: lse·log2(e)
-  static constexpr int kSmemDsum = kSmemL + align128(kBlockM * 4);           // fp32 [kBlockM]: D_i
-  static constexpr int kSmemBytes = kSmemDsum + align128(kBlockM * 4);
+  static constexpr int kSmemBytes = kSmemdS + align128(kBlockM * kPitchP * 2);
 };
 
 }  // namespace sluice::flash

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Flash-attention kernel loop on the device machine: build only the kernel test and benchmark,
+# run the GPU tests (optionally a filter), the benchmark, and compute-sanitizer on a small case.
+# Usage: scripts/gpu_flash_check.sh [--filter GTEST_FILTER] [--no-bench] [--sanitize]
+# Results (logs, JSON) go to $OUT when set, else build-gpu/out.
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+filter='*'; bench=1; sanitize=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --filter) filter=$2; shift 2 ;;
+    --no-bench) bench=0; shift ;;
+    --sanitize) sanitize=1; shift ;;
+    *) echo "unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+out=${OUT:-build-gpu/out}
+mkdir -p "$out"
+b=${GPU_BUILD_DIR:-/tmp/sluice-build}
+export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a}
+t0=$(date +%s)
+cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
+cmake --build "$b" --target test_flash_attention bench_attention > "$out/build.log" 2>&1 || { grep -E "error|FAILED" "$out/build.log" | head -40; exit 1; }
+echo "[gpu] build $(( $(date +%s) - t0 ))s"
+grep -E "registers|spill" "$out/build.log" | head -20
+"$b/tests/test_flash_attention" --gtest_filter="$filter" > "$out/test_flash.log" 2>&1; echo "[gpu] test_flash_attention rc=$?"
+grep -E "^\[  (PASSED|FAILED) |FAILED  \]|tests ran" "$out/test_flash.log" | head -30
+if [ $sanitize = 1 ]; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 1 "$b/tests/test_flash_attention" \
+      --gtest_filter="${SANITIZE_FILTER:-Training/FlashAttention.*/1:Decode/*/1}" > "$out/sanitize_$tool.log" 2>&1
+    echo "[gpu] compute-sanitizer $tool rc=$? $(grep -E 'ERROR SUMMARY' "$out/sanitize_$tool.log" | head -1)"
+  done
+fi
+if [ $bench = 1 ]; then
+  "$b/benchmarks/bench_attention" --out "$out/bench_attention.json" > "$out/bench_attention.log" 2>&1; echo "[bench] attention rc=$?"
+  grep -vE "^$" "$out/bench_attention.log" | head -30
+fi
