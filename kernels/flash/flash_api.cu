@@ -64,10 +64,11 @@ void check_gate(const at::Tensor& gate, const at::Tensor& q) {
               q.sizes(), ", got ", gate.sizes());
 }
 
-// The kernels read the gate one element at a time: only an elementwise gate's last dimension
-// must be contiguous.
+// An elementwise gate is read 16 bytes at a time like q (kernel_ready; stride-0 broadcasts
+// qualify); a headwise one element at a time.
 at::Tensor gate_ready(const at::Tensor& g) {
-  return g.size(3) == 1 || g.stride(3) == 1 ? g : g.contiguous();
+  if (g.size(3) == 1) return g;
+  return kernel_ready(g) ? g : g.contiguous();
 }
 
 void fill_gate(FwdParams& p, const at::Tensor& gate) {
@@ -75,6 +76,26 @@ void fill_gate(FwdParams& p, const at::Tensor& gate) {
   p.gate = gate.data_ptr();
   p.gate_batch_stride = gate.stride(0), p.gate_head_stride = gate.stride(1), p.gate_row_stride = gate.stride(2);
   p.gate_headwise = gate.size(3) == 1;
+}
+
+void check_docs(const FlashDocuments& docs, const at::Tensor& q, const at::Tensor& k) {
+  if (!docs.defined()) return;
+  TORCH_CHECK(q.size(2) == k.size(2), "flash attention: document masking needs as many queries as keys, got ",
+              q.size(2), " and ", k.size(2));
+  for (const at::Tensor* t : {&docs.start, &docs.end}) {
+    TORCH_CHECK(t->defined() && t->device() == q.device() && t->scalar_type() == at::kInt && t->dim() == 2 &&
+                    t->size(0) == q.size(0) && t->size(1) == q.size(2) && t->stride(1) == 1,
+                "flash attention: document bounds must be int32 [B, T] = [", q.size(0), ", ", q.size(2),
+                "] on q's device with contiguous rows");
+  }
+  TORCH_CHECK(docs.start.stride(0) == docs.end.stride(0), "flash attention: document start and end need one row stride");
+}
+
+void fill_docs(FwdParams& p, const FlashDocuments& docs) {
+  if (!docs.defined()) return;
+  p.doc_start = docs.start.data_ptr<int>();
+  p.doc_end = docs.end.data_ptr<int>();
+  p.doc_batch_stride = docs.start.stride(0);
 }
 
 void fill_fwd(FwdParams& p, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
@@ -126,8 +147,9 @@ bool flash_device_supported(const at::Device& device) {
 
 std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q_in, const at::Tensor& k_in,
                                                  const at::Tensor& v_in, int64_t window, double scale,
-                                                 const at::Tensor& gate_in) {
+                                                 const at::Tensor& gate_in, const FlashDocuments& docs) {
   check_qkv(q_in, k_in, v_in, window);
+  check_docs(docs, q_in, k_in);
   if (gate_in.defined()) check_gate(gate_in, q_in);
   const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = ready(q_in), k = ready(k_in), v = ready(v_in);
@@ -139,14 +161,17 @@ std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q_in, const a
   FwdParams p{};
   fill_fwd(p, q, k, v, out, lse, window, scale);
   fill_gate(p, gate);
+  fill_docs(p, docs);
   run_fwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
   return {out, lse};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     const at::Tensor& dout_in, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
-    const at::Tensor& out_in, const at::Tensor& lse, int64_t window, double scale, const at::Tensor& gate_in) {
+    const at::Tensor& out_in, const at::Tensor& lse, int64_t window, double scale, const at::Tensor& gate_in,
+    const FlashDocuments& docs) {
   check_qkv(q_in, k_in, v_in, window);
+  check_docs(docs, q_in, k_in);
   if (gate_in.defined()) check_gate(gate_in, q_in);
   TORCH_CHECK(dout_in.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(),
               "flash attention backward: dout and out must be shaped like q ", q_in.sizes());
@@ -196,6 +221,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     p.dgate_batch_stride = dgate.stride(0), p.dgate_head_stride = dgate.stride(1),
     p.dgate_row_stride = dgate.stride(2);
   }
+  fill_docs(p, docs);
   run_bwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
   dq.copy_(dq_accum.transpose(1, 2));  // same memory order: one pass, fp32 -> q's dtype
   return {dq, dk, dv, dgate};

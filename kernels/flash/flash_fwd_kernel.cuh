@@ -24,9 +24,9 @@
 
 namespace sluice::flash {
 
-// kDocs: documents packed in rows (params.h doc_start); a template flag so the plain kernel
-// pays nothing.
-template <typename Traits, bool kDocs>
+// kDocs: documents packed in rows (params.h doc_start); kGated: the G1 output gate in the
+// epilogue (params.h gate). Template flags, so the plain kernel pays nothing.
+template <typename Traits, bool kDocs, bool kGated>
 __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 mma.sync and cp.async need sm_80; the host API never launches below it
@@ -238,26 +238,51 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   }
   // Stage this warp's rows in its own rows of sQ (no other warp reads them), then store 16
   // bytes per lane along the rows.
-  // With the G1 gate each element is scaled by σ(g) before its one rounding (gate.cuh); rows
-  // past T are never stored, so their logits are not read.
+  // kGated (G1): each element is scaled by σ(g) before its one rounding (gate.cuh). An
+  // elementwise gate's logits are first staged, 16 bytes per lane, in the very slots the
+  // output then overwrites (each thread reads exactly the slots it writes); headwise logits
+  // are one per row. Rows past T are never stored, so their logits are not read.
   E* sOw = sQ + warp * kWarpM * kPitch;
-  const bool gated = p.gate != nullptr;
-  const auto gate_at = [&](int qi, int c) { return gated && qi < T ? gate_sigmoid<E>(p, b, h, qi, c) : 1.f; };
+  constexpr int kChunks = D / 8;
+  float row_gate[2 * kMT];
+#pragma unroll
+  for (int i = 0; i < 2 * kMT; ++i) {
+    const int qi = warp_row0 + (i / 2) * 16 + g + (i % 2) * 8;
+    row_gate[i] = kGated && p.gate_headwise && qi < T ? gate_sigmoid<E>(p, b, h, qi, 0) : 1.f;
+  }
+  const bool elementwise_gate = kGated && !p.gate_headwise;
+  if (elementwise_gate) {
+    const E* gg = static_cast<const E*>(p.gate) + b * p.gate_batch_stride + h * p.gate_head_stride;
+#pragma unroll
+    for (int i = lane; i < kWarpM * kChunks; i += 32) {
+      const int r = i / kChunks;
+      const int c = (i % kChunks) * 8;
+      const int qi = warp_row0 + r;
+      uint4 val = make_uint4(0u, 0u, 0u, 0u);
+      if (qi < T) val = *reinterpret_cast<const uint4*>(gg + static_cast<int64_t>(qi) * p.gate_row_stride + c);
+      *reinterpret_cast<uint4*>(sOw + r * kPitch + c) = val;
+    }
+    __syncwarp();
+  }
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
     for (int dt = 0; dt < kDT; ++dt) {
       const int c = dt * 8 + 2 * t;
-      const int r0 = warp_row0 + mt * 16 + g, r1 = r0 + 8;
-      *reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g) * kPitch + c) =
-          pack2<E>(acc_o[mt][dt][0] * inv_l[2 * mt] * gate_at(r0, c),
-                   acc_o[mt][dt][1] * inv_l[2 * mt] * gate_at(r0, c + 1));
-      *reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g + 8) * kPitch + c) =
-          pack2<E>(acc_o[mt][dt][2] * inv_l[2 * mt + 1] * gate_at(r1, c),
-                   acc_o[mt][dt][3] * inv_l[2 * mt + 1] * gate_at(r1, c + 1));
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int i = 2 * mt + half;
+        uint32_t* slot = reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g + 8 * half) * kPitch + c);
+        float y0 = acc_o[mt][dt][2 * half] * inv_l[i] * row_gate[i];
+        float y1 = acc_o[mt][dt][2 * half + 1] * inv_l[i] * row_gate[i];
+        if (elementwise_gate) {
+          const float2 logit = unpack2<E>(*slot);
+          y0 *= sigmoid(logit.x), y1 *= sigmoid(logit.y);
+        }
+        *slot = pack2<E>(y0, y1);
+      }
     }
   __syncwarp();
-  constexpr int kChunks = D / 8;
 #pragma unroll
   for (int i = lane; i < kWarpM * kChunks; i += 32) {
     const int r = i / kChunks;

@@ -12,7 +12,9 @@ namespace sluice::flash {
 
 template <typename Traits>
 void launch_fwd(const FwdParams& p, cudaStream_t stream) {
-  auto kernel = p.doc_start != nullptr ? &flash_fwd_kernel<Traits, true> : &flash_fwd_kernel<Traits, false>;
+  const bool docs = p.doc_start != nullptr, gated = p.gate != nullptr;
+  auto kernel = docs ? (gated ? &flash_fwd_kernel<Traits, true, true> : &flash_fwd_kernel<Traits, true, false>)
+                     : (gated ? &flash_fwd_kernel<Traits, false, true> : &flash_fwd_kernel<Traits, false, false>);
   // More than the default 48 KiB of dynamic shared memory must be opted into per kernel.
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   const dim3 grid((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads, p.batch);

@@ -38,10 +38,12 @@ using torch::autograd::variable_list;
 // needs O only as dY ⊙ O ⊙ σ(g) = dY ⊙ Y (kernels/flash/flash_bwd_preprocess.cuh).
 struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               const std::optional<at::Tensor>& gate, int64_t window, double scale) {
+                               const std::optional<at::Tensor>& gate, int64_t window, double scale,
+                               const std::optional<at::Tensor>& doc_start, const std::optional<at::Tensor>& doc_end) {
     const at::Tensor g = gate.value_or(at::Tensor());
-    auto [out, lse] = kernels::flash_forward(q, k, v, window, scale, g);
-    ctx->save_for_backward({q, k, v, out, lse, g});
+    const kernels::FlashDocuments docs{doc_start.value_or(at::Tensor()), doc_end.value_or(at::Tensor())};
+    auto [out, lse] = kernels::flash_forward(q, k, v, window, scale, g, docs);
+    ctx->save_for_backward({q, k, v, out, lse, g, docs.start, docs.end});
     ctx->saved_data["window"] = window;
     ctx->saved_data["scale"] = scale;
     ctx->mark_non_differentiable({lse});
@@ -52,10 +54,19 @@ struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionF
     const auto s = ctx->get_saved_variables();
     auto [dq, dk, dv, dgate] = kernels::flash_backward(grads[0], s[0], s[1], s[2], s[3], s[4],
                                                        ctx->saved_data["window"].toInt(),
-                                                       ctx->saved_data["scale"].toDouble(), s[5]);
-    return {dq, dk, dv, dgate, at::Tensor(), at::Tensor()};
+                                                       ctx->saved_data["scale"].toDouble(), s[5],
+                                                       kernels::FlashDocuments{s[6], s[7]});
+    return {dq, dk, dv, dgate, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
+
+// The kernels' autograd function for these inputs; gate undefined: ungated.
+variable_list apply_flash(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& gate,
+                          const AttentionMask& mask, double scale) {
+  std::optional<at::Tensor> g, doc_start, doc_end;
+  if (gate.defined()) g = gate;
+  return FlashAttentionFunction::apply(q, k, v, g, mask.window, scale, doc_start, doc_end);
+}
 
 // The G1 logits as the kernels take them: q's dtype and the full [B, H, T, D or 1] shape (an
 // expand of input-constant logits costs nothing; autograd sums its gradient back).
@@ -77,7 +88,7 @@ class FusedAttention final : public AttentionCore {
       return fallback_->forward(q, k, v, mask, scale);
     }
 #ifdef SLUICE_HAVE_CUDA_KERNELS
-    return FlashAttentionFunction::apply(q, k, v, std::optional<at::Tensor>(), mask.window, scale)[0];
+    return apply_flash(q, k, v, at::Tensor(), mask, scale)[0];
 #else
     return fallback_->forward(q, k, v, mask, scale);  // unreachable: unsupported without kernels
 #endif
@@ -94,7 +105,7 @@ class FusedAttention final : public AttentionCore {
                            double scale, const at::Tensor& gate_logits) const override {
 #ifdef SLUICE_HAVE_CUDA_KERNELS
     if (fuses_output_gate(q, k, v, mask)) {
-      return FlashAttentionFunction::apply(q, k, v, kernel_gate(q, gate_logits), mask.window, scale)[0];
+      return apply_flash(q, k, v, kernel_gate(q, gate_logits), mask, scale)[0];
     }
 #endif
     return AttentionCore::forward_gated(q, k, v, mask, scale, gate_logits);
@@ -153,9 +164,8 @@ std::tuple<at::Tensor, at::Tensor> fused_attention_with_lse(const at::Tensor& q,
   const std::string why = fused_attention_unsupported(q, k, v, mask);
   if (!why.empty()) return attention_with_lse_reference(q, k, v, mask, scale, gate_logits);
 #ifdef SLUICE_HAVE_CUDA_KERNELS
-  const std::optional<at::Tensor> gate =
-      gate_logits.defined() ? std::optional<at::Tensor>(kernel_gate(q, gate_logits)) : std::nullopt;
-  const variable_list r = FlashAttentionFunction::apply(q, k, v, gate, mask.window, scale);
+  const variable_list r =
+      apply_flash(q, k, v, gate_logits.defined() ? kernel_gate(q, gate_logits) : at::Tensor(), mask, scale);
   return {r[0], r[1]};
 #else
   return attention_with_lse_reference(q, k, v, mask, scale, gate_logits);
