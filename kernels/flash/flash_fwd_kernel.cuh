@@ -77,6 +77,18 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
 
   cp_async_rows<kBlockM, D, kPitch, kNThreads>(sQ, gq, p.q_row_stride, q0, T, tid);
   cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, (n_end - 1) * kBlockN, S, tid);
+  // kGated: the rows' logits ride along with Q (elementwise: a [kBlockM, D] tile; headwise:
+  // one per row, which a plain store brings in before the first barrier).
+  E* sG = reinterpret_cast<E*>(smem + Traits::kSmemGate);
+  if constexpr (kGated) {
+    const E* gg = static_cast<const E*>(p.gate) + b * p.gate_batch_stride + h * p.gate_head_stride;
+    if (!p.gate_headwise) {
+      cp_async_rows<kBlockM, D, kPitch, kNThreads>(sG, gg, p.gate_row_stride, q0, T, tid);
+    } else {
+      for (int r = tid; r < kBlockM; r += kNThreads)
+        sG[r] = q0 + r < T ? gg[static_cast<int64_t>(q0 + r) * p.gate_row_stride] : from_float<E>(0.f);
+    }
+  }
   cp_async_commit();
 
   float acc_o[kMT][kDT][4];
@@ -237,49 +249,32 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
     }
   }
   // Stage this warp's rows in its own rows of sQ (no other warp reads them), then store 16
-  // bytes per lane along the rows.
-  // kGated (G1): each element is scaled by σ(g) before its one rounding (gate.cuh). An
-  // elementwise gate's logits are first staged, 16 bytes per lane, in the very slots the
-  // output then overwrites (each thread reads exactly the slots it writes); headwise logits
-  // are one per row. Rows past T are never stored, so their logits are not read.
+  // bytes per lane along the rows. kGated (G1): each element is scaled by σ(g) before its one
+  // rounding (gate.cuh), the logits read from the prefetched tile sG.
   E* sOw = sQ + warp * kWarpM * kPitch;
   constexpr int kChunks = D / 8;
-  float row_gate[2 * kMT];
-#pragma unroll
-  for (int i = 0; i < 2 * kMT; ++i) {
-    const int qi = warp_row0 + (i / 2) * 16 + g + (i % 2) * 8;
-    row_gate[i] = kGated && p.gate_headwise && qi < T ? gate_sigmoid<E>(p, b, h, qi, 0) : 1.f;
-  }
-  const bool elementwise_gate = kGated && !p.gate_headwise;
-  if (elementwise_gate) {
-    const E* gg = static_cast<const E*>(p.gate) + b * p.gate_batch_stride + h * p.gate_head_stride;
-#pragma unroll
-    for (int i = lane; i < kWarpM * kChunks; i += 32) {
-      const int r = i / kChunks;
-      const int c = (i % kChunks) * 8;
-      const int qi = warp_row0 + r;
-      uint4 val = make_uint4(0u, 0u, 0u, 0u);
-      if (qi < T) val = *reinterpret_cast<const uint4*>(gg + static_cast<int64_t>(qi) * p.gate_row_stride + c);
-      *reinterpret_cast<uint4*>(sOw + r * kPitch + c) = val;
-    }
-    __syncwarp();
-  }
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-    for (int dt = 0; dt < kDT; ++dt) {
-      const int c = dt * 8 + 2 * t;
+    for (int half = 0; half < 2; ++half) {
+      const int i = 2 * mt + half;
+      const int r = warp * kWarpM + mt * 16 + g + 8 * half;  // row within the block
+      float row_scale = inv_l[i];
+      if constexpr (kGated) {
+        if (p.gate_headwise) row_scale *= sigmoid(to_float(sG[r]));
+      }
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int i = 2 * mt + half;
-        uint32_t* slot = reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g + 8 * half) * kPitch + c);
-        float y0 = acc_o[mt][dt][2 * half] * inv_l[i] * row_gate[i];
-        float y1 = acc_o[mt][dt][2 * half + 1] * inv_l[i] * row_gate[i];
-        if (elementwise_gate) {
-          const float2 logit = unpack2<E>(*slot);
-          y0 *= sigmoid(logit.x), y1 *= sigmoid(logit.y);
+      for (int dt = 0; dt < kDT; ++dt) {
+        const int c = dt * 8 + 2 * t;
+        float y0 = acc_o[mt][dt][2 * half] * row_scale;
+        float y1 = acc_o[mt][dt][2 * half + 1] * row_scale;
+        if constexpr (kGated) {
+          if (!p.gate_headwise) {
+            const float2 logit = unpack2<E>(*reinterpret_cast<const uint32_t*>(sG + r * kPitch + c));
+            y0 *= sigmoid(logit.x), y1 *= sigmoid(logit.y);
+          }
         }
-        *slot = pack2<E>(y0, y1);
+        *reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g + 8 * half) * kPitch + c) = pack2<E>(y0, y1);
       }
     }
   __syncwarp();

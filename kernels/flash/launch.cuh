@@ -15,23 +15,24 @@ void launch_fwd(const FwdParams& p, cudaStream_t stream) {
   const bool docs = p.doc_start != nullptr, gated = p.gate != nullptr;
   auto kernel = docs ? (gated ? &flash_fwd_kernel<Traits, true, true> : &flash_fwd_kernel<Traits, true, false>)
                      : (gated ? &flash_fwd_kernel<Traits, false, true> : &flash_fwd_kernel<Traits, false, false>);
+  const int smem = gated ? Traits::kSmemBytesGated : Traits::kSmemBytes;
   // More than the default 48 KiB of dynamic shared memory must be opted into per kernel.
-  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads, p.batch);
-  kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(p);
+  kernel<<<grid, Traits::kNThreads, smem, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename Traits>
 void launch_bwd(const BwdParams& p, cudaStream_t stream) {
   using E = typename Traits::Element;
-  constexpr int kRowsPerBlock = 8;  // one warp per row
+  constexpr int kThreads = 256;
+  constexpr int kRowsPerBlock = kThreads / (Traits::kHeadDim / 8);  // kHeadDim / 8 lanes per row
   const int64_t n_rows = static_cast<int64_t>(p.batch) * p.heads * p.seqlen_q;
   const bool gated = p.gate != nullptr;
   auto preprocess = gated ? &flash_bwd_preprocess_kernel<E, Traits::kHeadDim, true>
                           : &flash_bwd_preprocess_kernel<E, Traits::kHeadDim, false>;
-  preprocess<<<static_cast<unsigned>((n_rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * 32, 0, stream>>>(
-      p);
+  preprocess<<<static_cast<unsigned>((n_rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   // Gated: the attention's own gradient dO = dY ⊙ σ(g) is what the main kernel differentiates.
