@@ -20,6 +20,7 @@
 #include "model/fused_attention.h"
 #include "sluice/attention.h"
 #include "sluice/config.h"
+#include "sluice/errors.h"
 #include "sluice/model.h"
 #include "sluice/trainer.h"
 #include "test_util.h"
@@ -319,7 +320,7 @@ class DocumentTrain : public ::testing::Test {
     prepare_shards(p);
     return p.out_dir;
   }
-  TrainSummary run(const std::string& name, const std::vector<std::string>& extra) const {
+  TrainSummary run(const std::string& name, const std::vector<std::string>& extra, int64_t stop_after = 0) const {
     std::vector<std::string> sets = {"data.train=" + data, "model.d_model=32", "model.n_layers=2",
                                      "model.n_heads=2", "model.n_kv_heads=1", "model.ffn_hidden=64",
                                      "data.seq_len=32", "train.micro_batch=8", "train.steps=12",
@@ -329,6 +330,7 @@ class DocumentTrain : public ::testing::Test {
     sets.insert(sets.end(), extra.begin(), extra.end());
     TrainOptions opts;
     opts.run_dir = dir.file(name);
+    opts.stop_after = stop_after;
     return train(load_config_text("{}", "test", sets), opts);
   }
 };
@@ -347,6 +349,27 @@ TEST_F(DocumentTrain, TrainsWithDocumentsRespected) {
   EXPECT_NE(on.final_val_loss, off.final_val_loss);
   // the resolved config records the key
   EXPECT_NE(testing::read_file(dir.file("on/config.yaml")).find("respect_documents: true"), std::string::npos);
+}
+
+// Segments are a pure function of the window, so a resumed run repeats the straight one bitwise;
+// resuming with the key changed is refused before anything is written.
+TEST_F(DocumentTrain, ResumeReproducesTheStraightRunAndTheKeyIsFixed) {
+  const std::vector<std::string> on = {"data.respect_documents=true"};
+  const TrainSummary straight = run("straight", on);
+  EXPECT_TRUE(run("resumed", on, /*stop_after=*/5).stopped_by_signal);
+  const TrainSummary resumed = run("resumed", on);
+  EXPECT_EQ(resumed.resumed_from_step, 5);
+  ASSERT_EQ(resumed.logged_losses.size(), 7u);
+  for (size_t i = 0; i < 7; ++i) EXPECT_EQ(resumed.logged_losses[i], straight.logged_losses[5 + i]) << "step " << 6 + i;
+  EXPECT_EQ(resumed.final_val_loss, straight.final_val_loss);
+
+  run("changed", on, /*stop_after=*/3);
+  try {
+    run("changed", {});
+    FAIL() << "resuming without data.respect_documents was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("data.respect_documents: true -> false"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
