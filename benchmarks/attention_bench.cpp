@@ -28,7 +28,9 @@
 #include <nlohmann/json.hpp>
 #include <optional>
 
+#include "model/coca.h"
 #include "model/fused_attention.h"
+#include "model/rope.h"
 #include "sluice/attention.h"
 #include "train/device.h"
 
@@ -91,6 +93,51 @@ Timing measure(const AttnFn& fn, const at::Tensor& q, const at::Tensor& k, const
       [&] {
         const at::Tensor out = fn(qg, kg, vg);
         torch::autograd::grad({out}, {qg, kg, vg}, {dout});
+      },
+      warmup, iters);
+  return t;
+}
+
+// The G1 gate (elementwise logits [B, T, H, D], as SelfAttention passes them): fused into the
+// kernel (fused_g1) and applied by ATen after the ungated kernel (fused+aten_g1). fwd+bwd
+// includes the gate's gradient.
+Timing measure_gated(const AttentionCore& core, bool in_kernel, const at::Tensor& q, const at::Tensor& k,
+                     const at::Tensor& v, const at::Tensor& logits, const at::Tensor& dout, double scale,
+                     int64_t warmup, int64_t iters) {
+  auto run = [&](const at::Tensor& a, const at::Tensor& b, const at::Tensor& c, const at::Tensor& g) {
+    return in_kernel ? core.forward_gated(a, b, c, {}, scale, g) : core.forward(a, b, c, {}, scale) * at::sigmoid(g);
+  };
+  Timing t;
+  {
+    at::NoGradGuard no_grad;
+    t.fwd_ms = time_ms([&] { run(q, k, v, logits); }, warmup, iters);
+  }
+  const at::Tensor qg = q.detach().requires_grad_(true), kg = k.detach().requires_grad_(true),
+                   vg = v.detach().requires_grad_(true), gg = logits.detach().requires_grad_(true);
+  t.fwd_bwd_ms = time_ms(
+      [&] { torch::autograd::grad({run(qg, kg, vg, gg)}, {qg, kg, vg, gg}, {dout}); }, warmup, iters);
+  return t;
+}
+
+// CoCA builds Q_eff and K_eff outside the kernel (src/model/coca.h): what fusing them into the
+// kernel's load stage could save at most is this elementwise prologue, timed here forward and
+// forward+backward (gradients into q and the magnitude projection).
+Timing measure_coca_prologue(const Shape& s, CocaMode mode, int64_t warmup, int64_t iters) {
+  const auto opts = at::TensorOptions(at::kCUDA).dtype(at::kBFloat16);
+  const at::Tensor q = at::randn({s.B, s.T, s.H, s.D}, opts);
+  const at::Tensor t_raw = at::randn({s.B, s.T, s.KV, s.D}, opts);
+  const RotaryTables tables = Rotary(s.D, 10000.0).tables(0, s.T, at::Device(at::kCUDA));
+  Timing t;
+  {
+    at::NoGradGuard no_grad;
+    t.fwd_ms = time_ms([&] { coca_query(q, tables, mode), coca_key(t_raw, tables, mode); }, warmup, iters);
+  }
+  const at::Tensor qg = q.detach().requires_grad_(true), tg = t_raw.detach().requires_grad_(true);
+  const at::Tensor dq_eff = at::randn({s.B, s.T, s.H, s.D}, opts), dk_eff = at::randn({s.B, s.T, s.KV, s.D}, opts);
+  t.fwd_bwd_ms = time_ms(
+      [&] {
+        const at::Tensor qe = coca_query(qg, tables, mode), ke = coca_key(tg, tables, mode);
+        torch::autograd::grad({qe, ke}, {qg, tg}, {dq_eff, dk_eff});
       },
       warmup, iters);
   return t;
@@ -186,6 +233,52 @@ int main(int argc, char** argv) {
         std::cout << fmt::format("{:<28} {:<11} unavailable: {}\n", shape_name, backend, what);
       }
       results.push_back(r);
+    }
+    {
+      const at::Tensor logits = at::randn({s.B, s.T, s.H, s.D}, opts).transpose(1, 2);
+      double fused_fwd = 0, fused_fb = 0;
+      for (const auto& r : results)
+        if (r["backend"] == "fused" && r["shape"]["seq"] == s.T && r["shape"]["batch"] == s.B && r.contains("fwd_ms"))
+          fused_fwd = r["fwd_ms"], fused_fb = r["fwd_bwd_ms"];
+      for (const bool in_kernel : {true, false}) {
+        const std::string name = in_kernel ? "fused_g1" : "fused+aten_g1";
+        const Timing t = measure_gated(*fused, in_kernel, q, k, v, logits, dout, scale, warmup, iters);
+        const double fwd_tf = fwd_flops / (t.fwd_ms * 1e-3) / 1e12;
+        const double fb_tf = 3.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
+        const double fb_tf25 = 2.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
+        const std::string note = fused_fwd > 0 ? fmt::format("{:+.1f}% / {:+.1f}% time vs ungated fused fwd / f+b",
+                                                             100 * (t.fwd_ms / fused_fwd - 1),
+                                                             100 * (t.fwd_bwd_ms / fused_fb - 1))
+                                               : "";
+        std::cout << fmt::format("{:<28} {:<11} {:>9.3f} {:>9.1f} {:>11.3f} {:>11.1f} {:>11.1f}  {}\n", shape_name,
+                                 name, t.fwd_ms, fwd_tf, t.fwd_bwd_ms, fb_tf, fb_tf25, note);
+        results.push_back({{"shape", {{"batch", s.B}, {"heads", s.H}, {"kv_heads", s.KV}, {"seq", s.T}, {"head_dim", s.D}}},
+                           {"backend", name},
+                           {"fwd_ms", t.fwd_ms},
+                           {"fwd_tflops", fwd_tf},
+                           {"fwd_bwd_ms", t.fwd_bwd_ms},
+                           {"fwd_bwd_tflops", fb_tf},
+                           {"fwd_bwd_tflops_2p5x", fb_tf25},
+                           {"note", "G1 elementwise sigmoid gate; " + note}});
+      }
+    }
+    for (const auto& [mode, mode_name] : {std::pair{CocaMode::Strict, "strict"}, std::pair{CocaMode::Slack, "slack"}}) {
+      const Timing t = measure_coca_prologue(s, mode, warmup, iters);
+      double fused_fwd = 0, fused_fb = 0;
+      for (const auto& r : results)
+        if (r["backend"] == "fused" && r["shape"]["seq"] == s.T && r["shape"]["batch"] == s.B && r.contains("fwd_ms"))
+          fused_fwd = r["fwd_ms"], fused_fb = r["fwd_bwd_ms"];
+      const std::string note =
+          fused_fwd > 0 ? fmt::format("{:.1f}% / {:.1f}% of fused attention fwd / f+b", 100 * t.fwd_ms / fused_fwd,
+                                      100 * t.fwd_bwd_ms / fused_fb)
+                        : "";
+      std::cout << fmt::format("{:<28} {:<11} {:>9.3f} {:>9} {:>11.3f} {:>11} {:>11}  {}\n", shape_name,
+                               std::string("coca_") + mode_name, t.fwd_ms, "-", t.fwd_bwd_ms, "-", "-", note);
+      results.push_back({{"shape", {{"batch", s.B}, {"heads", s.H}, {"kv_heads", s.KV}, {"seq", s.T}, {"head_dim", s.D}}},
+                         {"backend", std::string("coca_prologue_") + mode_name},
+                         {"fwd_ms", t.fwd_ms},
+                         {"fwd_bwd_ms", t.fwd_bwd_ms},
+                         {"note", "Q_eff/K_eff construction only (no attention)"}});
     }
     // A cheap guard against timing a wrong kernel: the outputs must agree to bf16 rounding.
     for (const std::string other : {"sdpa_flash", "sdpa_cudnn"}) {

@@ -10,6 +10,7 @@
 #include <cstdlib>
 #include <functional>
 #include <map>
+#include <memory>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -582,6 +583,135 @@ TEST(Observer, RecordsGateScoresOfTheSamePass) {
   }
   // the same pass: without an observer the logits are identical
   expect_close(model->forward(tokens), logits, 0.0, "observer changes nothing");
+}
+
+// --- the G1 gate inside the attention core (AttentionCore::forward_gated) ----------------------
+
+// Claims to fuse every G1 gate and applies it with AttentionCore's default (the ATen ops of the
+// unfused path), counting the calls: SelfAttention's fused path must give what its unfused path
+// gives, and be taken for exactly the gates a core may fuse.
+class GateClaimingCore final : public AttentionCore {
+ public:
+  at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+                     double scale) const override {
+    return inner_->forward(q, k, v, mask, scale);
+  }
+  bool fuses_output_gate(const at::Tensor&, const at::Tensor&, const at::Tensor&, const AttentionMask&) const override {
+    return true;
+  }
+  at::Tensor forward_gated(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+                           double scale, const at::Tensor& gate_logits) const override {
+    ++gated_calls;
+    logits_shape = gate_logits.sizes().vec();
+    return AttentionCore::forward_gated(q, k, v, mask, scale, gate_logits);
+  }
+  const char* name() const override { return "gate-claiming"; }
+
+  mutable int gated_calls = 0;
+  mutable std::vector<int64_t> logits_shape;
+
+ private:
+  std::shared_ptr<AttentionCore> inner_ = make_attention_core("math");
+};
+
+TEST(FusedGate, SelfAttentionHandsEligibleG1GatesToTheCore) {
+  struct GateCase {
+    const char* name;
+    std::function<void(ModelConfig&)> set;
+    bool fused;  // whether SelfAttention may hand the gate to the core
+    std::vector<int64_t> logits_shape;  // B = 2, H = 4, T = 7, D = 8
+  };
+  const std::vector<GateCase> cases = {
+      {"G1_elementwise", [](ModelConfig& m) { gate(m, "G1"); }, true, {2, 4, 7, 8}},
+      {"G1_headwise", [](ModelConfig& m) { gate(m, "G1"), m.attention.gate.granularity = "headwise"; }, true, {2, 4, 7, 1}},
+      {"G1_bias_fused_q_proj",
+       [](ModelConfig& m) { gate(m, "G1"), m.attention.gate.bias = true, m.attention.gate.fuse_q_proj = true; },
+       true,
+       {2, 4, 7, 8}},
+      {"G1_input_constant_headwise",
+       [](ModelConfig& m) {
+         gate(m, "G1"), m.attention.gate.input = "constant", m.attention.gate.granularity = "headwise";
+       },
+       true,
+       {1, 4, 1, 1}},
+      {"G1_window_qk_norm", [](ModelConfig& m) { gate(m, "G1"), m.attention.window = 3, m.qk_norm = true; }, true,
+       {2, 4, 7, 8}},
+      {"G1_head_shared", [](ModelConfig& m) { gate(m, "G1"), m.attention.gate.sharing = "head_shared"; }, false, {}},
+      {"G1_silu", [](ModelConfig& m) { gate(m, "G1"), m.attention.gate.activation = "silu"; }, false, {}},
+      {"G1_ns_sigmoid", [](ModelConfig& m) { gate(m, "G1"), m.attention.gate.activation = "ns_sigmoid"; }, false, {}},
+      {"G1_additive", [](ModelConfig& m) { gate(m, "G1"), m.attention.gate.form = "additive"; }, false, {}},
+      {"G1_input_self", [](ModelConfig& m) { gate(m, "G1"), m.attention.gate.input = "self"; }, false, {}},
+      {"G1_output_norm", [](ModelConfig& m) { gate(m, "G1"), m.attention.output_norm = true; }, false, {}},
+      {"G4", [](ModelConfig& m) { gate(m, "G4"); }, false, {}},
+      {"no_gate", [](ModelConfig&) {}, false, {}},
+  };
+  for (const GateCase& gc : cases) {
+    ModelConfig cfg = base_config();
+    gc.set(cfg);
+    at::manual_seed(18);
+    SelfAttention unfused(cfg, 0), fused(cfg, 0);
+    randomise(*unfused, 0.35);
+    copy_parameters(*unfused, *fused);
+    const auto core = std::make_shared<GateClaimingCore>();
+    fused->set_core(core);
+    const int64_t T = 7;
+    const at::Tensor x0 = at::randn({2, T, cfg.d_model}), dy = at::randn({2, T, cfg.d_model});
+    std::vector<at::Tensor> outs, xgrads;
+    for (SelfAttention* m : {&unfused, &fused}) {
+      at::Tensor x = x0.clone().requires_grad_(true);
+      const at::Tensor y = (*m)->forward(x, context_for(cfg, T));
+      (y * dy).sum().backward();
+      outs.push_back(y);
+      xgrads.push_back(x.grad());
+    }
+    EXPECT_EQ(core->gated_calls, gc.fused ? 1 : 0) << gc.name;
+    if (gc.fused) EXPECT_EQ(core->logits_shape, gc.logits_shape) << gc.name;
+    // The same ATen ops in the same order, on differently strided views: equal to rounding.
+    expect_close(outs[1], outs[0], 1e-6, std::string(gc.name) + " forward");
+    expect_close(xgrads[1], xgrads[0], 1e-6, std::string(gc.name) + " grad x");
+    const auto pu = unfused->named_parameters();
+    for (const auto& kv : fused->named_parameters())
+      expect_close(kv.value().grad(), pu[kv.key()].grad(), 1e-6, std::string(gc.name) + " grad " + kv.key());
+  }
+}
+
+// An observer sees O before the gate, which a fused core never materialises: with one attached
+// the gate stays outside the core and the observer gets both tensors.
+TEST(FusedGate, ObserverKeepsTheGateOutsideTheCore) {
+  ModelConfig cfg = base_config();
+  gate(cfg, "G1");
+  at::manual_seed(19);
+  SelfAttention attn(cfg, 0);
+  const auto core = std::make_shared<GateClaimingCore>();
+  attn->set_core(core);
+  const at::Tensor x = at::randn({2, 5, cfg.d_model});
+  Recorder rec;
+  const at::Tensor observed = attn->forward(x, context_for(cfg, 5, &rec));
+  EXPECT_EQ(core->gated_calls, 0);
+  ASSERT_EQ(rec.before.count(0), 1u);
+  expect_close(rec.after.at(0), rec.before.at(0) * rec.scores.at(0), 1e-6, "gated output");
+  const at::Tensor plain = attn->forward(x, context_for(cfg, 5));
+  EXPECT_EQ(core->gated_calls, 1);
+  expect_close(plain, observed, 1e-6, "observer changes nothing");
+}
+
+// On the CPU the `fused` core cannot run its kernels: it declines the gate, and forward_gated
+// (and fused_attention_with_lse with logits) still give the unfused result.
+TEST(FusedGate, FusedCoreOnCpuFallsBackToTheUnfusedGate) {
+  at::manual_seed(20);
+  const at::Tensor q = at::randn({2, 4, 6, 8}), k = at::randn({2, 2, 6, 8}), v = at::randn({2, 2, 6, 8});
+  const auto fused = make_attention_core("fused");
+  const auto sdpa = make_attention_core("sdpa");
+  AttentionMask mask;
+  mask.window = 4;
+  EXPECT_FALSE(fused->fuses_output_gate(q, k, v, mask));
+  for (int64_t W : {8, 1}) {
+    const at::Tensor g = at::randn({2, 6, 4, W}).transpose(1, 2);  // SelfAttention's layout
+    const at::Tensor expected = sdpa->forward(q, k, v, mask, 0.3) * at::sigmoid(g);
+    EXPECT_TRUE(at::equal(fused->forward_gated(q, k, v, mask, 0.3, g), expected)) << W;
+    const auto [out, lse] = fused_attention_with_lse(q, k, v, mask, 0.3, g);
+    expect_close(out, make_attention_core("math")->forward(q, k, v, mask, 0.3) * at::sigmoid(g), 1e-6, "with lse");
+  }
 }
 
 TEST(WindowPattern, EachLayerGetsItsWindowCyclically) {

@@ -33,6 +33,19 @@ class AttentionCore {
   virtual at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                              const AttentionMask& mask, double scale) const = 0;
   virtual const char* name() const = 0;
+
+  // The G1 output gate of gated attention, Y = O ⊙ σ(gate_logits): logits in the output's
+  // layout, broadcastable to [B, H, T, D] with last dimension D (elementwise) or 1 (headwise).
+  // A core that fuses the gate into its own kernels answers true for the inputs it can run;
+  // SelfAttention then calls forward_gated instead of gating O with extra passes.
+  virtual bool fuses_output_gate(const at::Tensor& /*q*/, const at::Tensor& /*k*/, const at::Tensor& /*v*/,
+                                 const AttentionMask& /*mask*/) const {
+    return false;
+  }
+  // forward(...) ⊙ σ(gate_logits), in the output's dtype. The default computes exactly that with
+  // ATen ops (src/model/attention_core.cpp), so it is correct for every core and every input.
+  virtual at::Tensor forward_gated(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                   const AttentionMask& mask, double scale, const at::Tensor& gate_logits) const;
 };
 
 // The factory: "math", "sdpa" or "fused" (src/model/fused_attention.h). Throws

@@ -4,15 +4,17 @@
 It mirrors kernels/flash/*.cuh at tile level: the same 64x64 tiles and tile ranges (causal,
 window, queries the last T of S keys), the online softmax in log2 units, P and dS rounded to the
 input type before the products, D_i from the rounded output, dK/dV summed over the GQA group,
-dQ accumulated in fp32. It does not model warps, shared memory or WMMA (so it cannot find
+dQ accumulated in fp32, and the fused G1 gate (gate.cuh, flash_bwd_preprocess.cuh): the output
+O ⊙ σ(g) rounded once, the backward from Y = O ⊙ σ(g) alone. It does not model warps, shared memory or WMMA (so it cannot find
 synchronisation or fragment-indexing bugs), only the arithmetic. It compares against an fp32
 reference with the bounds of tests/test_flash_attention.cpp and prints max |err|/bound (must
 stay below 1).
 
-    .venv/bin/python kernels/flash/emulate.py
+    .venv/bin/python kernels/flash/emulate.py [all|ungated|gated]
 """
 import itertools
 import math
+import sys
 
 import torch
 
@@ -34,7 +36,7 @@ def visible(q_idx, k_idx, T, S, w):
     return m
 
 
-def forward(q, k, v, w, scale, dt):
+def forward(q, k, v, w, scale, dt, g=None):
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
@@ -65,17 +67,26 @@ def forward(q, k, v, w, scale, dt):
                 p = torch.exp2(s - m_use[:, None])
                 l, m = l * alpha + p.sum(1), m_new
                 acc = acc * alpha[:, None] + rnd(p, dt) @ Vt
-            O[b, h, q0:q0 + n] = rnd(acc[:n] / l[:n, None], dt)
+            o = acc[:n] / l[:n, None]
+            if g is not None:
+                o = o * torch.sigmoid(g[b, h, q0:q0 + n])
+            O[b, h, q0:q0 + n] = rnd(o, dt)
             L[b, h, q0:q0 + n] = (m[:n] + torch.log2(l[:n])) * math.log(2)
     return O, L
 
 
-def backward(dO, q, k, v, O, L, w, scale, dt):
+def backward(dO, q, k, v, O, L, w, scale, dt, g=None):
+    """Gated: dO is dY and O is Y; the preprocess turns dY into the attention's dO."""
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
     sl2 = scale * LOG2E
     dsum = (dO * O).sum(-1)
+    dg = None
+    if g is not None:
+        c = torch.sigmoid(-g)
+        dg = rnd(dO * O * c if g.shape[-1] == D else dsum[..., None] * c, dt)
+        dO = rnd(dO * torch.sigmoid(g), dt)
     dQ, dK, dV = torch.zeros(B, T, H, D), torch.zeros(B, KV, S, D), torch.zeros(B, KV, S, D)
     for b, kv in itertools.product(range(B), range(KV)):
         for nb in range((S + BN - 1) // BN):
@@ -106,7 +117,7 @@ def backward(dO, q, k, v, O, L, w, scale, dt):
                     dQ[b, q0:q0 + n, h] += (ds @ Kt * scale)[:n]
             dK[b, kv, k0:k0 + nk] = rnd(dk[:nk] * scale, dt)
             dV[b, kv, k0:k0 + nk] = rnd(dv[:nk], dt)
-    return rnd(dQ.transpose(1, 2), dt), dK, dV
+    return rnd(dQ.transpose(1, 2), dt), dK, dV, dg
 
 
 def allowed(T, S, w):
@@ -117,26 +128,35 @@ def allowed(T, S, w):
     return a
 
 
-def check(B, H, KV, T, S, D, w, dt):
-    """max |err|/bound per quantity, bounds as in tests/test_flash_attention.cpp."""
+def check(B, H, KV, T, S, D, w, dt, gate=None):
+    """max |err|/bound per quantity, bounds as in tests/test_flash_attention.cpp. gate: None,
+    "elementwise" or "headwise" (G1 logits 2·N(0, 1): scores from near 0 to near 1)."""
     scale = 1 / math.sqrt(D)
     q, k, v = (rnd(torch.randn(*shape), dt) for shape in [(B, H, T, D), (B, KV, S, D), (B, KV, S, D)])
-    dO = rnd(torch.randn(B, H, T, D), dt)
-    O, L = forward(q, k, v, w, scale, dt)
-    dQ, dK, dV = backward(dO, q, k, v, O, L, w, scale, dt)
+    dY = rnd(torch.randn(B, H, T, D), dt)
+    g = None if gate is None else rnd(2 * torch.randn(B, H, T, D if gate == "elementwise" else 1), dt)
+    Y, L = forward(q, k, v, w, scale, dt, g)
+    dQ, dK, dV, dG = backward(dY, q, k, v, Y, L, w, scale, dt, g)
 
     G = H // KV
     qr, kr, vr = (x.clone().requires_grad_() for x in (q, k, v))
+    gr = None if g is None else g.clone().requires_grad_()
     K, V = kr.repeat_interleave(G, 1), vr.repeat_interleave(G, 1)
     s = ((qr @ K.transpose(-2, -1)) * scale).masked_fill(~allowed(T, S, w), -math.inf)
     P = torch.softmax(s, -1)
     out = P @ V
-    out.backward(dO)
+    y = out if gr is None else out * torch.sigmoid(gr)
+    y.backward(dY)
     u = 2**-8 if dt == torch.bfloat16 else 2**-11
     g32 = lambda n: n * 2**-24  # noqa: E731
     sg = lambda x: x.view(B, KV, G, S, D).sum(2)  # noqa: E731
     with torch.no_grad():
-        P, K, V, o = P.detach(), K.detach(), V.detach(), out.detach()
+        P, K, V, o, y = P.detach(), K.detach(), V.detach(), out.detach(), y.detach()
+        # Gated: the attention's dO = dY ⊙ σ(g), which the kernel rounds (u_do); fp32 sigmoid and
+        # products (r_g, a few ulps).
+        sig = torch.ones(()) if g is None else torch.sigmoid(g)
+        u_do, r_g = (0.0, 0.0) if g is None else (u, 8 * 2**-24)
+        dO = dY * sig
         Qa, Ka, Va, dOa = q.abs(), K.abs(), V.abs(), dO.abs()
         E = (2 * g32(D) * scale * (Qa @ Ka.transpose(-2, -1))).masked_fill(~allowed(T, S, w), 0).amax(-1, keepdim=True)
         lse = torch.logsumexp(s.detach(), -1)
@@ -144,21 +164,32 @@ def check(B, H, KV, T, S, D, w, dt):
         dP = dO @ V.transpose(-2, -1)
         Dref = (dO * o).sum(-1, keepdim=True)
         dS = P * (dP - Dref)
-        dD = (dO * (O - o)).sum(-1, keepdim=True).abs()
+        dD = (dY * (Y - y)).sum(-1, keepdim=True).abs()
+        dOV = dOa @ Va.transpose(-2, -1)
         e_ds = u * dS.abs() + P * dD + P * (2 * E * (dP - Dref).abs() + g32(D) * (
-            dOa @ Va.transpose(-2, -1) + (dOa * o.abs()).sum(-1, keepdim=True)))
+            dOV + (dOa * o.abs()).sum(-1, keepdim=True)) + u_do * dOV)
         nq = T * G
         bounds = {
-            "out": 2 * (u * pv + u * o.abs() + (2 * E + g32(S)) * pv) + 1e-6,
+            "out": 2 * (sig * (u * pv + (2 * E + g32(S)) * pv) + (u + r_g) * y.abs()) + 1e-6,
             "lse": 2 * (E.squeeze(-1) + g32(S) + 2**-24 * lse.abs()),
-            "dv": 2 * (u * sg(P.transpose(-2, -1) @ dOa) + u * vr.grad.abs() +
+            "dv": 2 * ((u + u_do) * sg(P.transpose(-2, -1) @ dOa) + u * vr.grad.abs() +
                        sg(((2 * E + g32(nq)) * P).transpose(-2, -1) @ dOa)) + 1e-6,
             "dk": 2 * (scale * sg(e_ds.transpose(-2, -1) @ Qa) + u * kr.grad.abs() +
                        g32(nq) * scale * sg(dS.abs().transpose(-2, -1) @ Qa)) + 1e-6,
             "dq": 2 * (scale * (e_ds @ Ka) + u * qr.grad.abs() + g32(S) * scale * (dS.abs() @ Ka)) + 1e-6,
         }
-        got = {"out": (O, o), "lse": (L, lse), "dv": (dV, vr.grad), "dk": (dK, kr.grad), "dq": (dQ, qr.grad)}
-        return {name: ((g - r).abs() / bounds[name]).max().item() for name, (g, r) in got.items()}
+        got = {"out": (Y, y), "lse": (L, lse), "dv": (dV, vr.grad), "dk": (dK, kr.grad), "dq": (dQ, qr.grad)}
+        if g is not None:
+            # dg = dY ⊙ Y ⊙ σ(-g): the kernel's Y error times |dY|·σ(-g); headwise the same
+            # through D_i = Σ_d dY·Y (its fp32 sum too). Then one rounding.
+            c = torch.sigmoid(-g)
+            if g.shape[-1] == D:
+                e_y = (dY * (Y - y)).abs()
+            else:
+                e_y = dD + g32(D) * (dY * y).abs().sum(-1, keepdim=True)
+            bounds["dg"] = 2 * (c * e_y + (u + r_g) * gr.grad.abs()) + 1e-6
+            got["dg"] = (dG, gr.grad)
+        return {name: ((gt - r).abs() / bounds[name]).max().item() for name, (gt, r) in got.items()}
 
 
 def main():
@@ -166,12 +197,21 @@ def main():
     cases = [(1, 8, 8, 1, 1, 64, 0), (3, 8, 2, 17, 17, 64, 37), (1, 8, 1, 128, 128, 128, 0),
              (1, 8, 2, 200, 200, 64, 37), (2, 4, 1, 300, 300, 128, 200), (1, 8, 2, 150, 1000, 64, 37),
              (1, 4, 4, 1, 77, 64, 0), (1, 8, 1, 5, 77, 128, 9), (1, 4, 1, 1000, 1000, 128, 0)]
-    worst = 0.0
+    gated_cases = [(2, 8, 2, 17, 17, 64, 0), (1, 8, 2, 17, 17, 128, 37), (1, 8, 2, 300, 300, 64, 37),
+                   (1, 4, 1, 1000, 1000, 128, 0), (1, 8, 2, 17, 1000, 64, 37)]
+    only = sys.argv[1] if len(sys.argv) > 1 else "all"  # all | ungated | gated
+    runs = []
     for dt in (torch.bfloat16, torch.float16):
-        for c in cases:
-            r = check(*c, dt)
-            worst = max(worst, *r.values())
-            print(f"{str(dt):15} B,H,KV,T,S,D,w={c}: " + " ".join(f"{k} {x:.3f}" for k, x in r.items()), flush=True)
+        if only != "gated":
+            runs += [(c, dt, None) for c in cases]
+        if only != "ungated":
+            runs += [(c, dt, gate) for c in gated_cases for gate in ("elementwise", "headwise")]
+    worst = 0.0
+    for c, dt, gate in runs:
+        r = check(*c, dt, gate)
+        worst = max(worst, *r.values())
+        print(f"{str(dt):15} {gate or 'ungated':11} B,H,KV,T,S,D,w={c}: " + " ".join(f"{k} {x:.3f}" for k, x in r.items()),
+              flush=True)
     print(f"worst |err|/bound: {worst:.3f} ({'ok' if worst < 1 else 'FAIL'})")
 
 

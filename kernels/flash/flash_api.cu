@@ -52,6 +52,52 @@ void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, in
   TORCH_CHECK(flash_device_supported(q.device()), "flash attention: needs compute capability 8.0 or newer");
 }
 
+// G1 gate logits: q's device and dtype, [B, H, T, D] or [B, H, T, 1] (D is 64 or 128, never 1).
+void check_gate(const at::Tensor& gate, const at::Tensor& q) {
+  TORCH_CHECK(gate.device() == q.device(), "flash attention: the gate logits must be on q's device ", q.device(),
+              ", got ", gate.device());
+  TORCH_CHECK(gate.scalar_type() == q.scalar_type(), "flash attention: the gate logits must have q's dtype ",
+              q.scalar_type(), ", got ", gate.scalar_type());
+  TORCH_CHECK(gate.dim() == 4 && gate.size(0) == q.size(0) && gate.size(1) == q.size(1) && gate.size(2) == q.size(2) &&
+                  (gate.size(3) == q.size(3) || gate.size(3) == 1),
+              "flash attention: the gate logits must be [B, H, T, D] (elementwise) or [B, H, T, 1] (headwise) for q ",
+              q.sizes(), ", got ", gate.sizes());
+}
+
+// An elementwise gate is read 16 bytes at a time like q (kernel_ready; stride-0 broadcasts
+// qualify); a headwise one element at a time.
+at::Tensor gate_ready(const at::Tensor& g) {
+  if (g.size(3) == 1) return g;
+  return kernel_ready(g) ? g : g.contiguous();
+}
+
+void fill_gate(FwdParams& p, const at::Tensor& gate) {
+  if (!gate.defined()) return;
+  p.gate = gate.data_ptr();
+  p.gate_batch_stride = gate.stride(0), p.gate_head_stride = gate.stride(1), p.gate_row_stride = gate.stride(2);
+  p.gate_headwise = gate.size(3) == 1;
+}
+
+void check_docs(const FlashDocuments& docs, const at::Tensor& q, const at::Tensor& k) {
+  if (!docs.defined()) return;
+  TORCH_CHECK(q.size(2) == k.size(2), "flash attention: document masking needs as many queries as keys, got ",
+              q.size(2), " and ", k.size(2));
+  for (const at::Tensor* t : {&docs.start, &docs.end}) {
+    TORCH_CHECK(t->defined() && t->device() == q.device() && t->scalar_type() == at::kInt && t->dim() == 2 &&
+                    t->size(0) == q.size(0) && t->size(1) == q.size(2) && t->stride(1) == 1,
+                "flash attention: document bounds must be int32 [B, T] = [", q.size(0), ", ", q.size(2),
+                "] on q's device with contiguous rows");
+  }
+  TORCH_CHECK(docs.start.stride(0) == docs.end.stride(0), "flash attention: document start and end need one row stride");
+}
+
+void fill_docs(FwdParams& p, const FlashDocuments& docs) {
+  if (!docs.defined()) return;
+  p.doc_start = docs.start.data_ptr<int>();
+  p.doc_end = docs.end.data_ptr<int>();
+  p.doc_batch_stride = docs.start.stride(0);
+}
+
 void fill_fwd(FwdParams& p, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
               const at::Tensor& lse, int64_t window, double scale) {
   p.q = q.data_ptr();
@@ -100,25 +146,33 @@ bool flash_device_supported(const at::Device& device) {
 }
 
 std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q_in, const at::Tensor& k_in,
-                                                 const at::Tensor& v_in, int64_t window, double scale) {
+                                                 const at::Tensor& v_in, int64_t window, double scale,
+                                                 const at::Tensor& gate_in, const FlashDocuments& docs) {
   check_qkv(q_in, k_in, v_in, window);
+  check_docs(docs, q_in, k_in);
+  if (gate_in.defined()) check_gate(gate_in, q_in);
   const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = ready(q_in), k = ready(k_in), v = ready(v_in);
+  const at::Tensor gate = gate_in.defined() ? gate_ready(gate_in) : at::Tensor();
   const int64_t B = q.size(0), H = q.size(1), T = q.size(2), D = q.size(3);
   at::Tensor out = empty_bthd(B, H, T, D, q.options());
   at::Tensor lse = at::empty({B, H, T}, q.options().dtype(at::kFloat));
   if (out.numel() == 0) return {out, lse};
   FwdParams p{};
   fill_fwd(p, q, k, v, out, lse, window, scale);
+  fill_gate(p, gate);
+  fill_docs(p, docs);
   run_fwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
   return {out, lse};
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_backward(const at::Tensor& dout_in, const at::Tensor& q_in,
-                                                              const at::Tensor& k_in, const at::Tensor& v_in,
-                                                              const at::Tensor& out_in, const at::Tensor& lse,
-                                                              int64_t window, double scale) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
+    const at::Tensor& dout_in, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+    const at::Tensor& out_in, const at::Tensor& lse, int64_t window, double scale, const at::Tensor& gate_in,
+    const FlashDocuments& docs) {
   check_qkv(q_in, k_in, v_in, window);
+  check_docs(docs, q_in, k_in);
+  if (gate_in.defined()) check_gate(gate_in, q_in);
   TORCH_CHECK(dout_in.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(),
               "flash attention backward: dout and out must be shaped like q ", q_in.sizes());
   TORCH_CHECK(dout_in.scalar_type() == q_in.scalar_type() && out_in.scalar_type() == q_in.scalar_type(),
@@ -131,13 +185,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_backward(const at::Tensor& 
               "flash attention backward: lse must be contiguous fp32 [B, H, T]");
   const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = ready(q_in), k = ready(k_in), v = ready(v_in), out = ready(out_in), dout = ready(dout_in);
+  const at::Tensor gate = gate_in.defined() ? gate_ready(gate_in) : at::Tensor();
 
   at::Tensor dq = empty_bthd(B, H, T, D, q.options());
   at::Tensor dk = empty_bthd(B, KV, S, D, q.options());
   at::Tensor dv = empty_bthd(B, KV, S, D, q.options());
+  // Shaped like the gate, stored [B, T, H, W] like the logits SelfAttention passes.
+  at::Tensor dgate = gate.defined() ? empty_bthd(B, H, T, gate.size(3), q.options()) : at::Tensor();
   if (B == 0 || H == 0 || T == 0 || S == 0) {
     dq.zero_(), dk.zero_(), dv.zero_();
-    return {dq, dk, dv};
+    if (dgate.defined()) dgate.zero_();
+    return {dq, dk, dv, dgate};
   }
   const at::Tensor dq_accum = at::zeros({B, T, H, D}, q.options().dtype(at::kFloat));
   const at::Tensor dsum = at::empty({B, H, T}, q.options().dtype(at::kFloat));
@@ -152,9 +210,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_backward(const at::Tensor& 
   p.dv = dv.data_ptr();
   p.dk_batch_stride = dk.stride(0), p.dk_head_stride = dk.stride(1), p.dk_row_stride = dk.stride(2);
   p.dv_batch_stride = dv.stride(0), p.dv_head_stride = dv.stride(1), p.dv_row_stride = dv.stride(2);
+  at::Tensor dout_attn;  // gated: dY ⊙ σ(g), the attention's own dO
+  if (gate.defined()) {
+    fill_gate(p, gate);
+    dout_attn = empty_bthd(B, H, T, D, q.options());
+    p.dout_attn = dout_attn.data_ptr();
+    p.doa_batch_stride = dout_attn.stride(0), p.doa_head_stride = dout_attn.stride(1),
+    p.doa_row_stride = dout_attn.stride(2);
+    p.dgate = dgate.data_ptr();
+    p.dgate_batch_stride = dgate.stride(0), p.dgate_head_stride = dgate.stride(1),
+    p.dgate_row_stride = dgate.stride(2);
+  }
+  fill_docs(p, docs);
   run_bwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
   dq.copy_(dq_accum.transpose(1, 2));  // same memory order: one pass, fp32 -> q's dtype
-  return {dq, dk, dv};
+  return {dq, dk, dv, dgate};
 }
 
 }  // namespace sluice::kernels

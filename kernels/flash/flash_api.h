@@ -17,14 +17,27 @@ bool flash_device_supported(const at::Device& device);
 // [B, H, T, D] in q's dtype (stored as [B, T, H, D], so out.transpose(1, 2) is contiguous) and
 // lse fp32 [B, H, T], the natural log of Σ_j exp(scale·q·k_j) over the visible keys.
 // bf16/fp16, head dim 64 or 128.
+// `gate` (optional; undefined: ungated) applies the G1 output gate of gated attention in the
+// kernel's epilogue: out = O ⊙ σ(gate), one rounding. Logits in q's dtype and layout,
+// [B, H, T, D] (elementwise) or [B, H, T, 1] (headwise), any strides (zero ones from expand
+// too). lse stays that of the ungated attention.
+// `docs` (optional; T == S only): documents packed in each row, int32 [B, T] `start` (first
+// position of each position's document) and `end` (one past its last); query i then sees key
+// j only if j >= start[i]. Both nondecreasing along T (document_bounds, sluice/attention.h).
+struct FlashDocuments {
+  at::Tensor start, end;
+  bool defined() const { return start.defined(); }
+};
 std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                                 int64_t window, double scale);
+                                                 int64_t window, double scale, const at::Tensor& gate = {},
+                                                 const FlashDocuments& docs = {});
 
-// (dq, dk, dv) for the gradient dout of flash_forward's out; out and lse as it returned them.
-// dq is not bitwise deterministic (fp32 atomics); dk and dv are.
-std::tuple<at::Tensor, at::Tensor, at::Tensor> flash_backward(const at::Tensor& dout, const at::Tensor& q,
-                                                              const at::Tensor& k, const at::Tensor& v,
-                                                              const at::Tensor& out, const at::Tensor& lse,
-                                                              int64_t window, double scale);
+// (dq, dk, dv, dgate) for the gradient dout of flash_forward's out; out, lse and gate as it took
+// and returned them (gated: out is the gated Y, the only output saved). dgate is shaped like
+// gate, undefined when ungated. dq is not bitwise deterministic (fp32 atomics); dk, dv and dgate are.
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
+    const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
+    const at::Tensor& lse, int64_t window, double scale, const at::Tensor& gate = {},
+    const FlashDocuments& docs = {});
 
 }  // namespace sluice::kernels

@@ -1,6 +1,7 @@
 // FlashAttention-2-style backward (Dao 2023, Algorithm 2) on mma.sync tensor cores.
 //
-// 1. flash_bwd_dsum_kernel: D_i = rowsum(dO_i ⊙ O_i) in fp32, one warp per row.
+// 1. flash_bwd_preprocess_kernel (flash_bwd_preprocess.cuh): D_i = rowsum(dO_i ⊙ O_i) in fp32, one
+//    warp per row; with the fused G1 gate also dO = dY ⊙ σ(g) and the gate's gradient.
 // 2. flash_bwd_kernel, grid (ceil(S / kBlockN), KV, B): a block owns kBlockN keys of one
 //    (batch, kv head), K and V in shared memory. For each query head of the GQA group and each
 //    query tile that can see these keys (Q, dO double-buffered with cp.async) it recomputes
@@ -26,25 +27,6 @@
 
 namespace sluice::flash {
 
-// D_i for rows (b, h, t), row index ((b·H + h)·T + t); one warp per row, lanes along D.
-template <typename E, int kHeadDim>
-__global__ void flash_bwd_dsum_kernel(const BwdParams p) {
-  const int64_t row = static_cast<int64_t>(blockIdx.x) * (blockDim.x / 32) + threadIdx.x / 32;
-  const int lane = threadIdx.x % 32;
-  const int64_t n_rows = static_cast<int64_t>(p.batch) * p.heads * p.seqlen_q;
-  if (row >= n_rows) return;
-  const int t = static_cast<int>(row % p.seqlen_q);
-  const int h = static_cast<int>((row / p.seqlen_q) % p.heads);
-  const int b = static_cast<int>(row / (static_cast<int64_t>(p.seqlen_q) * p.heads));
-  const E* o = static_cast<const E*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride + t * p.o_row_stride;
-  const E* d = static_cast<const E*>(p.dout) + b * p.do_batch_stride + h * p.do_head_stride + t * p.do_row_stride;
-  float acc = 0.f;
-  for (int c = lane; c < kHeadDim; c += 32) acc += to_float(o[c]) * to_float(d[c]);
-#pragma unroll
-  for (int s = 16; s > 0; s /= 2) acc += __shfl_xor_sync(0xffffffffu, acc, s);
-  if (lane == 0) p.dsum[row] = acc;
-}
-
 // dq[0..1] += (x, y): one vector reduction on sm_90, two scalar ones before.
 __device__ __forceinline__ void atomic_add2(float* dq, float x, float y) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
@@ -55,7 +37,8 @@ __device__ __forceinline__ void atomic_add2(float* dq, float x, float y) {
 #endif
 }
 
-template <typename Traits>
+// kDocs: documents packed in rows (params.h doc_start/doc_end), a template flag.
+template <typename Traits, bool kDocs>
 __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 mma.sync and cp.async need sm_80; the host API never launches below it
@@ -99,7 +82,11 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
   // position < last key + window.
   const int k_last = min(k0 + kBlockN, S) - 1;
   const int q_begin = max(0, k0 - offset);
-  const int q_end = p.window > 0 ? min(T, k_last + p.window - offset) : T;
+  int q_end = p.window > 0 ? min(T, k_last + p.window - offset) : T;
+  const int* doc_start = kDocs ? p.doc_start + b * p.doc_batch_stride : nullptr;
+  if constexpr (kDocs) {
+    if (k0 < S) q_end = min(q_end, p.doc_end[b * p.doc_batch_stride + k_last]);  // ends never decrease
+  }
   const int m_begin = q_begin / kBlockM;
   const int m_count = q_end > q_begin ? (q_end + kBlockM - 1) / kBlockM - m_begin : 0;
   const int n_iters = m_count * group;  // (head, query tile) pairs, head-major
@@ -157,6 +144,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
 
     // This thread's rows of S: L·log2 e (+inf past the end: P = 0 there) and D.
     float lse2[kSdpMT][2], dsum[kSdpMT][2];
+    int row_lo[kSdpMT][2];  // kDocs: first visible key of the row
+    int thread_lo = 0;
     const int64_t row_base = (static_cast<int64_t>(b) * p.heads + h) * T;
 #pragma unroll
     for (int mt = 0; mt < kSdpMT; ++mt)
@@ -165,6 +154,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
         const int qi = q0 + sdp_row0 + mt * 16 + g + 8 * half;
         lse2[mt][half] = qi < T ? p.lse[row_base + qi] * 1.4426950408889634f : INFINITY;
         dsum[mt][half] = qi < T ? p.dsum[row_base + qi] : 0.f;
+        row_lo[mt][half] = kDocs && qi < T ? doc_start[qi] : 0;
+        thread_lo = max(thread_lo, row_lo[mt][half]);
       }
 
     cp_async_wait<0>();
@@ -205,8 +196,9 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
     // P and dS, rounded to E, into shared memory.
     const int qpos_first = offset + q0 + sdp_row0;
     const int key_first = k0 + sdp_col0;
-    const bool need_mask = key_first + kBlockN / 4 > S || key_first + kBlockN / 4 - 1 > qpos_first ||
-                           (p.window > 0 && qpos_first + kBlockM / 2 - 1 - key_first >= p.window);
+    bool need_mask = key_first + kBlockN / 4 > S || key_first + kBlockN / 4 - 1 > qpos_first ||
+                     (p.window > 0 && qpos_first + kBlockM / 2 - 1 - key_first >= p.window);
+    if constexpr (kDocs) need_mask = need_mask || __any_sync(0xffffffffu, key_first < thread_lo);
 #pragma unroll
     for (int mt = 0; mt < kSdpMT; ++mt)
 #pragma unroll
@@ -215,11 +207,13 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
 #pragma unroll
         for (int r = 0; r < 4; ++r) {
           const int half = r / 2;
-          pv[r] = exp2f(fmaf(s[mt][nt][r], p.scale_log2, -lse2[mt][half]));
+          pv[r] = fast_exp2(fmaf(s[mt][nt][r], p.scale_log2, -lse2[mt][half]));
           if (need_mask) {
             const int qpos = qpos_first + mt * 16 + g + 8 * half;
             const int key = key_first + nt * 8 + 2 * t + (r & 1);
-            if (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window)) pv[r] = 0.f;
+            if (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window) ||
+                (kDocs && key < row_lo[mt][half]))
+              pv[r] = 0.f;
           }
           ds[r] = pv[r] * (dp[mt][nt][r] - dsum[mt][half]);
         }

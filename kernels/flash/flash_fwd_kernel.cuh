@@ -16,6 +16,7 @@
 #pragma once
 #include <cmath>
 
+#include "flash/gate.cuh"
 #include "flash/mma.cuh"
 #include "flash/params.h"
 #include "flash/traits.h"
@@ -23,7 +24,9 @@
 
 namespace sluice::flash {
 
-template <typename Traits>
+// kDocs: documents packed in rows (params.h doc_start); kGated: the G1 output gate in the
+// epilogue (params.h gate). Template flags, so the plain kernel pays nothing.
+template <typename Traits, bool kDocs, bool kGated>
 __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 mma.sync and cp.async need sm_80; the host API never launches below it
@@ -66,7 +69,9 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   // row's own position.
   const int q_last = min(q0 + kBlockM, T) - 1;
   const int key_end = min(S, offset + q_last + 1);
-  const int key_begin = p.window > 0 ? max(0, offset + q0 - p.window + 1) : 0;
+  int key_begin = p.window > 0 ? max(0, offset + q0 - p.window + 1) : 0;
+  const int* doc_start = kDocs ? p.doc_start + b * p.doc_batch_stride : nullptr;
+  if constexpr (kDocs) key_begin = max(key_begin, doc_start[q0]);  // rows' starts never decrease
   const int n_begin = key_begin / kBlockN;
   const int n_end = (key_end + kBlockN - 1) / kBlockN;
 
@@ -88,6 +93,15 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   for (int i = 0; i < 2 * kMT; ++i) row_max[i] = -INFINITY, row_sum[i] = 0.f;
 
   const int warp_row0 = q0 + warp * kWarpM;  // first query index of this warp
+  // kDocs: the first key each of this thread's rows may see (0 for padding rows).
+  int row_lo[2 * kMT];
+  int thread_lo = 0;
+#pragma unroll
+  for (int i = 0; i < 2 * kMT; ++i) {
+    const int qi = warp_row0 + (i / 2) * 16 + g + (i % 2) * 8;
+    row_lo[i] = kDocs && qi < T ? doc_start[qi] : 0;
+    thread_lo = max(thread_lo, row_lo[i]);
+  }
   // ldmatrix lane addressing (see mma.cuh): A tiles row-major, B tiles of Kᵀ and V.
   // Byte addresses in the shared window; E is 2 bytes.
   const uint32_t aQ = smem_addr(sQ + (warp * kWarpM + lane % 16) * kPitch + (lane / 16) * 8);
@@ -129,8 +143,9 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
     // right of the diagonal, or left of the window.
     const int qpos_first = offset + warp_row0;
     const int qpos_last = offset + warp_row0 + kWarpM - 1;
-    const bool need_mask = k0 + kBlockN > S || k0 + kBlockN - 1 > qpos_first ||
-                           (p.window > 0 && qpos_last - k0 >= p.window);
+    bool need_mask = k0 + kBlockN > S || k0 + kBlockN - 1 > qpos_first ||
+                     (p.window > 0 && qpos_last - k0 >= p.window);
+    if constexpr (kDocs) need_mask = need_mask || __any_sync(0xffffffffu, k0 < thread_lo);
     if (need_mask) {
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
@@ -140,7 +155,9 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
           for (int r = 0; r < 4; ++r) {
             const int qpos = qpos_first + mt * 16 + g + (r >= 2 ? 8 : 0);
             const int key = k0 + nt * 8 + 2 * t + (r & 1);
-            if (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window)) s[mt][nt][r] = -INFINITY;
+            if (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window) ||
+                (kDocs && key < row_lo[2 * mt + r / 2]))
+              s[mt][nt][r] = -INFINITY;
           }
     }
 
@@ -158,13 +175,13 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
         // A row with no visible key so far keeps m = -inf; scaling by 0 instead keeps
         // exp2(-inf - m) = 0 rather than NaN.
         const float m_scaled = mx == -INFINITY ? 0.f : mx * p.scale_log2;
-        const float alpha = exp2f(row_max[i] * p.scale_log2 - m_scaled);
+        const float alpha = fast_exp2(row_max[i] * p.scale_log2 - m_scaled);
         row_max[i] = mx;
         float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) {
-          const float e0 = exp2f(fmaf(s[mt][nt][2 * half], p.scale_log2, -m_scaled));
-          const float e1 = exp2f(fmaf(s[mt][nt][2 * half + 1], p.scale_log2, -m_scaled));
+          const float e0 = fast_exp2(fmaf(s[mt][nt][2 * half], p.scale_log2, -m_scaled));
+          const float e1 = fast_exp2(fmaf(s[mt][nt][2 * half + 1], p.scale_log2, -m_scaled));
           s[mt][nt][2 * half] = e0, s[mt][nt][2 * half + 1] = e1;
           sum += e0 + e1;
         }
@@ -221,19 +238,51 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   }
   // Stage this warp's rows in its own rows of sQ (no other warp reads them), then store 16
   // bytes per lane along the rows.
+  // kGated (G1): each element is scaled by σ(g) before its one rounding (gate.cuh). An
+  // elementwise gate's logits are first staged, 16 bytes per lane, in the very slots the
+  // output then overwrites (each thread reads exactly the slots it writes); headwise logits
+  // are one per row. Rows past T are never stored, so their logits are not read.
   E* sOw = sQ + warp * kWarpM * kPitch;
+  constexpr int kChunks = D / 8;
+  float row_gate[2 * kMT];
+#pragma unroll
+  for (int i = 0; i < 2 * kMT; ++i) {
+    const int qi = warp_row0 + (i / 2) * 16 + g + (i % 2) * 8;
+    row_gate[i] = kGated && p.gate_headwise && qi < T ? gate_sigmoid<E>(p, b, h, qi, 0) : 1.f;
+  }
+  const bool elementwise_gate = kGated && !p.gate_headwise;
+  if (elementwise_gate) {
+    const E* gg = static_cast<const E*>(p.gate) + b * p.gate_batch_stride + h * p.gate_head_stride;
+#pragma unroll
+    for (int i = lane; i < kWarpM * kChunks; i += 32) {
+      const int r = i / kChunks;
+      const int c = (i % kChunks) * 8;
+      const int qi = warp_row0 + r;
+      uint4 val = make_uint4(0u, 0u, 0u, 0u);
+      if (qi < T) val = *reinterpret_cast<const uint4*>(gg + static_cast<int64_t>(qi) * p.gate_row_stride + c);
+      *reinterpret_cast<uint4*>(sOw + r * kPitch + c) = val;
+    }
+    __syncwarp();
+  }
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
     for (int dt = 0; dt < kDT; ++dt) {
       const int c = dt * 8 + 2 * t;
-      *reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g) * kPitch + c) =
-          pack2<E>(acc_o[mt][dt][0] * inv_l[2 * mt], acc_o[mt][dt][1] * inv_l[2 * mt]);
-      *reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g + 8) * kPitch + c) =
-          pack2<E>(acc_o[mt][dt][2] * inv_l[2 * mt + 1], acc_o[mt][dt][3] * inv_l[2 * mt + 1]);
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int i = 2 * mt + half;
+        uint32_t* slot = reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g + 8 * half) * kPitch + c);
+        float y0 = acc_o[mt][dt][2 * half] * inv_l[i] * row_gate[i];
+        float y1 = acc_o[mt][dt][2 * half + 1] * inv_l[i] * row_gate[i];
+        if (elementwise_gate) {
+          const float2 logit = unpack2<E>(*slot);
+          y0 *= sigmoid(logit.x), y1 *= sigmoid(logit.y);
+        }
+        *slot = pack2<E>(y0, y1);
+      }
     }
   __syncwarp();
-  constexpr int kChunks = D / 8;
 #pragma unroll
   for (int i = lane; i < kWarpM * kChunks; i += 32) {
     const int r = i / kChunks;

@@ -3,6 +3,7 @@
 #include <c10/cuda/CUDAException.h>
 
 #include "flash/flash_bwd_kernel.cuh"
+#include "flash/flash_bwd_preprocess.cuh"
 #include "flash/flash_fwd_kernel.cuh"
 #include "flash/launch.h"
 #include "flash/traits.h"
@@ -11,7 +12,9 @@ namespace sluice::flash {
 
 template <typename Traits>
 void launch_fwd(const FwdParams& p, cudaStream_t stream) {
-  auto kernel = &flash_fwd_kernel<Traits>;
+  const bool docs = p.doc_start != nullptr, gated = p.gate != nullptr;
+  auto kernel = docs ? (gated ? &flash_fwd_kernel<Traits, true, true> : &flash_fwd_kernel<Traits, true, false>)
+                     : (gated ? &flash_fwd_kernel<Traits, false, true> : &flash_fwd_kernel<Traits, false, false>);
   // More than the default 48 KiB of dynamic shared memory must be opted into per kernel.
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   const dim3 grid((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads, p.batch);
@@ -24,15 +27,23 @@ void launch_bwd(const BwdParams& p, cudaStream_t stream) {
   using E = typename Traits::Element;
   constexpr int kRowsPerBlock = 8;  // one warp per row
   const int64_t n_rows = static_cast<int64_t>(p.batch) * p.heads * p.seqlen_q;
-  flash_bwd_dsum_kernel<E, Traits::kHeadDim>
-      <<<static_cast<unsigned>((n_rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * 32, 0, stream>>>(
-          p);
+  const bool gated = p.gate != nullptr;
+  auto preprocess = gated ? &flash_bwd_preprocess_kernel<E, Traits::kHeadDim, true>
+                          : &flash_bwd_preprocess_kernel<E, Traits::kHeadDim, false>;
+  preprocess<<<static_cast<unsigned>((n_rows + kRowsPerBlock - 1) / kRowsPerBlock), kRowsPerBlock * 32, 0, stream>>>(
+      p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
-  auto kernel = &flash_bwd_kernel<Traits>;
+  // Gated: the attention's own gradient dO = dY ⊙ σ(g) is what the main kernel differentiates.
+  BwdParams pm = p;
+  if (gated) {
+    pm.dout = p.dout_attn;
+    pm.do_batch_stride = p.doa_batch_stride, pm.do_head_stride = p.doa_head_stride, pm.do_row_stride = p.doa_row_stride;
+  }
+  auto kernel = p.doc_start != nullptr ? &flash_bwd_kernel<Traits, true> : &flash_bwd_kernel<Traits, false>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   const dim3 grid((p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, p.kv_heads, p.batch);
-  kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(p);
+  kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(pm);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

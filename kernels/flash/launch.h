@@ -14,7 +14,8 @@ namespace sluice::flash {
 template <int kHeadDim, typename Element>
 void run_flash_fwd(const FwdParams& params, cudaStream_t stream);
 
-// Fills params.dsum, then runs the key-tile kernel; params.dq_accum must be zeroed.
+// Fills params.dsum (and, gated, dout_attn and dgate), then runs the key-tile kernel;
+// params.dq_accum must be zeroed.
 template <int kHeadDim, typename Element>
 void run_flash_bwd(const BwdParams& params, cudaStream_t stream);
 

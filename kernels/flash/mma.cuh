@@ -72,6 +72,14 @@ __device__ __forceinline__ float2 unpack2(uint32_t x) {
   }
 }
 
+// 2^x with the MUFU unit and denormal results flushed to zero: what exp2f becomes under
+// --use_fast_math (flash-attention's build), without making the whole file fast-math.
+__device__ __forceinline__ float fast_exp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+
 // 16 bytes global -> shared without registers; `valid` false zero-fills (no global read).
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),

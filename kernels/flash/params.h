@@ -22,17 +22,34 @@ struct FwdParams {
   int window;                  // 0: full causal; w > 0: query at position p sees keys p-w+1..p
   float scale;                 // multiplies q·k
   float scale_log2;            // scale·log2(e): the kernels exponentiate with exp2
+  // Documents packed in a row (T == S only): query i sees key j only if j >= doc_start[i];
+  // doc_end[j] (one past the last position of key j's document) bounds the backward's query
+  // walk. int32 [B, T] with row stride doc_batch_stride; null: one document per row.
+  const int* doc_start = nullptr;
+  const int* doc_end = nullptr;
+  int64_t doc_batch_stride = 0;
+  // The G1 output gate (gate.cuh): o = softmax(q·kᵀ)·v ⊙ σ(gate); lse stays the ungated one.
+  const void* gate = nullptr;  // G1 logits in q's dtype; null: ungated
+  int64_t gate_batch_stride = 0, gate_row_stride = 0, gate_head_stride = 0;  // elements; headwise: gate [B, T, H] (no d), else [B, T, H, D] with d contiguous
+  bool gate_headwise = false;  // one logit per (b, t, h), broadcast over D
 };
 
 struct BwdParams : FwdParams {
   const void* dout;     // [B, H, T, D], strides below
-  float* dsum;          // [B, H, T] contiguous fp32 scratch: D_i = rowsum(dO ⊙ O), written by the first bwd kernel
+  float* dsum;          // [B, H, T] contiguous fp32 scratch: D_i = rowsum(dO ⊙ O) = rowsum(dY ⊙ Y), written by the preprocess kernel
   float* dq_accum;      // [B, T, H, D] contiguous fp32, zeroed; the key-tile kernel adds into it atomically
   void* dk;             // [B, KV, S, D], strides below
   void* dv;             // [B, KV, S, D], strides below
   int64_t do_batch_stride, do_head_stride, do_row_stride;
   int64_t dk_batch_stride, dk_head_stride, dk_row_stride;
   int64_t dv_batch_stride, dv_head_stride, dv_row_stride;
+  // Gated (gate != nullptr; o and dout are then Y = O ⊙ σ(g) and dY): the preprocess kernel
+  // (flash_bwd_preprocess.cuh) writes dO = dY ⊙ σ(g), which the main kernel reads as its dout,
+  // and the gate's gradient dgate, shaped and strided like the gate.
+  void* dout_attn = nullptr;  // [B, H, T, D], q's dtype
+  int64_t doa_batch_stride = 0, doa_head_stride = 0, doa_row_stride = 0;
+  void* dgate = nullptr;      // q's dtype
+  int64_t dgate_batch_stride = 0, dgate_row_stride = 0, dgate_head_stride = 0;
 };
 
 }  // namespace sluice::flash

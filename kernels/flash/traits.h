@@ -8,6 +8,20 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+// Tile-size overrides for tuning sweeps only (scripts/flash_tile_sweep.sh passes them through
+// CMAKE_CUDA_FLAGS); the defaults below are the sweep's winners on the H100.
+#ifndef SLUICE_FWD_BLOCKM
+#define SLUICE_FWD_BLOCKM (kHeadDim == 64 ? 64 : 128)
+#endif
+#ifndef SLUICE_FWD_BLOCKN
+#define SLUICE_FWD_BLOCKN 64
+#endif
+#ifndef SLUICE_FWD_WARPS
+#define SLUICE_FWD_WARPS 4
+#endif
+#ifndef SLUICE_BWD_BLOCKN
+#define SLUICE_BWD_BLOCKN 128
+#endif
 namespace sluice::flash {
 
 constexpr int align128(int bytes) { return (bytes + 127) / 128 * 128; }
@@ -16,14 +30,15 @@ constexpr int align128(int bytes) { return (bytes + 127) / 128 * 128; }
 // a block owns kBlockM queries of one (batch, head) and walks the key tiles of kBlockN keys.
 // Each of the 4 warps owns kBlockM/4 query rows end to end: scores, softmax and the output
 // accumulator stay in registers, so only the K/V loads need the block to synchronise.
-// Head dim 64 takes wider key tiles (its registers allow 128 score columns per row).
+// H100 sweep (docs/performance.md): head dim 128 is fastest at 128x64 (32 rows per warp, 2
+// blocks per SM), head dim 64 at 64x64 (16 rows per warp, more blocks in flight).
 template <int kHeadDim_, typename Element_>
 struct FwdTraits {
   using Element = Element_;  // __nv_bfloat16 or __half
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 128;
-  static constexpr int kBlockN = 64;
-  static constexpr int kNWarps = 4;
+  static constexpr int kBlockM = SLUICE_FWD_BLOCKM;
+  static constexpr int kBlockN = SLUICE_FWD_BLOCKN;
+  static constexpr int kNWarps = SLUICE_FWD_WARPS;
   static constexpr int kNThreads = kNWarps * 32;
   static constexpr int kWarpM = kBlockM / kNWarps;  // query rows per warp
   static constexpr int kMTiles = kWarpM / 16;       // m16 tiles per warp
@@ -49,7 +64,7 @@ struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
   static constexpr int kBlockM = 64;
-  static constexpr int kBlockN = 128;
+  static constexpr int kBlockN = SLUICE_BWD_BLOCKN;
   static constexpr int kNWarps = 8;
   static constexpr int kNThreads = kNWarps * 32;
   // Per-warp tiles of the three products (m16 tiles x n8 tiles).

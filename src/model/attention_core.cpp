@@ -53,6 +53,14 @@ at::Tensor alibi_bias(int64_t T, int64_t S, const at::Tensor& slopes) {
   return -slopes.to(at::kFloat).view({-1, 1, 1}) * distance;
 }
 
+at::Tensor AttentionCore::forward_gated(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                       const AttentionMask& mask, double scale, const at::Tensor& gate_logits) const {
+  // The same ops as GateImpl::apply at G1 (scores cast to the output's dtype, then one product),
+  // so a core without a fused gate gives what the unfused path gives.
+  const at::Tensor o = forward(q, k, v, mask, scale);
+  return o * at::sigmoid(gate_logits).to(o.scalar_type());
+}
+
 namespace {
 
 // The reference: explicit scores, fp32 softmax, KV heads repeated to match query heads.

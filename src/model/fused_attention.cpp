@@ -6,6 +6,7 @@
 
 #include <limits>
 #include <mutex>
+#include <optional>
 #include <set>
 
 #include "sluice/log.h"
@@ -33,12 +34,16 @@ using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
 // Outputs (out, lse); lse is not differentiable (nothing upstream of the sink statistics needs
-// its gradient).
+// its gradient). With G1 gate logits, out = O ⊙ σ(gate) and only out is saved: the backward
+// needs O only as dY ⊙ O ⊙ σ(g) = dY ⊙ Y (kernels/flash/flash_bwd_preprocess.cuh).
 struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                               int64_t window, double scale) {
-    auto [out, lse] = kernels::flash_forward(q, k, v, window, scale);
-    ctx->save_for_backward({q, k, v, out, lse});
+                               const std::optional<at::Tensor>& gate, int64_t window, double scale,
+                               const std::optional<at::Tensor>& doc_start, const std::optional<at::Tensor>& doc_end) {
+    const at::Tensor g = gate.value_or(at::Tensor());
+    const kernels::FlashDocuments docs{doc_start.value_or(at::Tensor()), doc_end.value_or(at::Tensor())};
+    auto [out, lse] = kernels::flash_forward(q, k, v, window, scale, g, docs);
+    ctx->save_for_backward({q, k, v, out, lse, g, docs.start, docs.end});
     ctx->saved_data["window"] = window;
     ctx->saved_data["scale"] = scale;
     ctx->mark_non_differentiable({lse});
@@ -47,12 +52,27 @@ struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionF
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
-    auto [dq, dk, dv] = kernels::flash_backward(grads[0], s[0], s[1], s[2], s[3], s[4],
-                                                ctx->saved_data["window"].toInt(),
-                                                ctx->saved_data["scale"].toDouble());
-    return {dq, dk, dv, at::Tensor(), at::Tensor()};
+    auto [dq, dk, dv, dgate] = kernels::flash_backward(grads[0], s[0], s[1], s[2], s[3], s[4],
+                                                       ctx->saved_data["window"].toInt(),
+                                                       ctx->saved_data["scale"].toDouble(), s[5],
+                                                       kernels::FlashDocuments{s[6], s[7]});
+    return {dq, dk, dv, dgate, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
+
+// The kernels' autograd function for these inputs; gate undefined: ungated.
+variable_list apply_flash(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& gate,
+                          const AttentionMask& mask, double scale) {
+  std::optional<at::Tensor> g, doc_start, doc_end;
+  if (gate.defined()) g = gate;
+  return FlashAttentionFunction::apply(q, k, v, g, mask.window, scale, doc_start, doc_end);
+}
+
+// The G1 logits as the kernels take them: q's dtype and the full [B, H, T, D or 1] shape (an
+// expand of input-constant logits costs nothing; autograd sums its gradient back).
+at::Tensor kernel_gate(const at::Tensor& q, const at::Tensor& gate_logits) {
+  return gate_logits.to(q.scalar_type()).expand({q.size(0), q.size(1), q.size(2), gate_logits.size(-1)});
+}
 
 #endif
 
@@ -68,11 +88,29 @@ class FusedAttention final : public AttentionCore {
       return fallback_->forward(q, k, v, mask, scale);
     }
 #ifdef SLUICE_HAVE_CUDA_KERNELS
-    return FlashAttentionFunction::apply(q, k, v, mask.window, scale)[0];
+    return apply_flash(q, k, v, at::Tensor(), mask, scale)[0];
 #else
     return fallback_->forward(q, k, v, mask, scale);  // unreachable: unsupported without kernels
 #endif
   }
+
+  bool fuses_output_gate(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                         const AttentionMask& mask) const override {
+    return fused_attention_unsupported(q, k, v, mask).empty();
+  }
+
+  // The gate in the forward kernel's epilogue; anything the kernels do not take gets the
+  // unfused default (sdpa, then ATen's sigmoid and product).
+  at::Tensor forward_gated(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionMask& mask,
+                           double scale, const at::Tensor& gate_logits) const override {
+#ifdef SLUICE_HAVE_CUDA_KERNELS
+    if (fuses_output_gate(q, k, v, mask)) {
+      return apply_flash(q, k, v, kernel_gate(q, gate_logits), mask, scale)[0];
+    }
+#endif
+    return AttentionCore::forward_gated(q, k, v, mask, scale, gate_logits);
+  }
+
   const char* name() const override { return "fused"; }
 
  private:
@@ -105,7 +143,7 @@ std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k
 
 std::tuple<at::Tensor, at::Tensor> attention_with_lse_reference(const at::Tensor& q, const at::Tensor& k,
                                                                 const at::Tensor& v, const AttentionMask& mask,
-                                                                double scale) {
+                                                                double scale, const at::Tensor& gate_logits) {
   const int64_t H = q.size(1), KV = k.size(1), T = q.size(2), S = k.size(2);
   const at::ScalarType ct = q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const at::Tensor kk = H == KV ? k : k.repeat_interleave(H / KV, 1);
@@ -116,19 +154,22 @@ std::tuple<at::Tensor, at::Tensor> attention_with_lse_reference(const at::Tensor
                               -std::numeric_limits<float>::infinity());
   const at::Tensor lse = at::logsumexp(scores, -1);
   const at::Tensor probs = at::exp(scores - lse.unsqueeze(-1));
-  return {at::matmul(probs, vv.to(ct)).to(v.scalar_type()), lse.detach()};
+  at::Tensor out = at::matmul(probs, vv.to(ct));
+  if (gate_logits.defined()) out = out * at::sigmoid(gate_logits.to(ct));  // one rounding, as the kernel
+  return {out.to(v.scalar_type()), lse.detach()};
 }
 
 std::tuple<at::Tensor, at::Tensor> fused_attention_with_lse(const at::Tensor& q, const at::Tensor& k,
                                                             const at::Tensor& v, const AttentionMask& mask,
-                                                            double scale) {
+                                                            double scale, const at::Tensor& gate_logits) {
   const std::string why = fused_attention_unsupported(q, k, v, mask);
-  if (!why.empty()) return attention_with_lse_reference(q, k, v, mask, scale);
+  if (!why.empty()) return attention_with_lse_reference(q, k, v, mask, scale, gate_logits);
 #ifdef SLUICE_HAVE_CUDA_KERNELS
-  const variable_list r = FlashAttentionFunction::apply(q, k, v, mask.window, scale);
+  const variable_list r =
+      apply_flash(q, k, v, gate_logits.defined() ? kernel_gate(q, gate_logits) : at::Tensor(), mask, scale);
   return {r[0], r[1]};
 #else
-  return attention_with_lse_reference(q, k, v, mask, scale);
+  return attention_with_lse_reference(q, k, v, mask, scale, gate_logits);
 #endif
 }
 

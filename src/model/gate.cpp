@@ -80,6 +80,18 @@ at::Tensor GateImpl::scores(const at::Tensor& logits) const {
   return per_head;
 }
 
+bool GateImpl::fusable_output_gate() const {
+  return site_ == GateSite::G1 && cfg_.form == "multiplicative" && cfg_.activation == "sigmoid" &&
+         cfg_.sharing == "head_specific" && cfg_.input != "self";
+}
+
+at::Tensor GateImpl::output_gate_logits(const GateInput& in) const {
+  const at::Tensor l = in.logits.defined() ? in.logits : logits(in.x);
+  const int64_t width = cfg_.granularity == "headwise" ? 1 : head_dim_;
+  if (l.dim() == 1) return l.view({1, groups_, 1, width});  // input constant: the same for every token
+  return l.reshape({l.size(0), l.size(1), groups_, width}).transpose(1, 2);
+}
+
 at::Tensor GateImpl::apply(GateSite site, const at::Tensor& y, const GateInput& in, ForwardObserver* observer) const {
   if (site != site_) return y;
   at::Tensor s;

@@ -37,6 +37,16 @@ class GateImpl : public torch::nn::Module {
   // X·W_g [+ b], [B, T, n_out] (input hidden), or the constant logits [n_out].
   at::Tensor logits(const at::Tensor& x) const;
 
+  // True when this gate is Y ⊙ σ(logits) at G1 with one logit per gated element (elementwise)
+  // or per head (headwise): what an attention core may apply inside its kernels
+  // (AttentionCore::forward_gated). Not for head_shared (a mean of scores is no σ of one
+  // logit), other activations, additive forms or input: self.
+  bool fusable_output_gate() const;
+  // For such a gate: the logits in the core's output layout, [B, H, T, D] (elementwise) or
+  // [B, H, T, 1] (headwise), views of the projection's [B, T, ...] output; [1, H, 1, W] for
+  // input: constant.
+  at::Tensor output_gate_logits(const GateInput& in) const;
+
   GateSite site() const { return site_; }
   bool has_parameters() const { return weight.defined() || bias.defined(); }
   int64_t n_out() const { return n_out_; }  // gate projection outputs (0 without projection)

@@ -68,13 +68,20 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const ForwardContext&
   at::Tensor kc = k.transpose(1, 2), vc = v.transpose(1, 2);
   if (ctx.cache) std::tie(kc, vc) = ctx.cache->layer(layer_).append(kc, vc);  // the core takes queries as the last T of S
   if (obs) obs->on_attention_core(layer_, qc, kc, vc, mask, scale);
-  at::Tensor y = core_->forward(qc, kc, vc, mask, scale).transpose(1, 2);  // [B, T, H, D]
-  if (o_norm) {
-    // RMS over each head's D values, per-channel weight: the paper's "SDPA GroupNorm".
-    y = at::rms_norm(y, {head_dim_}, {}, norm_eps_) * o_norm->weight.view({n_heads_, head_dim_});
+  // The G1 gate inside the core's kernels when it can take it: not with an observer (it sees O
+  // before the gate) nor with output_norm (which acts between O and the gate).
+  at::Tensor gated;
+  if (!obs && !o_norm && gate->fusable_output_gate() && core_->fuses_output_gate(qc, kc, vc, mask)) {
+    gated = core_->forward_gated(qc, kc, vc, mask, scale, gate->output_gate_logits(gate_in)).transpose(1, 2);
+  } else {
+    at::Tensor y = core_->forward(qc, kc, vc, mask, scale).transpose(1, 2);  // [B, T, H, D]
+    if (o_norm) {
+      // RMS over each head's D values, per-channel weight: the paper's "SDPA GroupNorm".
+      y = at::rms_norm(y, {head_dim_}, {}, norm_eps_) * o_norm->weight.view({n_heads_, head_dim_});
+    }
+    gated = gate->apply(GateSite::G1, y, gate_in, obs);
+    if (obs) obs->on_attention_output(layer_, y, gated);
   }
-  const at::Tensor gated = gate->apply(GateSite::G1, y, gate_in, obs);
-  if (obs) obs->on_attention_output(layer_, y, gated);
   const at::Tensor out = o_proj->forward(gated.reshape({B, T, n_heads_ * head_dim_}));
   return gate->apply(GateSite::G5, out, gate_in, obs);
 }

@@ -38,6 +38,8 @@ class SelfAttentionImpl : public torch::nn::Module {
   Gate gate{nullptr};       // always set; registered as g_proj when it has parameters
 
   int64_t layer() const { return layer_; }
+  // Replaces the core chosen by model.attention.backend (tests: a core outside the registry).
+  void set_core(std::shared_ptr<AttentionCore> core) { core_ = std::move(core); }
   int64_t window() const { return window_; }
 
  private:
