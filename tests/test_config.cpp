@@ -88,6 +88,18 @@ TEST_F(ConfigTest, AttentionVariantKeys) {
   EXPECT_EQ(eval.config.model.rope.scaling, "dynamic_ntk");
 }
 
+TEST_F(ConfigTest, RespectDocumentsKey) {
+  EXPECT_FALSE(load_config_text(base(), "t.yaml", {}).config.data.respect_documents);
+  const LoadedConfig lc = load_config_text(base() + "  respect_documents: true\n", "t.yaml", {});
+  EXPECT_TRUE(lc.config.data.respect_documents);
+  EXPECT_EQ(lc.origin.at("data.respect_documents").line, 3);
+  const std::string yaml = to_yaml(lc.config);
+  EXPECT_NE(yaml.find("respect_documents: true"), std::string::npos) << yaml;
+  EXPECT_TRUE(load_config_text(yaml, "shown.yaml", {}).config.data.respect_documents);
+  EXPECT_FALSE(load_config_text(base(), "t.yaml", {"data.respect_documents=false"}).config.data.respect_documents);
+  EXPECT_NE(config_reference_markdown().find("| `data.respect_documents` | bool | `false` |"), std::string::npos);
+}
+
 // Every ablation config is valid (given the data file) and they differ only in model keys.
 TEST_F(ConfigTest, AblationConfigsAllLoad) {
   namespace fs = std::filesystem;
@@ -167,6 +179,9 @@ const std::vector<BadCase> kBadCases = {
     {"StringForInt", "model:\n  d_model: four\n", {}, {"t.yaml:4:12: model.d_model", "expected an integer", "'four'"}},
     {"FloatForInt", "model:\n  n_layers: 2.5\n", {}, {"model.n_layers", "expected an integer", "'2.5'"}},
     {"BadBool", "model:\n  qk_norm: maybe\n", {}, {"model.qk_norm", "expected true or false"}},
+    {"RespectDocumentsNotBool", "", {"data.respect_documents=sometimes"},
+     {"--set data.respect_documents=sometimes: data.respect_documents", "expected true or false", "'sometimes'"}},
+    {"RespectDocumentsTypo", "", {"data.respect_document=true"}, {"unknown key", "did you mean 'data.respect_documents'"}},
     {"SectionAsScalar", "model: 5\n", {}, {"model: is a section", "got '5'"}},
     {"LeafAsMapping", "model:\n  d_model: {a: 1}\n", {}, {"model.d_model", "got a mapping"}},
     {"EnumInvalid", "model:\n  arch: sparse\n", {}, {"model.arch", "expected string: dense, moe", "got 'sparse'"}},

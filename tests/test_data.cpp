@@ -464,8 +464,9 @@ TEST(WindowLoader, SegmentsNumberDocumentsInsideEachWindow) {
   o.shuffle = false;
   o.segments = true;
   WindowLoader l(corpus, o, "t");
-  const Batch b = l.batch(0);  // window 0: tokens 0..11
-  const std::vector<int64_t> expect = {0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2};
+  const Batch b = l.batch(0);  // window 0: inputs 0..11, targets 1..12
+  // each input position takes its target's document: the EOS at 5 opens the second document
+  const std::vector<int64_t> expect = {0, 0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2};
   EXPECT_EQ(std::vector<int64_t>(b.segments.data_ptr<int64_t>(), b.segments.data_ptr<int64_t>() + 12), expect);
   const Batch c = l.batch(1);  // window 1: tokens 12..23, all in the third document
   EXPECT_EQ(c.segments.max().item<int64_t>(), 0);

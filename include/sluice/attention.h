@@ -6,17 +6,23 @@
 
 #include <memory>
 #include <string>
+#include <tuple>
 #include <vector>
 
 namespace sluice {
 
 // Which keys each query may see. Queries are the last T of S key positions
-// (T == S in training; T < S when decoding with a KV cache).
+// (T == S in training; T < S when decoding with a KV cache). Query i sees key j iff j <= i,
+// i - j < window (when window > 0) and, when `segments` is defined,
+// segments[b, i] == segments[b, j].
 struct AttentionMask {
   int64_t window = 0;  // 0: full causal; w > 0: query at position p sees keys p-w+1..p
   // ALiBi: fp32 [H] slopes m_h on q's device; the core adds -m_h·(i-j) to the score of query i
   // and key j. Undefined: no bias.
   at::Tensor alibi_slopes;
+  // [B, T] int64 document index per position, nondecreasing along T; undefined = one document.
+  // Only with T == S (training/evaluation without a KV cache).
+  at::Tensor segments;
 };
 
 class AttentionCore {
@@ -47,8 +53,16 @@ class AttentionCore {
 std::shared_ptr<AttentionCore> make_attention_core(const std::string& backend);
 std::vector<std::string> attention_backends();
 
-// Boolean [T, S] mask, true where query t (absolute position S-T+t) may attend key s.
+// Boolean [T, S] mask, true where query t (absolute position S-T+t) may attend key s; with
+// mask.segments defined (then T == S) a [B, 1, T, S] mask that also requires the same segment.
+// Both broadcast against scores [B, H, T, S].
 at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, const at::Device& device);
+// Per position, the half-open range [doc_start, doc_end) of positions in its document, from
+// `segments` [B, T] (integer, on any device): int32 [B, T] each. A document is a maximal run of
+// equal values along T, which for nondecreasing segments is "same segment value". So with
+// segments, query i sees key j iff doc_start[b, i] <= j <= i (and the window allows it), and
+// key j is seen by queries j <= i < doc_end[b, j]. Device ops only (no host sync).
+std::tuple<at::Tensor, at::Tensor> document_bounds(const at::Tensor& segments);
 // The ALiBi bias -m_h·(i-j), fp32 [H, T, S] (query i at absolute position S-T+t), on the slopes' device.
 at::Tensor alibi_bias(int64_t T, int64_t S, const at::Tensor& slopes);
 

@@ -111,6 +111,7 @@ struct DataConfig {
   std::string val;
   double val_fraction = 0.05;
   int64_t seq_len = 256;
+  bool respect_documents = false;  // attention stays within each document of a packed window
   std::string tokenizer = "byte";
   int64_t prefetch = 2;
   bool verify_checksums = true;

@@ -50,8 +50,11 @@ class DecoderImpl : public torch::nn::Module {
   // tokens [B, T] (int64) -> final normalised hidden states [B, T, d_model]. `observer`
   // (sluice/forward_observer.h) sees per-layer activations of this pass when given. With a
   // `cache` (model/kv_cache.h) the tokens follow the cache.length() already processed: positions
-  // start there, every layer attends its cached keys too and appends this pass's.
-  at::Tensor forward(const at::Tensor& tokens, ForwardObserver* observer = nullptr, KVCache* cache = nullptr);
+  // start there, every layer attends its cached keys too and appends this pass's. `segments`
+  // [B, T] (data.respect_documents; AttentionMask::segments): positions attend only within their
+  // document; not with a cache. Positions (RoPE) stay those of the whole row.
+  at::Tensor forward(const at::Tensor& tokens, ForwardObserver* observer = nullptr, KVCache* cache = nullptr,
+                     const at::Tensor& segments = {});
 
   torch::nn::Embedding embed_tokens{nullptr};
   torch::nn::ModuleList layers{nullptr};
@@ -66,12 +69,14 @@ TORCH_MODULE(Decoder);
 class CausalLMImpl : public torch::nn::Module {
  public:
   explicit CausalLMImpl(const ModelConfig& cfg);
-  // tokens [B, T] -> logits [B, T, vocab_size]
-  at::Tensor forward(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
+  // tokens [B, T] -> logits [B, T, vocab_size]. `segments` [B, T] int64, nondecreasing along T
+  // (optional): document index per position; attention stays within a document
+  // (data.respect_documents, AttentionMask::segments).
+  at::Tensor forward(const at::Tensor& tokens, ForwardObserver* observer = nullptr, const at::Tensor& segments = {});
   // The two halves of forward, for evaluation code that wants logits only for some positions
   // (memory linear in length): tokens -> final normalised hidden states [B, T, d_model]
   // (MoE router losses of this forward are dropped), and hidden states -> logits.
-  at::Tensor hidden(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
+  at::Tensor hidden(const at::Tensor& tokens, ForwardObserver* observer = nullptr, const at::Tensor& segments = {});
   at::Tensor output_head(const at::Tensor& h);
   // Incremental decoding (inference only, no autograd): logits [B, T, vocab_size] of `tokens`
   // [B, T] that follow the cache.length() tokens already in `cache`, whose keys and values are
@@ -79,10 +84,10 @@ class CausalLMImpl : public torch::nn::Module {
   // full forward over the whole sequence (docs/attention.md: KV cache, for the exceptions).
   at::Tensor forward_cached(const at::Tensor& tokens, KVCache& cache, ForwardObserver* observer = nullptr);
   // The objective for `targets` [B, T] given `tokens` [B, T]: cross-entropy in fp32 plus, for
-  // MoE models, the router losses of this forward.
-  LossParts loss_parts(const at::Tensor& tokens, const at::Tensor& targets);
+  // MoE models, the router losses of this forward. `segments` as in forward (Batch::segments).
+  LossParts loss_parts(const at::Tensor& tokens, const at::Tensor& targets, const at::Tensor& segments = {});
   // loss_parts(...).total
-  at::Tensor loss(const at::Tensor& tokens, const at::Tensor& targets);
+  at::Tensor loss(const at::Tensor& tokens, const at::Tensor& targets, const at::Tensor& segments = {});
   // MoE bookkeeping after each optimizer step (aux-loss-free bias update, per-step counts);
   // `skipped` (optional device scalar, 1 = the update was dropped) also drops the bias
   // update. No-op for dense models. TrainStep calls it.
@@ -100,7 +105,7 @@ class CausalLMImpl : public torch::nn::Module {
   torch::nn::Linear lm_head{nullptr};  // null when tie_embeddings
 
  private:
-  at::Tensor logits(const at::Tensor& tokens, ForwardObserver* observer = nullptr);
+  at::Tensor logits(const at::Tensor& tokens, ForwardObserver* observer = nullptr, const at::Tensor& segments = {});
   ModelConfig cfg_;
   std::vector<std::pair<int64_t, std::shared_ptr<MoEImpl>>> moe_layers_;  // (block index, layer)
 };

@@ -327,6 +327,12 @@ std::vector<Field> build_schema() {
       .min(0.0)
       .max(0.5);
   b.add(KEY(data.seq_len), "Tokens per training sequence (context length).").min(1);
+  b.add(KEY(data.respect_documents), "Attention stays within each document packed into a window: position t sees "
+                                    "the earlier positions of its target's document (a document's EOS opens the "
+                                    "next one, as a BOS would; every target is still trained). Applies to training "
+                                    "and validation loss, not to `sluice eval` or decoding. Costs `sdpa` its causal "
+                                    "fast path (explicit mask); `fused` falls back to `sdpa`. Cannot change on "
+                                    "resume. See docs/data.md.");
   b.add(KEY(data.tokenizer), "`byte` (UTF-8 bytes, ids 0-255, then BOS 256, EOS 257, PAD 258), a folder holding "
                              "`tokenizer.model` (`sluice data train-tokenizer`), or a SentencePiece `.model` file. "
                              "Must be the tokenizer a dataset folder was prepared with.");

@@ -7,7 +7,11 @@ namespace sluice {
 struct Batch {
   at::Tensor inputs;    // [B, T] int64
   at::Tensor targets;   // [B, T] int64: inputs shifted by one token
-  at::Tensor segments;  // [B, T] int64 document index within each window (data.respect_documents), else undefined
+  // [B, T] int64 (data.respect_documents, else undefined): per input position, the document of its
+  // target (token t + 1), numbered from 0 within each window. A document's EOS is the input that
+  // predicts the next document's first token, so it opens that document (as its BOS would) and
+  // attention never crosses documents: AttentionMask::segments.
+  at::Tensor segments;
 };
 
 // The batch on `device` (asynchronous copies; the source should be pinned for overlap).

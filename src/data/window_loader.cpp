@@ -66,13 +66,14 @@ Batch WindowLoader::gather(const std::vector<uint64_t>& windows) const {
     const uint64_t begin = (g - window_starts_[s]) * static_cast<uint64_t>(L);
     segment.copy(begin, static_cast<uint64_t>(L + 1), p + i * (L + 1));
     if (opts_.segments) {
-      // document of each input position, counted from the window's first document
+      // Input t gets the document of its target, token begin + t + 1 (see Batch::segments),
+      // counted from the window's first such document.
       const uint64_t* starts = segment.doc_starts();
       const uint64_t* end = starts + segment.documents();
-      const auto first = std::upper_bound(starts, end, begin) - starts;
+      const auto first = std::upper_bound(starts, end, begin + 1) - starts;
       int64_t* sp = seg.data_ptr<int64_t>() + i * L;
       for (int64_t t = 0; t < L; ++t)
-        sp[t] = (std::upper_bound(starts, end, begin + static_cast<uint64_t>(t)) - starts) - first;
+        sp[t] = (std::upper_bound(starts, end, begin + static_cast<uint64_t>(t) + 1) - starts) - first;
     }
   }
   return {buf.narrow(1, 0, L).contiguous(), buf.narrow(1, 1, L).contiguous(), seg};

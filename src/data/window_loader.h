@@ -20,7 +20,7 @@ struct LoaderOptions {
   uint64_t seed = 0;
   int64_t rank = 0, world = 1;
   bool shuffle = true;
-  bool segments = false;  // fill Batch::segments (document index within each window)
+  bool segments = false;  // fill Batch::segments (document of each position's target, per window)
 };
 
 class WindowLoader {

@@ -27,6 +27,12 @@ at::Tensor first_key_probability(const at::Tensor& q, const at::Tensor& k, const
     }
     at::Tensor allowed = kpos.unsqueeze(0) <= qpos;
     if (mask.window > 0) allowed = allowed & (qpos - kpos.unsqueeze(0) < mask.window);
+    if (mask.segments.defined()) {  // as allowed_positions: T == S, keys of the query's document only
+      TORCH_CHECK(T == S && mask.segments.dim() == 2 && mask.segments.size(1) == T,
+                  "first_key_probability: segments must be [B, T] with as many queries as keys");
+      const at::Tensor seg = mask.segments.to(q.device());
+      allowed = allowed & (seg.narrow(1, t0, c).unsqueeze(2) == seg.unsqueeze(1)).unsqueeze(1);  // [B, 1, c, S]
+    }
     scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
     const at::Tensor lse = at::logsumexp(scores, -1);  // [B, H, c]
     out.push_back(at::exp(scores.select(-1, 0) - lse));
@@ -69,6 +75,8 @@ AttentionStatsObserver::AttentionStatsObserver(int64_t n_layers, int64_t histogr
 
 void AttentionStatsObserver::on_attention_core(int64_t layer, const at::Tensor& q, const at::Tensor& k,
                                                const at::Tensor& /*v*/, const AttentionMask& mask, double scale) {
+  // The sink is key 0 of a row holding one document; `sluice stats attention` never packs documents.
+  TORCH_CHECK(!mask.segments.defined(), "attention statistics: rows packing several documents are not supported");
   Layer& l = layers_[static_cast<size_t>(layer)];
   const at::Tensor p = first_key_probability(q, k, mask, scale);  // [B, H, T]
   if (p.size(2) < 2) return;

@@ -21,7 +21,8 @@
 namespace sluice {
 
 // p(q, 0) for every query: [B, H, T] fp32. q [B, H, T, D], k [B, KV, S, D] as the core sees
-// them, with the core's mask (causal, window, ALiBi) and scale.
+// them, with the core's mask (causal, window, ALiBi, document segments: 0 for queries outside
+// key 0's document) and scale.
 at::Tensor first_key_probability(const at::Tensor& q, const at::Tensor& k, const AttentionMask& mask, double scale,
                                  int64_t query_chunk = 256);
 

@@ -4,6 +4,7 @@
 #include <limits>
 #include <map>
 #include <stdexcept>
+#include <tuple>
 
 #include "model/fused_attention.h"
 #include "sluice/attention.h"
@@ -16,7 +17,34 @@ at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, co
   const at::Tensor kpos = at::arange(0, S, opts).unsqueeze(0);      // [1, S]
   at::Tensor allowed = kpos <= qpos;
   if (mask.window > 0) allowed = allowed & (qpos - kpos < mask.window);
+  if (mask.segments.defined()) {
+    const at::Tensor& seg = mask.segments;
+    TORCH_CHECK(T == S, "attention: document segments need as many queries as keys (no KV cache), got T=", T,
+                " S=", S);
+    TORCH_CHECK(seg.dim() == 2 && seg.size(1) == T, "attention: segments must be [B, T] with T=", T, ", got ",
+                seg.sizes());
+    const at::Tensor s = seg.to(device);
+    allowed = allowed & (s.unsqueeze(2) == s.unsqueeze(1)).unsqueeze(1);  // [B, 1, T, S]
+  }
   return allowed;
+}
+
+std::tuple<at::Tensor, at::Tensor> document_bounds(const at::Tensor& segments) {
+  TORCH_CHECK(segments.dim() == 2, "document_bounds: segments must be [B, T], got ", segments.sizes());
+  const int64_t B = segments.size(0), T = segments.size(1);
+  const auto i32 = segments.options().dtype(at::kInt);
+  if (T == 0) return {at::empty({B, 0}, i32), at::empty({B, 0}, i32)};
+  const auto i64 = segments.options().dtype(at::kLong);
+  const at::Tensor pos = at::arange(T, i64).unsqueeze(0).expand({B, T});
+  // change[b, t]: positions t and t+1 lie in different documents
+  const at::Tensor change = segments.narrow(1, 1, T - 1) != segments.narrow(1, 0, T - 1);
+  const at::Tensor edge = at::ones({B, 1}, segments.options().dtype(at::kBool));
+  const at::Tensor first = at::cat({edge, change}, 1);  // a document starts at t
+  const at::Tensor last = at::cat({change, edge}, 1);   // a document ends at t
+  // The latest start at or before t, and the earliest end at or after t (scans, no sync).
+  const at::Tensor start = std::get<0>(at::cummax(at::where(first, pos, at::zeros_like(pos)), 1));
+  const at::Tensor end_rev = std::get<0>(at::cummin(at::where(last, pos + 1, at::full_like(pos, T)).flip({1}), 1));
+  return {start.to(at::kInt), end_rev.flip({1}).to(at::kInt)};
 }
 
 at::Tensor alibi_bias(int64_t T, int64_t S, const at::Tensor& slopes) {
@@ -64,18 +92,20 @@ class SdpaAttention final : public AttentionCore {
     const int64_t T = q.size(2), S = k.size(2);
     const bool gqa = q.size(1) != k.size(1);
     if (mask.alibi_slopes.defined()) {
-      // A float mask carries the bias; SDPA wants it in q's dtype, broadcast over the batch.
-      const at::Tensor bias = alibi_bias(T, S, mask.alibi_slopes)
-                                  .masked_fill(allowed_positions(T, S, mask, q.device()).logical_not(),
-                                               -std::numeric_limits<float>::infinity())
-                                  .to(q.scalar_type())
-                                  .unsqueeze(0);
+      // A float mask carries the bias; SDPA wants it in q's dtype, [H, T, S] broadcast over the
+      // batch, or [B, H, T, S] with document segments.
+      at::Tensor bias = alibi_bias(T, S, mask.alibi_slopes)
+                            .masked_fill(allowed_positions(T, S, mask, q.device()).logical_not(),
+                                         -std::numeric_limits<float>::infinity())
+                            .to(q.scalar_type());
+      if (bias.dim() == 3) bias = bias.unsqueeze(0);
       return at::scaled_dot_product_attention(q, k, v, bias, 0.0, false, scale, gqa);
     }
-    if (mask.window == 0 && T == S) {
+    if (mask.window == 0 && T == S && !mask.segments.defined()) {
       return at::scaled_dot_product_attention(q, k, v, /*attn_mask=*/{}, 0.0, /*is_causal=*/true, scale, gqa);
     }
-    // is_causal aligns the diagonal top-left; windows and cached decoding need the explicit mask.
+    // is_causal aligns the diagonal top-left; windows, cached decoding and document segments
+    // need the explicit mask ([T, S], or [B, 1, T, S] with segments).
     return at::scaled_dot_product_attention(q, k, v, allowed_positions(T, S, mask, q.device()), 0.0, false, scale,
                                             gqa);
   }

@@ -24,10 +24,17 @@ DecoderImpl::DecoderImpl(const ModelConfig& cfg) : cfg_(cfg) {
   if (cfg.position == "rope") rotary_ = std::make_shared<Rotary>(cfg.resolved_head_dim(), cfg.rope);
 }
 
-at::Tensor DecoderImpl::forward(const at::Tensor& tokens, ForwardObserver* observer, KVCache* cache) {
+at::Tensor DecoderImpl::forward(const at::Tensor& tokens, ForwardObserver* observer, KVCache* cache,
+                                const at::Tensor& segments) {
   ForwardContext ctx;
   ctx.observer = observer;
   ctx.cache = cache;
+  if (segments.defined()) {
+    TORCH_CHECK(!cache, "document segments cannot be combined with a KV cache");
+    TORCH_CHECK(segments.sizes() == tokens.sizes(), "segments ", segments.sizes(), " do not match tokens ",
+                tokens.sizes());
+    ctx.mask.segments = segments;  // RoPE positions stay global: within a document only differences matter
+  }
   const int64_t start = cache ? cache->length() : 0;
   if (rotary_) ctx.rope = rotary_->tables(start, tokens.size(1), tokens.device());
   if (cfg_.position == "alibi") ctx.mask.alibi_slopes = alibi_slopes_tensor(cfg_.n_heads, tokens.device());
@@ -52,18 +59,18 @@ at::Tensor CausalLMImpl::output_head(const at::Tensor& h) {
   return lm_head ? lm_head->forward(h) : at::linear(h, model->embed_tokens->weight);
 }
 
-at::Tensor CausalLMImpl::logits(const at::Tensor& tokens, ForwardObserver* observer) {
-  return output_head(model->forward(tokens, observer));
+at::Tensor CausalLMImpl::logits(const at::Tensor& tokens, ForwardObserver* observer, const at::Tensor& segments) {
+  return output_head(model->forward(tokens, observer, nullptr, segments));
 }
 
-at::Tensor CausalLMImpl::hidden(const at::Tensor& tokens, ForwardObserver* observer) {
-  at::Tensor h = model->forward(tokens, observer);
+at::Tensor CausalLMImpl::hidden(const at::Tensor& tokens, ForwardObserver* observer, const at::Tensor& segments) {
+  at::Tensor h = model->forward(tokens, observer, nullptr, segments);
   for (auto& [i, moe] : moe_layers_) moe->take_losses();  // not wanted here; drop their graphs
   return h;
 }
 
-at::Tensor CausalLMImpl::forward(const at::Tensor& tokens, ForwardObserver* observer) {
-  return output_head(hidden(tokens, observer));
+at::Tensor CausalLMImpl::forward(const at::Tensor& tokens, ForwardObserver* observer, const at::Tensor& segments) {
+  return output_head(hidden(tokens, observer, segments));
 }
 
 at::Tensor CausalLMImpl::forward_cached(const at::Tensor& tokens, KVCache& cache, ForwardObserver* observer) {
@@ -74,8 +81,8 @@ at::Tensor CausalLMImpl::forward_cached(const at::Tensor& tokens, KVCache& cache
   return output_head(h);
 }
 
-LossParts CausalLMImpl::loss_parts(const at::Tensor& tokens, const at::Tensor& targets) {
-  const at::Tensor y = logits(tokens);
+LossParts CausalLMImpl::loss_parts(const at::Tensor& tokens, const at::Tensor& targets, const at::Tensor& segments) {
+  const at::Tensor y = logits(tokens, nullptr, segments);
   LossParts p;
   p.lm = at::cross_entropy_loss(y.reshape({-1, y.size(-1)}).to(at::kFloat), targets.reshape({-1}));
   p.total = p.lm;
@@ -95,8 +102,8 @@ LossParts CausalLMImpl::loss_parts(const at::Tensor& tokens, const at::Tensor& t
   return p;
 }
 
-at::Tensor CausalLMImpl::loss(const at::Tensor& tokens, const at::Tensor& targets) {
-  return loss_parts(tokens, targets).total;
+at::Tensor CausalLMImpl::loss(const at::Tensor& tokens, const at::Tensor& targets, const at::Tensor& segments) {
+  return loss_parts(tokens, targets, segments).total;
 }
 
 void CausalLMImpl::after_optimizer_step(const at::Tensor& skipped) {

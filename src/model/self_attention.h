@@ -19,7 +19,7 @@ namespace sluice {
 // Per-forward state shared by all layers (computed once per forward, not per layer).
 struct ForwardContext {
   RotaryTables rope;  // undefined when model.position != rope
-  AttentionMask mask;  // alibi slopes; each layer applies its own window
+  AttentionMask mask;  // alibi slopes, document segments; each layer applies its own window
   ForwardObserver* observer = nullptr;  // statistics hooks; null: no extra work
   KVCache* cache = nullptr;  // decoding: this forward's tokens follow the cached ones (rope tables start there)
 };

@@ -265,12 +265,13 @@ void load_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW* opt, bo
 
 ConfigDiff diff_for_resume(const Config& checkpoint, const Config& current) {
   // Changing these would make the weights, the optimizer state or the data position mean
-  // something else. Everything else (logging, evaluation, schedule length, checkpointing,
+  // something else, or change what the model computes (model.*, data.respect_documents: the
+  // attention mask). Everything else (logging, evaluation, schedule length, checkpointing,
   // attention backend, data paths) may change between a save and a resume.
   auto fixed = [](const std::string& key) {
     if (key == "model.attention.backend" || key == "model.moe.gemm") return false;  // same math
-    for (const char* p : {"model.", "data.tokenizer", "data.seq_len", "train.micro_batch", "train.grad_accum",
-                          "train.seed", "optim.name", "parallel."})
+    for (const char* p : {"model.", "data.tokenizer", "data.seq_len", "data.respect_documents", "train.micro_batch",
+                          "train.grad_accum", "train.seed", "optim.name", "parallel."})
       if (key.rfind(p, 0) == 0) return true;
     return false;
   };

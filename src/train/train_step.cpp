@@ -22,7 +22,7 @@ TrainStep::Result TrainStep::run(const std::vector<Batch>& micro_batches, double
     LossParts loss;
     {
       AutocastScope autocast(device_, bf16_);
-      loss = model_->loss_parts(b.inputs, b.targets);
+      loss = model_->loss_parts(b.inputs, b.targets, b.segments);
     }
     (loss.total * inv).backward();
     r.loss.add_(loss.lm.detach(), inv);
@@ -52,7 +52,7 @@ double TrainStep::evaluate(const std::vector<Batch>& batches) {
   for (const Batch& b : batches) {
     const Batch d = to_device(b, device_);
     AutocastScope autocast(device_, bf16_);
-    total.add_(model_->loss_parts(d.inputs, d.targets).lm);
+    total.add_(model_->loss_parts(d.inputs, d.targets, d.segments).lm);
   }
   model_->train();
   return total.item<double>() / static_cast<double>(batches.size());

@@ -26,9 +26,11 @@ class TrainStep {
   };
   // Backward runs on lm + aux + z (LossParts::total); after AdamW the model's
   // after_optimizer_step() runs (MoE bias update, dropped with a skipped step).
-  // `micro_batches` must already be on the device.
+  // `micro_batches` must already be on the device. Batch::segments, when defined, keep attention
+  // within documents (data.respect_documents).
   Result run(const std::vector<Batch>& micro_batches, double lr);
-  // Mean language-model loss over `batches` without gradients (moved to the device here).
+  // Mean language-model loss over `batches` without gradients (moved to the device here),
+  // with their segments when defined, like run().
   double evaluate(const std::vector<Batch>& batches);
 
  private:

@@ -121,6 +121,7 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
   lo.seq_len = cfg.data.seq_len;
   lo.batch = cfg.train.micro_batch;
   lo.seed = static_cast<uint64_t>(cfg.train.seed);
+  lo.segments = cfg.data.respect_documents;  // validation batches too (vo below): the same objective
   const WindowLoader train_loader(data.train, lo, "data.train");
   if (data.val->tokens() == 0 && cfg.train.eval_every > 0) {
     throw InputError("train.eval_every: no validation data (data.val is empty and " + cfg.data.train +
@@ -166,6 +167,16 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
   if (resume) log::info(fmt::format("resuming from {} (step {})", resume->dir, state.step));
   log::info(fmt::format("device {} ({}), precision {}, attention backend {}", device.str(), device_name(device),
                         bf16 ? "bf16 autocast" : "fp32", cfg.model.attention.backend));
+  if (cfg.data.respect_documents) {
+    uint64_t docs = 0;
+    for (size_t i = 0; i < data.train->segments(); ++i) docs += data.train->segment(i).documents();
+    if (docs <= data.train->segments()) {
+      log::warn("data.respect_documents: the training data holds no document boundaries (a text file is one "
+                "document), so the mask changes nothing; prepare a dataset with `sluice data prepare`");
+    } else {
+      log::info("data.respect_documents: attention stays within each packed document");
+    }
+  }
   log::info(fmt::format("model: {} parameters ({} in embeddings), {:.3g} training FLOPs/token",
                         format_count(static_cast<double>(count_parameters(*model))),
                         format_count(static_cast<double>(stats.params_embedding)), stats.train_flops_per_token));
