@@ -104,13 +104,30 @@ struct Case {
   at::ScalarType dtype;
   bool bthd = true;  // q/k/v as transposed views of [B, T, heads, D] (SelfAttention's layout)
   Gate gate = Gate::None;
+  bool docs = false;  // documents packed in rows (AttentionMask::segments, make_segments)
 };
 
 std::string case_name(const Case& c) {
   return "B" + std::to_string(c.B) + "H" + std::to_string(c.H) + "KV" + std::to_string(c.KV) + "T" +
          std::to_string(c.T) + "S" + std::to_string(c.S) + "D" + std::to_string(c.D) + "W" + std::to_string(c.window) +
          "_" + (c.dtype == at::kBFloat16 ? "bf16" : "fp16") + (c.bthd ? "" : "_bhtd") +
-         (c.gate == Gate::Elementwise ? "_gate" : c.gate == Gate::Headwise ? "_headgate" : "");
+         (c.gate == Gate::Elementwise ? "_gate" : c.gate == Gate::Headwise ? "_headgate" : "") +
+         (c.docs ? "_docs" : "");
+}
+
+// Document indices [B, T] for c.docs: row 0 random boundaries (about one per 150 positions, so
+// documents span several tiles), row 1 the same plus length-1 documents at positions 5 and 6
+// and a boundary at every tile edge it can reach (63/64, 127/128), later rows one document.
+at::Tensor make_segments(const Case& c) {
+  at::manual_seed(99 + c.T);
+  at::Tensor starts = at::rand({c.B, c.T}) < (1.0 / 150.0);
+  if (c.B > 1) {
+    for (int64_t t : {5, 6, 7, 64, 128})
+      if (t < c.T) starts[1][t] = true;
+  }
+  for (int64_t b = 2; b < c.B; ++b) starts[b].zero_();
+  starts.select(1, 0).zero_();
+  return starts.to(at::kLong).cumsum(1).to(at::kCUDA);
 }
 
 void PrintTo(const Case& c, std::ostream* os) { *os << case_name(c); }
@@ -251,6 +268,7 @@ void check_case(const Case& c, bool check_grads) {
   const Inputs in = make_inputs(c, 1234 + static_cast<uint64_t>(c.T * 7 + c.D + c.KV));
   AttentionMask mask;
   mask.window = c.window;
+  if (c.docs) mask.segments = make_segments(c);
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
   ASSERT_EQ(fused_attention_unsupported(heads_view(in.qb, c.bthd), heads_view(in.kb, c.bthd),
                                         heads_view(in.vb, c.bthd), mask),
@@ -335,6 +353,32 @@ std::vector<Case> gated_cases() {
 }
 
 INSTANTIATE_TEST_SUITE_P(Gated, FlashAttentionGated, ::testing::ValuesIn(gated_cases()),
+                         [](const ::testing::TestParamInfo<Case>& i) { return case_name(i.param); });
+
+// Documents packed in rows (data.respect_documents -> AttentionMask::segments -> the kernels'
+// doc_start/doc_end): the reference masks with allowed_positions, which honours segments.
+// Lengths inside one tile and spanning many, GQA 4:1 and 1:1, both head dims, windows, bf16
+// and fp16, and with the fused G1 gate.
+std::vector<Case> document_cases() {
+  std::vector<Case> cases;
+  for (int64_t T : {17, 1000})
+    for (int64_t D : {64, 128})
+      for (int64_t window : {0, 37}) {
+        Case c{3, 8, 2, T, T, D, window, at::kBFloat16};
+        c.docs = true;
+        cases.push_back(c);
+      }
+  for (Case c : {Case{3, 8, 8, 1000, 1000, 128, 0, at::kHalf}, Case{3, 8, 8, 1000, 1000, 64, 200, at::kHalf},
+                 Case{1, 4, 1, 4096, 4096, 128, 0, at::kBFloat16},
+                 Case{3, 8, 2, 1000, 1000, 128, 0, at::kBFloat16, true, Gate::Elementwise},
+                 Case{3, 8, 2, 1000, 1000, 64, 37, at::kBFloat16, false, Gate::Headwise}}) {
+    c.docs = true;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Documents, FlashAttention, ::testing::ValuesIn(document_cases()),
                          [](const ::testing::TestParamInfo<Case>& i) { return case_name(i.param); });
 
 // Logits that broadcast over batch and positions (gate input: constant) reach the kernels as a

@@ -65,6 +65,10 @@ variable_list apply_flash(const at::Tensor& q, const at::Tensor& k, const at::Te
                           const AttentionMask& mask, double scale) {
   std::optional<at::Tensor> g, doc_start, doc_end;
   if (gate.defined()) g = gate;
+  if (mask.segments.defined()) {  // documents packed in rows: per-position bounds, no host sync
+    auto [start, end] = document_bounds(mask.segments);
+    doc_start = start, doc_end = end;
+  }
   return FlashAttentionFunction::apply(q, k, v, g, mask.window, scale, doc_start, doc_end);
 }
 
@@ -129,7 +133,6 @@ std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k
 #else
   if (!q.is_cuda()) return "tensors on " + q.device().str() + ", the kernels are CUDA only";
   if (mask.alibi_slopes.defined()) return "ALiBi biases are not fused yet";
-  if (mask.segments.defined()) return "document masking (data.respect_documents) not fused yet";
   const at::ScalarType t = q.scalar_type();
   if ((t != at::kBFloat16 && t != at::kHalf) || k.scalar_type() != t || v.scalar_type() != t)
     return fmt::format("dtype {} (the kernels take bf16 or fp16)", c10::toString(t));
