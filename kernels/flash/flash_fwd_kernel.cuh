@@ -77,19 +77,17 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
 
   cp_async_rows<kBlockM, D, kPitch, kNThreads>(sQ, gq, p.q_row_stride, q0, T, tid);
   cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, (n_end - 1) * kBlockN, S, tid);
-  // kGated: the rows' logits ride along with Q (elementwise: a [kBlockM, D] tile; headwise:
-  // one per row, which a plain store brings in before the first barrier).
+  cp_async_commit();
+  // kGated: headwise logits (one per row) come in with a plain store before the first barrier;
+  // an elementwise tile is loaded by each warp for its own rows during the last P·V (below).
   E* sG = reinterpret_cast<E*>(smem + Traits::kSmemGate);
+  const E* gg = kGated ? static_cast<const E*>(p.gate) + b * p.gate_batch_stride + h * p.gate_head_stride : nullptr;
   if constexpr (kGated) {
-    const E* gg = static_cast<const E*>(p.gate) + b * p.gate_batch_stride + h * p.gate_head_stride;
-    if (!p.gate_headwise) {
-      cp_async_rows<kBlockM, D, kPitch, kNThreads>(sG, gg, p.gate_row_stride, q0, T, tid);
-    } else {
+    if (p.gate_headwise) {
       for (int r = tid; r < kBlockM; r += kNThreads)
         sG[r] = q0 + r < T ? gg[static_cast<int64_t>(q0 + r) * p.gate_row_stride] : from_float<E>(0.f);
     }
   }
-  cp_async_commit();
 
   float acc_o[kMT][kDT][4];
 #pragma unroll
@@ -207,6 +205,11 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
     if (n_block > n_begin) {
       cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0 - kBlockN, S, tid);
       cp_async_commit();
+    } else if (kGated && !p.gate_headwise) {
+      // The epilogue's logits, this warp's rows only (so a warp barrier suffices), while the
+      // last P·V runs: no load waits on the critical path.
+      cp_async_rows<kWarpM, D, kPitch, 32>(sG + warp * kWarpM * kPitch, gg, p.gate_row_stride, warp_row0, T, lane);
+      cp_async_commit();
     }
 
     // O += P·V: two adjacent score tiles are one A fragment over 16 keys.
@@ -253,6 +256,10 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   // rounding (gate.cuh), the logits read from the prefetched tile sG.
   E* sOw = sQ + warp * kWarpM * kPitch;
   constexpr int kChunks = D / 8;
+  if constexpr (kGated) {
+    cp_async_wait<0>();
+    __syncwarp();  // the warp's logit rows, loaded by its lanes
+  }
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll

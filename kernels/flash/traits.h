@@ -50,7 +50,7 @@ struct FwdTraits {
   static constexpr int kSmemK = kSmemQ + align128(kBlockM * kPitch * 2);
   static constexpr int kSmemV = kSmemK + align128(kBlockN * kPitch * 2);
   static constexpr int kSmemBytes = kSmemV + align128(kBlockN * kPitch * 2);
-  // kGated: the G1 logits of the block's rows, prefetched with Q so the epilogue never waits.
+  // kGated: the G1 logits of the block's rows, loaded during the last P·V.
   static constexpr int kSmemGate = kSmemBytes;
   static constexpr int kSmemBytesGated = kSmemGate + align128(kBlockM * kPitch * 2);
 };
