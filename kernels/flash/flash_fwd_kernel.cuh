@@ -77,6 +77,18 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
 
   cp_async_rows<kBlockM, D, kPitch, kNThreads>(sQ, gq, p.q_row_stride, q0, T, tid);
   cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, (n_end - 1) * kBlockN, S, tid);
+  // kGated: the rows' logits ride along with Q (elementwise: a [kBlockM, D] tile; headwise:
+  // one per row, which a plain store brings in before the first barrier).
+  E* sG = reinterpret_cast<E*>(smem + Traits::kSmemGate);
+  if constexpr (kGated) {
+    const E* gg = static_cast<const E*>(p.gate) + b * p.gate_batch_stride + h * p.gate_head_stride;
+    if (!p.gate_headwise) {
+      cp_async_rows<kBlockM, D, kPitch, kNThreads>(sG, gg, p.gate_row_stride, q0, T, tid);
+    } else {
+      for (int r = tid; r < kBlockM; r += kNThreads)
+        sG[r] = q0 + r < T ? gg[static_cast<int64_t>(q0 + r) * p.gate_row_stride] : from_float<E>(0.f);
+    }
+  }
   cp_async_commit();
 
   float acc_o[kMT][kDT][4];
@@ -236,78 +248,44 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
           l > 0.f ? (row_max[i] * p.scale_log2 + log2f(l)) * 0.69314718055994531f : -INFINITY;
     }
   }
+  // Stage this warp's rows in its own rows of sQ (no other warp reads them), then store 16
+  // bytes per lane along the rows. kGated (G1): each element is scaled by σ(g) before its one
+  // rounding (gate.cuh), the logits read from the prefetched tile sG.
+  E* sOw = sQ + warp * kWarpM * kPitch;
   constexpr int kChunks = D / 8;
-  if constexpr (!kGated) {
-    // Stage this warp's rows in its own rows of sQ (no other warp reads them), then store 16
-    // bytes per lane along the rows.
-    E* sOw = sQ + warp * kWarpM * kPitch;
 #pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
+  for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
-      for (int half = 0; half < 2; ++half)
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt)
-          *reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g + 8 * half) * kPitch + dt * 8 + 2 * t) =
-              pack2<E>(acc_o[mt][dt][2 * half] * inv_l[2 * mt + half], acc_o[mt][dt][2 * half + 1] * inv_l[2 * mt + half]);
-    __syncwarp();
-#pragma unroll
-    for (int i = lane; i < kWarpM * kChunks; i += 32) {
-      const int r = i / kChunks;
-      const int c = (i % kChunks) * 8;
-      const int qi = warp_row0 + r;
-      if (qi < T)
-        *reinterpret_cast<uint4*>(go + static_cast<int64_t>(qi) * p.o_row_stride + c) =
-            *reinterpret_cast<const uint4*>(sOw + r * kPitch + c);
-    }
-  } else {
-    // G1: Y = O ⊙ σ(g) rounded once (gate.cuh). O is staged in fp32 over the whole tile area
-    // (sQ, sK, sV: free once every warp is past its last P·V), then each lane reads 8 values
-    // of a row with the matching 16 bytes of logits (coalesced, straight from global) and
-    // stores 16 bytes of Y. No extra shared memory, so occupancy stays the ungated kernel's.
-    constexpr int kPitchF = Traits::kPitchOutF32;
-    __syncthreads();
-    float* sOw = reinterpret_cast<float*>(smem) + warp * kWarpM * kPitchF;
-#pragma unroll
-    for (int mt = 0; mt < kMT; ++mt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half)
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt)
-          *reinterpret_cast<float2*>(sOw + (mt * 16 + g + 8 * half) * kPitchF + dt * 8 + 2 * t) =
-              make_float2(acc_o[mt][dt][2 * half] * inv_l[2 * mt + half],
-                          acc_o[mt][dt][2 * half + 1] * inv_l[2 * mt + half]);
-    __syncwarp();
-    const E* gg = static_cast<const E*>(p.gate) + b * p.gate_batch_stride + h * p.gate_head_stride;
-#pragma unroll
-    for (int i = lane; i < kWarpM * kChunks; i += 32) {
-      const int r = i / kChunks;
-      const int c = (i % kChunks) * 8;
-      const int qi = warp_row0 + r;
-      if (qi >= T) continue;
-      const E* grow = gg + static_cast<int64_t>(qi) * p.gate_row_stride;
-      float sig[8];
-      if (p.gate_headwise) {
-        const float s1 = sigmoid(to_float(grow[0]));
-#pragma unroll
-        for (int j = 0; j < 8; ++j) sig[j] = s1;
-      } else {
-        const uint4 gv = *reinterpret_cast<const uint4*>(grow + c);
-        const uint32_t* gw = &gv.x;
-#pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          const float2 x = unpack2<E>(gw[j]);
-          sig[2 * j] = sigmoid(x.x), sig[2 * j + 1] = sigmoid(x.y);
-        }
+    for (int half = 0; half < 2; ++half) {
+      const int i = 2 * mt + half;
+      const int r = warp * kWarpM + mt * 16 + g + 8 * half;  // row within the block
+      float row_scale = inv_l[i];
+      if constexpr (kGated) {
+        if (p.gate_headwise) row_scale *= sigmoid(to_float(sG[r]));
       }
-      const float4 o0 = *reinterpret_cast<const float4*>(sOw + r * kPitchF + c);
-      const float4 o1 = *reinterpret_cast<const float4*>(sOw + r * kPitchF + c + 4);
-      uint4 y;
-      y.x = pack2<E>(o0.x * sig[0], o0.y * sig[1]);
-      y.y = pack2<E>(o0.z * sig[2], o0.w * sig[3]);
-      y.z = pack2<E>(o1.x * sig[4], o1.y * sig[5]);
-      y.w = pack2<E>(o1.z * sig[6], o1.w * sig[7]);
-      *reinterpret_cast<uint4*>(go + static_cast<int64_t>(qi) * p.o_row_stride + c) = y;
+#pragma unroll
+      for (int dt = 0; dt < kDT; ++dt) {
+        const int c = dt * 8 + 2 * t;
+        float y0 = acc_o[mt][dt][2 * half] * row_scale;
+        float y1 = acc_o[mt][dt][2 * half + 1] * row_scale;
+        if constexpr (kGated) {
+          if (!p.gate_headwise) {
+            const float2 logit = unpack2<E>(*reinterpret_cast<const uint32_t*>(sG + r * kPitch + c));
+            y0 *= sigmoid(logit.x), y1 *= sigmoid(logit.y);
+          }
+        }
+        *reinterpret_cast<uint32_t*>(sOw + (mt * 16 + g + 8 * half) * kPitch + c) = pack2<E>(y0, y1);
+      }
     }
+  __syncwarp();
+#pragma unroll
+  for (int i = lane; i < kWarpM * kChunks; i += 32) {
+    const int r = i / kChunks;
+    const int c = (i % kChunks) * 8;
+    const int qi = warp_row0 + r;
+    if (qi < T)
+      *reinterpret_cast<uint4*>(go + static_cast<int64_t>(qi) * p.o_row_stride + c) =
+          *reinterpret_cast<const uint4*>(sOw + r * kPitch + c);
   }
 #endif
 }

@@ -15,7 +15,7 @@ void launch_fwd(const FwdParams& p, cudaStream_t stream) {
   const bool docs = p.doc_start != nullptr, gated = p.gate != nullptr;
   auto kernel = docs ? (gated ? &flash_fwd_kernel<Traits, true, true> : &flash_fwd_kernel<Traits, true, false>)
                      : (gated ? &flash_fwd_kernel<Traits, false, true> : &flash_fwd_kernel<Traits, false, false>);
-  const int smem = Traits::kSmemBytes;
+  const int smem = gated ? Traits::kSmemBytesGated : Traits::kSmemBytes;
   // More than the default 48 KiB of dynamic shared memory must be opted into per kernel.
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
   const dim3 grid((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads, p.batch);

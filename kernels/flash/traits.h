@@ -50,9 +50,9 @@ struct FwdTraits {
   static constexpr int kSmemK = kSmemQ + align128(kBlockM * kPitch * 2);
   static constexpr int kSmemV = kSmemK + align128(kBlockN * kPitch * 2);
   static constexpr int kSmemBytes = kSmemV + align128(kBlockN * kPitch * 2);
-  // kGated: the epilogue stages O in fp32 over the Q/K/V area (rows padded by 16 bytes).
-  static constexpr int kPitchOutF32 = kHeadDim + 4;
-  static_assert(kBlockM * kPitchOutF32 * 4 <= kSmemBytes, "the fp32 output tile fits the Q/K/V area");
+  // kGated: the G1 logits of the block's rows, prefetched with Q so the epilogue never waits.
+  static constexpr int kSmemGate = kSmemBytes;
+  static constexpr int kSmemBytesGated = kSmemGate + align128(kBlockM * kPitch * 2);
 };
 
 // Backward (FlashAttention-2 tiling): a block owns kBlockN keys of one (batch, kv head) and
