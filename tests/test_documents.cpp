@@ -372,5 +372,37 @@ TEST_F(DocumentTrain, ResumeReproducesTheStraightRunAndTheKeyIsFixed) {
   }
 }
 
+// FlashAttention's cu_seqlens form: segments for sequences packed back to back, against a loop
+// (empty sequences included), and attention over the packed row equals each sequence alone.
+TEST(Documents, SegmentsFromCuSeqlensMatchLoopAndSeparateAttention) {
+  const std::vector<int64_t> lens = {3, 0, 5, 1, 0, 7};
+  std::vector<int64_t> cu = {0};
+  for (int64_t l : lens) cu.push_back(cu.back() + l);
+  const int64_t total = cu.back();
+  const at::Tensor seg = segments_from_cu_seqlens(at::tensor(cu, at::kInt), total);
+  ASSERT_EQ(seg.sizes(), at::IntArrayRef({1, total}));
+  std::vector<int64_t> want;
+  for (size_t s = 0; s < lens.size(); ++s)
+    for (int64_t k = 0; k < lens[s]; ++k) want.push_back(static_cast<int64_t>(s));
+  EXPECT_TRUE(at::equal(seg, at::tensor(want, at::kLong).unsqueeze(0)));
+
+  at::manual_seed(5);
+  const auto f64 = at::TensorOptions().dtype(at::kDouble);
+  const at::Tensor q = at::randn({1, 4, total, 8}, f64), k = at::randn({1, 2, total, 8}, f64),
+                   v = at::randn({1, 2, total, 8}, f64);
+  AttentionMask mask;
+  mask.segments = seg;
+  const at::Tensor packed = make_attention_core("math")->forward(q, k, v, mask, 0.3);
+  for (size_t s = 0; s < lens.size(); ++s) {
+    if (lens[s] == 0) continue;
+    auto part = [&](const at::Tensor& x) { return x.narrow(2, cu[s], lens[s]); };
+    const at::Tensor alone = make_attention_core("math")->forward(part(q), part(k), part(v), AttentionMask{}, 0.3);
+    // The math core takes its softmax in fp32 (attention_core.cpp): agreement to fp32 rounding
+    // of O(1) values; a sequence seeing its neighbours would be off by O(0.1).
+    EXPECT_LE((part(packed) - alone).abs().max().item<double>(), 1e-5) << "sequence " << s;
+  }
+  EXPECT_THROW(segments_from_cu_seqlens(at::zeros({2, 2}, at::kInt), 4), c10::Error);
+}
+
 }  // namespace
 }  // namespace sluice

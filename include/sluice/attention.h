@@ -63,6 +63,11 @@ at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, co
 // segments, query i sees key j iff doc_start[b, i] <= j <= i (and the window allows it), and
 // key j is seen by queries j <= i < doc_end[b, j]. Device ops only (no host sync).
 std::tuple<at::Tensor, at::Tensor> document_bounds(const at::Tensor& segments);
+// FlashAttention's variable-length form: sequences packed back to back into one row of `total`
+// positions, cu_seqlens = [0, l_0, l_0 + l_1, ..., total] (integer, nondecreasing, on any
+// device). Returns segments [1, total] int64 (sequence index per position) for a mask over
+// q/k/v viewed as [1, heads, total, D]; empty sequences are allowed. Device ops only.
+at::Tensor segments_from_cu_seqlens(const at::Tensor& cu_seqlens, int64_t total);
 // The ALiBi bias -m_h·(i-j), fp32 [H, T, S] (query i at absolute position S-T+t), on the slopes' device.
 at::Tensor alibi_bias(int64_t T, int64_t S, const at::Tensor& slopes);
 

@@ -47,6 +47,16 @@ std::tuple<at::Tensor, at::Tensor> document_bounds(const at::Tensor& segments) {
   return {start.to(at::kInt), end_rev.flip({1}).to(at::kInt)};
 }
 
+at::Tensor segments_from_cu_seqlens(const at::Tensor& cu_seqlens, int64_t total) {
+  TORCH_CHECK(cu_seqlens.dim() == 1 && cu_seqlens.numel() >= 1,
+              "segments_from_cu_seqlens: cu_seqlens must be 1-D [n_sequences + 1], got ", cu_seqlens.sizes());
+  TORCH_CHECK(total >= 0, "segments_from_cu_seqlens: total must be >= 0, got ", total);
+  // Sequence index of position t = number of sequence ends <= t (ends are cu_seqlens[1:]).
+  const at::Tensor pos = at::arange(total, cu_seqlens.options().dtype(at::kLong));
+  const at::Tensor ends = cu_seqlens.narrow(0, 1, cu_seqlens.numel() - 1).to(at::kLong).contiguous();
+  return at::searchsorted(ends, pos, /*out_int32=*/false, /*right=*/true).unsqueeze(0);
+}
+
 at::Tensor alibi_bias(int64_t T, int64_t S, const at::Tensor& slopes) {
   auto opts = at::TensorOptions().dtype(at::kFloat).device(slopes.device());
   const at::Tensor distance = at::arange(S - T, S, opts).unsqueeze(1) - at::arange(0, S, opts).unsqueeze(0);  // i - j
