@@ -1,16 +1,17 @@
 #!/usr/bin/env python3
 """CPU emulation of the flash kernels' algorithm, for checking changes without a GPU.
 
-It mirrors kernels/flash/*.cuh at tile level: the same 64x64 tiles and tile ranges (causal,
-window, queries the last T of S keys), the online softmax in log2 units, P and dS rounded to the
+It mirrors kernels/flash/*.cuh at tile level: the same tiles (traits.h: forward 128x64 at head
+dim 128 and 64x64 at 64, backward 64 queries x 128 keys) and tile ranges (causal, window, queries
+the last T of S keys, documents packed in rows), the online softmax in log2 units, P and dS rounded to the
 input type before the products, D_i from the rounded output, dK/dV summed over the GQA group,
 dQ accumulated in fp32, and the fused G1 gate (gate.cuh, flash_bwd_preprocess.cuh): the output
-O ⊙ σ(g) rounded once, the backward from Y = O ⊙ σ(g) alone. It does not model warps, shared memory or WMMA (so it cannot find
+O ⊙ σ(g) rounded once, the backward from Y = O ⊙ σ(g) alone. It does not model warps, shared memory or mma fragments (so it cannot find
 synchronisation or fragment-indexing bugs), only the arithmetic. It compares against an fp32
 reference with the bounds of tests/test_flash_attention.cpp and prints max |err|/bound (must
 stay below 1).
 
-    .venv/bin/python kernels/flash/emulate.py [all|ungated|gated]
+    .venv/bin/python kernels/flash/emulate.py [all|ungated|gated|docs]
 """
 import itertools
 import math
@@ -18,7 +19,12 @@ import sys
 
 import torch
 
-BM = BN = 64  # FwdTraits/BwdTraits kBlockM, kBlockN
+def fwd_tiles(D):
+    """FwdTraits kBlockM, kBlockN."""
+    return (128 if D == 128 else 64), 64
+
+
+BWD_BM, BWD_BN = 64, 128  # BwdTraits kBlockM, kBlockN
 LOG2E = 1.4426950408889634
 
 
@@ -26,21 +32,44 @@ def rnd(x, dt):
     return x.to(dt).float()
 
 
-def visible(q_idx, k_idx, T, S, w):
-    """kernels/flash/utils.cuh visible(), vectorised: [len(q_idx), len(k_idx)]."""
+def visible(q_idx, k_idx, T, S, w, lo=None):
+    """The kernels' mask, vectorised: [len(q_idx), len(k_idx)]. lo: the first key each query
+    index may see (documents: doc_start over [0, T)), or None."""
     qpos = S - T + q_idx[:, None]
     k = k_idx[None, :]
     m = (q_idx[:, None] < T) & (k < S) & (k <= qpos)
     if w > 0:
         m &= (qpos - k) < w
+    if lo is not None:
+        m &= k >= lo[q_idx.clamp(max=T - 1)][:, None]
     return m
 
 
-def forward(q, k, v, w, scale, dt, g=None):
+def document_bounds(seg):
+    """sluice::document_bounds: int [B, T] start and end (exclusive) of each position's run."""
+    B, T = seg.shape
+    start, end = torch.zeros(B, T, dtype=torch.long), torch.zeros(B, T, dtype=torch.long)
+    for b in range(B):
+        s0 = 0
+        for t in range(T):
+            if t > 0 and seg[b, t] != seg[b, t - 1]:
+                s0 = t
+            start[b, t] = s0
+        e0 = T
+        for t in reversed(range(T)):
+            if t < T - 1 and seg[b, t] != seg[b, t + 1]:
+                e0 = t + 1
+            end[b, t] = e0
+    return start, end
+
+
+def forward(q, k, v, w, scale, dt, g=None, seg=None):
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
     sl2 = scale * LOG2E
+    BM, BN = fwd_tiles(D)
+    starts = document_bounds(seg)[0] if seg is not None else None
     O, L = torch.zeros(B, H, T, D), torch.zeros(B, H, T)
     for b, h in itertools.product(range(B), range(H)):
         kv = h // G
@@ -49,6 +78,9 @@ def forward(q, k, v, w, scale, dt, g=None):
             q_last = min(q0 + BM, T) - 1
             key_end = min(S, off + q_last + 1)
             key_begin = max(0, off + q0 - w + 1) if w > 0 else 0
+            lo = starts[b] if starts is not None else None
+            if lo is not None:
+                key_begin = max(key_begin, int(lo[q0]))
             n = min(BM, T - q0)
             Qt = torch.zeros(BM, D)
             Qt[:n] = q[b, h, q0:q0 + n]
@@ -59,7 +91,7 @@ def forward(q, k, v, w, scale, dt, g=None):
                 Kt, Vt = torch.zeros(BN, D), torch.zeros(BN, D)
                 Kt[:nk], Vt[:nk] = k[b, kv, k0:k0 + nk], v[b, kv, k0:k0 + nk]
                 s = (Qt @ Kt.T) * sl2
-                s = torch.where(visible(torch.arange(q0, q0 + BM), torch.arange(k0, k0 + BN), T, S, w), s,
+                s = torch.where(visible(torch.arange(q0, q0 + BM), torch.arange(k0, k0 + BN), T, S, w, lo), s,
                                 torch.tensor(-math.inf))
                 m_new = torch.maximum(m, s.max(1).values)
                 m_use = torch.where(m_new == -math.inf, torch.zeros(()), m_new)
@@ -75,8 +107,10 @@ def forward(q, k, v, w, scale, dt, g=None):
     return O, L
 
 
-def backward(dO, q, k, v, O, L, w, scale, dt, g=None):
+def backward(dO, q, k, v, O, L, w, scale, dt, g=None, seg=None):
     """Gated: dO is dY and O is Y; the preprocess turns dY into the attention's dO."""
+    BM, BN = BWD_BM, BWD_BN
+    starts, ends = document_bounds(seg) if seg is not None else (None, None)
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
@@ -97,6 +131,9 @@ def backward(dO, q, k, v, O, L, w, scale, dt, g=None):
             Kt[:nk], Vt[:nk] = k[b, kv, k0:k0 + nk], v[b, kv, k0:k0 + nk]
             q_begin = max(0, k0 - off)
             q_end = min(T, k_last + w - off) if w > 0 else T
+            lo = starts[b] if starts is not None else None
+            if ends is not None:
+                q_end = min(q_end, int(ends[b, k_last]))
             m_begin = q_begin // BM
             m_end = (q_end + BM - 1) // BM if q_end > q_begin else m_begin
             dk, dv = torch.zeros(BN, D), torch.zeros(BN, D)
@@ -109,7 +146,7 @@ def backward(dO, q, k, v, O, L, w, scale, dt, g=None):
                     Qt[:n], dOt[:n] = q[b, h, q0:q0 + n], dO[b, h, q0:q0 + n]
                     Lt[:n], Dt[:n] = L[b, h, q0:q0 + n] * LOG2E, dsum[b, h, q0:q0 + n]
                     s, dp = Qt @ Kt.T, dOt @ Vt.T
-                    vis = visible(torch.arange(q0, q0 + BM), torch.arange(k0, k0 + BN), T, S, w)
+                    vis = visible(torch.arange(q0, q0 + BM), torch.arange(k0, k0 + BN), T, S, w, lo)
                     p = torch.where(vis, torch.exp2(s * sl2 - Lt[:, None]), torch.zeros(()))
                     ds = rnd(p * (dp - Dt[:, None]), dt)
                     dv += rnd(p, dt).T @ dOt
@@ -120,29 +157,46 @@ def backward(dO, q, k, v, O, L, w, scale, dt, g=None):
     return rnd(dQ.transpose(1, 2), dt), dK, dV, dg
 
 
-def allowed(T, S, w):
+def allowed(T, S, w, seg=None):
+    """sluice::allowed_positions: [T, S], or [B, 1, T, S] with segments."""
     qp, kp = torch.arange(S - T, S)[:, None], torch.arange(S)[None, :]
     a = kp <= qp
     if w > 0:
         a &= (qp - kp) < w
+    if seg is not None:
+        a = a & (seg[:, None, :, None] == seg[:, None, None, :])
     return a
 
 
-def check(B, H, KV, T, S, D, w, dt, gate=None):
+def make_segments(B, T):
+    """Like tests/test_flash_attention.cpp make_segments: row 0 random boundaries, row 1 also
+    length-1 documents and boundaries at tile edges, later rows one document."""
+    starts = torch.rand(B, T) < 1 / 40
+    if B > 1:
+        for t in (5, 6, 7, 64, 128):
+            if t < T:
+                starts[1, t] = True
+    starts[2:] = False
+    starts[:, 0] = False
+    return starts.long().cumsum(1)
+
+
+def check(B, H, KV, T, S, D, w, dt, gate=None, docs=False):
     """max |err|/bound per quantity, bounds as in tests/test_flash_attention.cpp. gate: None,
     "elementwise" or "headwise" (G1 logits 2·N(0, 1): scores from near 0 to near 1)."""
     scale = 1 / math.sqrt(D)
     q, k, v = (rnd(torch.randn(*shape), dt) for shape in [(B, H, T, D), (B, KV, S, D), (B, KV, S, D)])
     dY = rnd(torch.randn(B, H, T, D), dt)
     g = None if gate is None else rnd(2 * torch.randn(B, H, T, D if gate == "elementwise" else 1), dt)
-    Y, L = forward(q, k, v, w, scale, dt, g)
-    dQ, dK, dV, dG = backward(dY, q, k, v, Y, L, w, scale, dt, g)
+    seg = make_segments(B, T) if docs else None
+    Y, L = forward(q, k, v, w, scale, dt, g, seg)
+    dQ, dK, dV, dG = backward(dY, q, k, v, Y, L, w, scale, dt, g, seg)
 
     G = H // KV
     qr, kr, vr = (x.clone().requires_grad_() for x in (q, k, v))
     gr = None if g is None else g.clone().requires_grad_()
     K, V = kr.repeat_interleave(G, 1), vr.repeat_interleave(G, 1)
-    s = ((qr @ K.transpose(-2, -1)) * scale).masked_fill(~allowed(T, S, w), -math.inf)
+    s = ((qr @ K.transpose(-2, -1)) * scale).masked_fill(~allowed(T, S, w, seg), -math.inf)
     P = torch.softmax(s, -1)
     out = P @ V
     y = out if gr is None else out * torch.sigmoid(gr)
@@ -158,7 +212,7 @@ def check(B, H, KV, T, S, D, w, dt, gate=None):
         u_do, r_g = (0.0, 0.0) if g is None else (u, 8 * 2**-24)
         dO = dY * sig
         Qa, Ka, Va, dOa = q.abs(), K.abs(), V.abs(), dO.abs()
-        E = (2 * g32(D) * scale * (Qa @ Ka.transpose(-2, -1))).masked_fill(~allowed(T, S, w), 0).amax(-1, keepdim=True)
+        E = (2 * g32(D) * scale * (Qa @ Ka.transpose(-2, -1))).masked_fill(~allowed(T, S, w, seg), 0).amax(-1, keepdim=True)
         lse = torch.logsumexp(s.detach(), -1)
         pv = P @ Va
         dP = dO @ V.transpose(-2, -1)
@@ -199,19 +253,23 @@ def main():
              (1, 4, 4, 1, 77, 64, 0), (1, 8, 1, 5, 77, 128, 9), (1, 4, 1, 1000, 1000, 128, 0)]
     gated_cases = [(2, 8, 2, 17, 17, 64, 0), (1, 8, 2, 17, 17, 128, 37), (1, 8, 2, 300, 300, 64, 37),
                    (1, 4, 1, 1000, 1000, 128, 0), (1, 8, 2, 17, 1000, 64, 37)]
-    only = sys.argv[1] if len(sys.argv) > 1 else "all"  # all | ungated | gated
+    doc_cases = [(3, 8, 2, 17, 17, 64, 0), (3, 8, 2, 300, 300, 128, 37), (3, 4, 4, 300, 300, 64, 0),
+                 (2, 4, 1, 400, 400, 128, 200)]
+    only = sys.argv[1] if len(sys.argv) > 1 else "all"  # all | ungated | gated | docs
     runs = []
     for dt in (torch.bfloat16, torch.float16):
-        if only != "gated":
-            runs += [(c, dt, None) for c in cases]
-        if only != "ungated":
-            runs += [(c, dt, gate) for c in gated_cases for gate in ("elementwise", "headwise")]
+        if only in ("all", "ungated"):
+            runs += [(c, dt, None, False) for c in cases]
+        if only in ("all", "gated"):
+            runs += [(c, dt, gate, False) for c in gated_cases for gate in ("elementwise", "headwise")]
+        if only in ("all", "docs"):
+            runs += [(c, dt, None, True) for c in doc_cases] + [(doc_cases[1], dt, "elementwise", True)]
     worst = 0.0
-    for c, dt, gate in runs:
-        r = check(*c, dt, gate)
+    for c, dt, gate, docs in runs:
+        r = check(*c, dt, gate, docs)
         worst = max(worst, *r.values())
-        print(f"{str(dt):15} {gate or 'ungated':11} B,H,KV,T,S,D,w={c}: " + " ".join(f"{k} {x:.3f}" for k, x in r.items()),
-              flush=True)
+        print(f"{str(dt):15} {gate or 'ungated':11} {'docs' if docs else '':4} B,H,KV,T,S,D,w={c}: " +
+              " ".join(f"{k} {x:.3f}" for k, x in r.items()), flush=True)
     print(f"worst |err|/bound: {worst:.3f} ({'ok' if worst < 1 else 'FAIL'})")
 
 
