@@ -5,16 +5,9 @@
 # Environment: BENCH_BACKENDS="sdpa fused" benchmarks each config once per attention backend
 # (default: the config's own); SKIP_CPU_TESTS=1 skips the cpu-labelled tests.
 # Results (logs, JSON) go to $OUT when set, else build-gpu/out.
-set -uo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
-out=${OUT:-build-gpu/out}
-mkdir -p "$out"
-b=${GPU_BUILD_DIR:-/tmp/sluice-build}
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a}
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
 t0=$(date +%s)
-cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
-cmake --build "$b" > "$out/build.log" 2>&1 || { grep -E "error|FAILED" "$out/build.log" | head -40; exit 1; }
+gpu_build "" || exit 1
 echo "[gpu] build $(( $(date +%s) - t0 ))s"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 ctest --test-dir "$b" -L gpu -j 6 --output-on-failure > "$out/ctest_gpu.log" 2>&1; echo "[gpu] ctest -L gpu rc=$?"

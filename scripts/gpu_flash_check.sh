@@ -3,9 +3,7 @@
 # run the GPU tests (optionally a filter), the benchmark, and compute-sanitizer on a small case.
 # Usage: scripts/gpu_flash_check.sh [--filter GTEST_FILTER] [--no-bench] [--sanitize]
 # Results (logs, JSON) go to $OUT when set, else build-gpu/out.
-set -uo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
 filter='*'; bench=1; sanitize=0
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -15,13 +13,8 @@ while [ $# -gt 0 ]; do
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
-out=${OUT:-build-gpu/out}
-mkdir -p "$out"
-b=${GPU_BUILD_DIR:-/tmp/sluice-build}
-export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a}
 t0=$(date +%s)
-cmake -S . -B "$b" -G Ninja -DCMAKE_BUILD_TYPE=Release > "$out/configure.log" 2>&1 || { tail -30 "$out/configure.log"; exit 1; }
-cmake --build "$b" --target test_flash_attention bench_attention > "$out/build.log" 2>&1 || { grep -E "error|FAILED" "$out/build.log" | head -40; exit 1; }
+gpu_build "" -- test_flash_attention bench_attention || exit 1
 echo "[gpu] build $(( $(date +%s) - t0 ))s"
 grep -E "registers|spill" "$out/build.log" | head -20
 "$b/tests/test_flash_attention" --gtest_filter="$filter" > "$out/test_flash.log" 2>&1; echo "[gpu] test_flash_attention rc=$?"

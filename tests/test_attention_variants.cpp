@@ -30,6 +30,7 @@
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/train_step.h"
+#include "tensor_test_util.h"
 
 namespace sluice {
 namespace {
@@ -46,9 +47,7 @@ void expect_close(const at::Tensor& a, const at::Tensor& b, double tol, const st
   EXPECT_LE(diff, tol * scale) << what << " (max |b| " << scale << ")";
 }
 
-double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
+using testing::max_abs_diff;
 
 // d_model 24, 4 query heads, 2 KV heads (GQA 2:1), head_dim 8 (H·D = 32 != d_model).
 ModelConfig base_config() {

@@ -25,15 +25,14 @@
 #include "sluice/trainer.h"
 #include "test_util.h"
 #include "train/checkpoint.h"
+#include "tensor_test_util.h"
 
 namespace sluice {
 namespace {
 
 using testing::TempDir;
 
-double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
+using testing::max_abs_diff;
 
 void expect_close(const at::Tensor& a, const at::Tensor& b, double tol, const std::string& what) {
   ASSERT_TRUE(a.defined() && b.defined()) << what;

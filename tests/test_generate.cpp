@@ -28,6 +28,7 @@
 #include "sluice/tokenizer.h"
 #include "sluice/trainer.h"
 #include "test_util.h"
+#include "tensor_test_util.h"
 
 namespace sluice {
 namespace {
@@ -36,9 +37,7 @@ using testing::TempDir;
 using testing::read_file;
 using testing::write_file;
 
-double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
+using testing::max_abs_diff;
 
 // ------------------------------------------------------------------ models under test
 
