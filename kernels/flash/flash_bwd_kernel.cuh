@@ -199,6 +199,23 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
     bool need_mask = key_first + kBlockN / 4 > S || key_first + kBlockN / 4 - 1 > qpos_first ||
                      (p.window > 0 && qpos_first + kBlockM / 2 - 1 - key_first >= p.window);
     if constexpr (kDocs) need_mask = need_mask || __any_sync(0xffffffffu, key_first < thread_lo);
+    // Hidden scores become -inf (so P = exp2(-inf) = 0) in one uniform branch: a test inside
+    // the element loop below compiled to one divergent branch per element.
+    if (need_mask) {
+#pragma unroll
+      for (int mt = 0; mt < kSdpMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kSdpNT; ++nt)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) {
+            const int half = r / 2;
+            const int qpos = qpos_first + mt * 16 + g + 8 * half;
+            const int key = key_first + nt * 8 + 2 * t + (r & 1);
+            if (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window) ||
+                (kDocs && key < row_lo[mt][half]))
+              s[mt][nt][r] = -INFINITY;
+          }
+    }
 #pragma unroll
     for (int mt = 0; mt < kSdpMT; ++mt)
 #pragma unroll
@@ -208,13 +225,6 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
         for (int r = 0; r < 4; ++r) {
           const int half = r / 2;
           pv[r] = fast_exp2(fmaf(s[mt][nt][r], p.scale_log2, -lse2[mt][half]));
-          if (need_mask) {
-            const int qpos = qpos_first + mt * 16 + g + 8 * half;
-            const int key = key_first + nt * 8 + 2 * t + (r & 1);
-            if (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window) ||
-                (kDocs && key < row_lo[mt][half]))
-              pv[r] = 0.f;
-          }
           ds[r] = pv[r] * (dp[mt][nt][r] - dsum[mt][half]);
         }
         const int row = sdp_row0 + mt * 16 + g;

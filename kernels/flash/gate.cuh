@@ -17,13 +17,27 @@ __device__ __forceinline__ float gate_logit(const FwdParams& p, int b, int h, in
   return to_float(static_cast<const E*>(p.gate)[i]);
 }
 
-// σ(x) in fp32 with the fast exponential (relative error ~2^-21, far below the bf16/fp16
-// rounding that follows) and an IEEE reciprocal: __expf overflows to inf for x < -88 and
-// 1/inf is exactly 0. The accurate expf + division cost the gated epilogue ~10% of a forward.
-__device__ __forceinline__ float sigmoid(float x) { return __frcp_rn(1.f + __expf(-x)); }
+// σ(x) = 1 / (1 + 2^(-x·log2 e)) in fp32 with two MUFU operations and no branch:
+// ex2.approx and rcp.approx (relative errors ~2^-22 and 1 ulp, far below the bf16/fp16
+// rounding that follows). x < -88 gives 2^(>127) = inf and 1/inf = 0 exactly; x > 88 gives
+// 1/(1 + 0) = 1. IEEE division or __frcp_rn would add a slow-path branch per element, which
+// in the unrolled epilogue cost more than the gate's memory traffic (SASS: BSSY/BSYNC pairs).
+__device__ __forceinline__ float fast_rcp(float x) {
+  float y;
+  asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float fast_exp2_gate(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float sigmoid(float x) { return fast_rcp(1.f + fast_exp2_gate(x * -1.4426950408889634f)); }
 
 // 1 - σ(x) = σ(-x) without the cancellation of 1 - σ(x) when σ(x) is close to 1.
-__device__ __forceinline__ float sigmoid_complement(float x) { return __frcp_rn(1.f + __expf(x)); }
+__device__ __forceinline__ float sigmoid_complement(float x) {
+  return fast_rcp(1.f + fast_exp2_gate(x * 1.4426950408889634f));
+}
 
 template <typename E>
 __device__ __forceinline__ float gate_sigmoid(const FwdParams& p, int b, int h, int t, int d) {
