@@ -2,7 +2,10 @@
 // `fused` flash kernels and PyTorch's SDPA flash and cuDNN backends, in one run, on the
 // shapes of issue 8 (causal, bf16):
 //
-//   build/benchmarks/bench_attention [--warmup 5] [--iters 20] [--out result.json]
+//   build/benchmarks/bench_attention [--warmup 5] [--iters 20] [--out result.json] [--shape I]
+//
+// --shape I runs only the I-th shape below (0-2), e.g. under Nsight Compute
+// (scripts/flash_ncu.sh) with --warmup 0 --iters 1.
 //
 // FLOP convention (flash-attention's benchmark_flash_attention.py): a causal forward counts
 // 4·B·H·T·S·D / 2 (two matmuls, half the score matrix); the backward 2.5× that (five matmuls),
@@ -157,9 +160,11 @@ int main(int argc, char** argv) {
   CLI::App app{"Attention kernel benchmark: fused vs SDPA flash and cuDNN (causal, bf16)."};
   int64_t warmup = 5, iters = 20;
   std::string out_path;
+  int shape_index = -1;
   app.add_option("--warmup", warmup, "untimed calls first");
   app.add_option("--iters", iters, "timed calls");
   app.add_option("--out", out_path, "write the results as JSON here");
+  app.add_option("--shape", shape_index, "run only this shape (0-2; default all)")->check(CLI::Range(-1, 2));
   CLI11_PARSE(app, argc, argv);
   if (!torch::cuda::is_available()) {
     std::cerr << "bench_attention needs a CUDA device\n";
@@ -173,7 +178,9 @@ int main(int argc, char** argv) {
                            "column 3.5F) or 2.5× fwd (column 2.5F)\n");
   std::cout << fmt::format("{:<28} {:<11} {:>9} {:>9} {:>11} {:>11} {:>11}  {}\n", "shape (B,H/KV,T,D)", "backend",
                            "fwd ms", "fwd TF/s", "f+b ms", "f+b TF 3.5F", "f+b TF 2.5F", "note");
-  for (const Shape& s : shapes) {
+  for (size_t shape_i = 0; shape_i < shapes.size(); ++shape_i) {
+    if (shape_index >= 0 && static_cast<size_t>(shape_index) != shape_i) continue;
+    const Shape& s = shapes[shape_i];
     at::manual_seed(0);
     const auto opts = at::TensorOptions(at::kCUDA).dtype(at::kBFloat16);
     const at::Tensor q = at::randn({s.B, s.T, s.H, s.D}, opts).transpose(1, 2);
