@@ -9,8 +9,17 @@
 #include <limits>
 
 #include "flash/launch.h"
+#include "flash/traits.h"
 
 namespace sluice::kernels {
+
+// The backward's query tile (the same for every head dim and dtype): dq_accum's rows are
+// padded to a multiple of it.
+constexpr int64_t kFlashBwdBlockM = flash::BwdTraits<128, __nv_bfloat16>::kBlockM;
+static_assert(flash::BwdTraits<64, __nv_bfloat16>::kBlockM == kFlashBwdBlockM &&
+                  flash::BwdTraits<128, __half>::kBlockM == kFlashBwdBlockM &&
+                  flash::BwdTraits<64, __half>::kBlockM == kFlashBwdBlockM,
+              "dq_accum padding assumes one backward query tile");
 namespace {
 
 using flash::BwdParams;
@@ -197,7 +206,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     if (dgate.defined()) dgate.zero_();
     return {dq, dk, dv, dgate};
   }
-  const at::Tensor dq_accum = at::zeros({B, T, H, D}, q.options().dtype(at::kFloat));
+  const int64_t dq_rows = (T + kFlashBwdBlockM - 1) / kFlashBwdBlockM * kFlashBwdBlockM;
+  const at::Tensor dq_accum = at::zeros({B, H, dq_rows, D}, q.options().dtype(at::kFloat));
   const at::Tensor dsum = at::empty({B, H, T}, q.options().dtype(at::kFloat));
 
   BwdParams p{};
@@ -206,6 +216,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
   p.do_batch_stride = dout.stride(0), p.do_head_stride = dout.stride(1), p.do_row_stride = dout.stride(2);
   p.dsum = dsum.data_ptr<float>();
   p.dq_accum = dq_accum.data_ptr<float>();
+  p.dq_accum_rows = static_cast<int>(dq_rows);
   p.dk = dk.data_ptr();
   p.dv = dv.data_ptr();
   p.dk_batch_stride = dk.stride(0), p.dk_head_stride = dk.stride(1), p.dk_row_stride = dk.stride(2);
@@ -223,7 +234,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
   }
   fill_docs(p, docs);
   run_bwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
-  dq.copy_(dq_accum.transpose(1, 2));  // same memory order: one pass, fp32 -> q's dtype
+  dq.copy_(dq_accum.narrow(2, 0, T));  // one pass, fp32 [B, H, T(+pad), D] -> q's dtype, [B, T, H, D] memory
   return {dq, dk, dv, dgate};
 }
 

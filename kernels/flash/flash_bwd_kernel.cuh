@@ -284,17 +284,20 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
         }
       }
     }
+    // dq_accum is [B, H, T rounded up to kBlockM, D]: every row of a tile exists, so the 16
+    // reductions need no bounds test and address one base plus compile-time offsets. With
+    // [B, T, H, D] and a test per row, each row rebuilt a 64-bit address in registers the
+    // previous row's reductions were still reading (Nsight Compute: ~8% of the stall samples).
+    float* dq_tile = p.dq_accum + ((static_cast<int64_t>(b) * p.heads + h) * p.dq_accum_rows + q0 + dq_row0 + g) * D +
+                     dq_col0 + 2 * t;
 #pragma unroll
     for (int mt = 0; mt < kDqMT; ++mt)
 #pragma unroll
-      for (int half = 0; half < 2; ++half) {
-        const int qi = q0 + dq_row0 + mt * 16 + g + 8 * half;
-        if (qi >= T) continue;
-        float* dst = p.dq_accum + ((static_cast<int64_t>(b) * T + qi) * p.heads + h) * D + dq_col0 + 2 * t;
+      for (int half = 0; half < 2; ++half)
 #pragma unroll
         for (int nt = 0; nt < kDqNT; ++nt)
-          atomic_add2(dst + nt * 8, dq[mt][nt][2 * half] * p.scale, dq[mt][nt][2 * half + 1] * p.scale);
-      }
+          atomic_add2(dq_tile + (mt * 16 + 8 * half) * D + nt * 8, dq[mt][nt][2 * half] * p.scale,
+                      dq[mt][nt][2 * half + 1] * p.scale);
   }
 
   // Epilogue: dK = scale·Σ dSᵀQ and dV, cast once; each quad writes 16 contiguous bytes.
