@@ -77,14 +77,12 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
 
   cp_async_rows<kBlockM, D, kPitch, kNThreads>(sQ, gq, p.q_row_stride, q0, T, tid);
   cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, (n_end - 1) * kBlockN, S, tid);
-  // kGated: the rows' logits ride along with Q (elementwise: a [kBlockM, D] tile; headwise:
-  // one per row, which a plain store brings in before the first barrier).
+  // kGated, headwise: one logit per row, which a plain store brings in before the first
+  // barrier. Elementwise logits come later, into the warp's own rows of sQ (load_gate_rows).
   E* sG = reinterpret_cast<E*>(smem + Traits::kSmemGate);
+  const E* gg = kGated ? static_cast<const E*>(p.gate) + b * p.gate_batch_stride + h * p.gate_head_stride : nullptr;
   if constexpr (kGated) {
-    const E* gg = static_cast<const E*>(p.gate) + b * p.gate_batch_stride + h * p.gate_head_stride;
-    if (!p.gate_headwise) {
-      cp_async_rows<kBlockM, D, kPitch, kNThreads>(sG, gg, p.gate_row_stride, q0, T, tid);
-    } else {
+    if (p.gate_headwise) {
       for (int r = tid; r < kBlockM; r += kNThreads)
         sG[r] = q0 + r < T ? gg[static_cast<int64_t>(q0 + r) * p.gate_row_stride] : from_float<E>(0.f);
     }
@@ -120,6 +118,18 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   const uint32_t aK = smem_addr(sK + (lane % 8 + (lane / 16) * 8) * kPitch + ((lane / 8) % 2) * 8);
   const uint32_t aV = smem_addr(sV + (lane % 8 + ((lane / 8) % 2) * 8) * kPitch + (lane / 16) * 8);
 
+  // kGated, elementwise: the warp's [kWarpM, D] logits, copied over its own rows of sQ once
+  // its last Q·Kᵀ has read them (no other warp reads those rows). The copy then overlaps
+  // the last tile's softmax and P·V, and the gate costs no shared memory of its own:
+  // prefetching it with Q took 34 KB more per block (less L1 beside it) and delayed the
+  // first tile.
+  const bool elementwise_gate = kGated && !p.gate_headwise;
+  auto load_gate_rows = [&] {
+    __syncwarp();
+    cp_async_rows<kWarpM, D, kPitch, 32>(sQ + warp * kWarpM * kPitch, gg, p.gate_row_stride, warp_row0, T, lane);
+    cp_async_commit();
+  };
+
   for (int n_block = n_end - 1; n_block >= n_begin; --n_block) {
     const int k0 = n_block * kBlockN;
     cp_async_wait<0>();
@@ -150,6 +160,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
         }
       }
     }
+    const bool gate_now = elementwise_gate && n_block == n_begin;
+    if (gate_now) load_gate_rows();
 
     // Masking only where some (row, key) of the tile is hidden: past the end of the keys,
     // right of the diagonal, or left of the window.
@@ -202,7 +214,10 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
         for (int dt = 0; dt < kDT; ++dt) acc_o[mt][dt][2 * half] *= alpha, acc_o[mt][dt][2 * half + 1] *= alpha;
       }
 
-    cp_async_wait<0>();
+    if (gate_now)
+      cp_async_wait<1>();  // the gate's copy (the newest group) may still be in flight
+    else
+      cp_async_wait<0>();
     __syncthreads();  // V landed; every warp is done with this K
     if (n_block > n_begin) {
       cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0 - kBlockN, S, tid);
@@ -250,8 +265,14 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   }
   // Stage this warp's rows in its own rows of sQ (no other warp reads them), then store 16
   // bytes per lane along the rows. kGated (G1): each element is scaled by σ(g) before its one
-  // rounding (gate.cuh), the logits read from the prefetched tile sG.
+  // rounding (gate.cuh); an elementwise logit sits exactly where its output element is staged,
+  // so each lane reads its logits and overwrites them in place.
   E* sOw = sQ + warp * kWarpM * kPitch;
+  if (elementwise_gate) {
+    if (n_end <= n_begin) load_gate_rows();  // no key tile ran (cannot happen for valid rows)
+    cp_async_wait<0>();
+    __syncwarp();  // every lane's part of the warp's logits landed
+  }
   constexpr int kChunks = D / 8;
 #pragma unroll
   for (int mt = 0; mt < kMT; ++mt)
@@ -270,7 +291,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
         float y1 = acc_o[mt][dt][2 * half + 1] * row_scale;
         if constexpr (kGated) {
           if (!p.gate_headwise) {
-            const float2 logit = unpack2<E>(*reinterpret_cast<const uint32_t*>(sG + r * kPitch + c));
+            const float2 logit =
+                unpack2<E>(*reinterpret_cast<const uint32_t*>(sOw + (mt * 16 + g + 8 * half) * kPitch + c));
             y0 *= sigmoid(logit.x), y1 *= sigmoid(logit.y);
           }
         }

@@ -50,9 +50,9 @@ struct FwdTraits {
   static constexpr int kSmemK = kSmemQ + align128(kBlockM * kPitch * 2);
   static constexpr int kSmemV = kSmemK + align128(kBlockN * kPitch * 2);
   static constexpr int kSmemBytes = kSmemV + align128(kBlockN * kPitch * 2);
-  // kGated: the G1 logits of the block's rows, prefetched with Q so the epilogue never waits.
+  // kGated: headwise G1 logits, one per row (elementwise ones reuse sQ, flash_fwd_kernel.cuh).
   static constexpr int kSmemGate = kSmemBytes;
-  static constexpr int kSmemBytesGated = kSmemGate + align128(kBlockM * kPitch * 2);
+  static constexpr int kSmemBytesGated = kSmemGate + align128(kBlockM * 2);
 };
 
 // Backward (FlashAttention-2 tiling): a block owns kBlockN keys of one (batch, kv head) and
