@@ -5,6 +5,7 @@
 #pragma once
 #include <cmath>
 
+#include "flash/mma.cuh"
 #include "flash/params.h"
 #include "flash/utils.cuh"
 
@@ -27,16 +28,11 @@ __device__ __forceinline__ float fast_rcp(float x) {
   asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
 }
-__device__ __forceinline__ float fast_exp2_gate(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
-__device__ __forceinline__ float sigmoid(float x) { return fast_rcp(1.f + fast_exp2_gate(x * -1.4426950408889634f)); }
+__device__ __forceinline__ float sigmoid(float x) { return fast_rcp(1.f + fast_exp2(x * -1.4426950408889634f)); }
 
 // 1 - σ(x) = σ(-x) without the cancellation of 1 - σ(x) when σ(x) is close to 1.
 __device__ __forceinline__ float sigmoid_complement(float x) {
-  return fast_rcp(1.f + fast_exp2_gate(x * 1.4426950408889634f));
+  return fast_rcp(1.f + fast_exp2(x * 1.4426950408889634f));
 }
 
 template <typename E>
