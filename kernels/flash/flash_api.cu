@@ -6,7 +6,9 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "flash/launch.h"
 #include "flash/traits.h"
@@ -55,7 +57,9 @@ void check_qkv(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, in
               " query heads are not a multiple of ", k.size(1), " kv heads");
   TORCH_CHECK(flash_head_dim_supported(q.size(3)), "flash attention: head dim must be 64 or 128, got ", q.size(3));
   TORCH_CHECK(q.size(2) <= k.size(2), "flash attention: more queries (", q.size(2), ") than keys (", k.size(2), ")");
-  TORCH_CHECK(k.size(2) <= std::numeric_limits<int32_t>::max() && q.size(1) <= 65535 && q.size(0) <= 65535,
+  // The 1-D grids hold (tiles of at least 64 rows) x B·H blocks, int32 indices.
+  TORCH_CHECK(k.size(2) <= std::numeric_limits<int32_t>::max() &&
+                  (k.size(2) + 63) / 64 * q.size(0) * q.size(1) <= std::numeric_limits<int32_t>::max(),
               "flash attention: shape too large for the grid");
   TORCH_CHECK(window >= 0 && window <= std::numeric_limits<int32_t>::max(), "flash attention: bad window ", window);
   TORCH_CHECK(flash_device_supported(q.device()), "flash attention: needs compute capability 8.0 or newer");
@@ -130,6 +134,17 @@ void fill_fwd(FwdParams& p, const at::Tensor& q, const at::Tensor& k, const at::
   p.scale_log2 = static_cast<float>(scale * 1.4426950408889634);
 }
 
+// SLUICE_FLASH_TILE_ORDER: `plain` (default) or `sectioned`, the kernels' block order
+// (tile_order.h). An A/B switch until the sectioned order is measured on a GPU; read at every
+// call so one process (a test, a benchmark) can run both.
+bool sectioned_order_from_env() {
+  const char* value = std::getenv("SLUICE_FLASH_TILE_ORDER");
+  const std::string order = value != nullptr ? value : "";
+  TORCH_CHECK(order.empty() || order == "plain" || order == "sectioned",
+              "SLUICE_FLASH_TILE_ORDER must be 'plain' or 'sectioned', got '", order, "'");
+  return order == "sectioned";
+}
+
 void run_fwd(const FwdParams& p, int64_t D, at::ScalarType t, cudaStream_t s) {
   if (t == at::kBFloat16) {
     D == 64 ? flash::run_flash_fwd<64, __nv_bfloat16>(p, s) : flash::run_flash_fwd<128, __nv_bfloat16>(p, s);
@@ -171,6 +186,7 @@ std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q_in, const a
   fill_fwd(p, q, k, v, out, lse, window, scale);
   fill_gate(p, gate);
   fill_docs(p, docs);
+  p.sectioned_order = sectioned_order_from_env();
   run_fwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
   return {out, lse};
 }
@@ -233,6 +249,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     p.dgate_row_stride = dgate.stride(2);
   }
   fill_docs(p, docs);
+  p.sectioned_order = sectioned_order_from_env();
   run_bwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
   dq.copy_(dq_accum.narrow(2, 0, T));  // one pass, fp32 [B, H, T(+pad), D] -> q's dtype, [B, T, H, D] memory
   return {dq, dk, dv, dgate};

@@ -2,7 +2,8 @@
 //
 // 1. flash_bwd_preprocess_kernel (flash_bwd_preprocess.cuh): D_i = rowsum(dO_i ⊙ O_i) in fp32, one
 //    warp per row; with the fused G1 gate also dO = dY ⊙ σ(g) and the gate's gradient.
-// 2. flash_bwd_kernel, grid (ceil(S / kBlockN), KV, B): a block owns kBlockN keys of one
+// 2. flash_bwd_kernel, 1-D grid of ceil(S / kBlockN) key tiles x B·KV groups in p.order
+//    (tile_order.h): a block owns kBlockN keys of one
 //    (batch, kv head), K and V in shared memory. For each query head of the GQA group and each
 //    query tile that can see these keys (Q, dO double-buffered with cp.async) it recomputes
 //        S = Q·Kᵀ, P = exp2(S·scale·log2 e - L·log2 e)   (0 where masked),  dP = dO·Vᵀ,
@@ -67,13 +68,20 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
   const int warp = tid / 32;
   const int lane = tid % 32;
   const int g = lane / 4, t = lane % 4;
-  const int n_block = blockIdx.x;
-  const int kvh = blockIdx.y;
-  const int b = blockIdx.z;
+  const TileSlot slot = tile_slot(p.order, blockIdx.x);
+  const int n_block = slot.tile_rank;  // key tile 0 is seen by every query: the heaviest
+  const int kvh = slot.group % p.kv_heads;
+  const int b = slot.group / p.kv_heads;
+  const int k0 = n_block * kBlockN;
+  // The query walk and the epilogue re-read b, kvh and k0 from shared memory: decoded from
+  // blockIdx.x (a division) the compiler holds them in registers through the walk (5 spills in
+  // the hd128 loop), where the former blockIdx.x/y/z could be re-read for free.
+  __shared__ int s_block[3];
+  if (tid == 0) s_block[0] = b, s_block[1] = kvh, s_block[2] = k0;
+  const volatile int* block_of = s_block;
   const int group = p.heads / p.kv_heads;
   const int T = p.seqlen_q, S = p.seqlen_k;
   const int offset = S - T;
-  const int k0 = n_block * kBlockN;
 
   const E* gk = static_cast<const E*>(p.k) + b * p.k_batch_stride + kvh * p.k_head_stride;
   const E* gv = static_cast<const E*>(p.v) + b * p.v_batch_stride + kvh * p.v_head_stride;
@@ -114,7 +122,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
   const uint32_t adS = smem_addr(sdS + (dq_row0 + a_row) * kPitchP + a_col);
   const uint32_t aKb = smem_addr(sK + b_row * kPitch + dq_col0 + b_col);
 
-  auto load_q_tile = [&](int it, int stage) {
+  auto load_q_tile = [&](int it, int stage, int b, int kvh) {
     const int h = kvh * group + it / m_count;
     const int q0 = (m_begin + it % m_count) * kBlockM;
     const E* gq = static_cast<const E*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
@@ -125,8 +133,9 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
 
   cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0, S, tid);
   cp_async_rows<kBlockN, D, kPitch, kNThreads>(sV, gv, p.v_row_stride, k0, S, tid);
-  if (n_iters > 0) load_q_tile(0, 0);
+  if (n_iters > 0) load_q_tile(0, 0, b, kvh);
   cp_async_commit();
+  __syncthreads();  // s_block
 
   float dk[kKvMT][kKvNT][4], dv[kKvMT][kKvNT][4];
 #pragma unroll
@@ -138,6 +147,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
 
   for (int it = 0; it < n_iters; ++it) {
     const int stage = it % 2;
+    const int b = block_of[0], kvh = block_of[1];
     const int h = kvh * group + it / m_count;
     const int q0 = (m_begin + it % m_count) * kBlockM;
     const uint32_t qoff = stage * kQStage * 2;  // bytes
@@ -160,7 +170,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
 
     cp_async_wait<0>();
     __syncthreads();  // this Q/dO stage (and K/V) landed; the previous tile's P/dS are consumed
-    if (it + 1 < n_iters) load_q_tile(it + 1, stage ^ 1);
+    if (it + 1 < n_iters) load_q_tile(it + 1, stage ^ 1, block_of[0], block_of[1]);
     cp_async_commit();
 
     float s[kSdpMT][kSdpNT][4], dp[kSdpMT][kSdpNT][4];
@@ -195,7 +205,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
 
     // P and dS, rounded to E, into shared memory.
     const int qpos_first = offset + q0 + sdp_row0;
-    const int key_first = k0 + sdp_col0;
+    const int key_first = block_of[2] + sdp_col0;
     bool need_mask = key_first + kBlockN / 4 > S || key_first + kBlockN / 4 - 1 > qpos_first ||
                      (p.window > 0 && qpos_first + kBlockM / 2 - 1 - key_first >= p.window);
     if constexpr (kDocs) need_mask = need_mask || __any_sync(0xffffffffu, key_first < thread_lo);
@@ -288,7 +298,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
     // reductions need no bounds test and address one base plus compile-time offsets. With
     // [B, T, H, D] and a test per row, each row rebuilt a 64-bit address in registers the
     // previous row's reductions were still reading (Nsight Compute: ~8% of the stall samples).
-    float* dq_tile = p.dq_accum + ((static_cast<int64_t>(b) * p.heads + h) * p.dq_accum_rows + q0 + dq_row0 + g) * D +
+    float* dq_tile = p.dq_accum + ((static_cast<int64_t>(block_of[0]) * p.heads + h) * p.dq_accum_rows + q0 + dq_row0 + g) * D +
                      dq_col0 + 2 * t;
 #pragma unroll
     for (int mt = 0; mt < kDqMT; ++mt)
@@ -301,13 +311,14 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
   }
 
   // Epilogue: dK = scale·Σ dSᵀQ and dV, cast once; each quad writes 16 contiguous bytes.
-  E* gdk = static_cast<E*>(p.dk) + b * p.dk_batch_stride + kvh * p.dk_head_stride;
-  E* gdv = static_cast<E*>(p.dv) + b * p.dv_batch_stride + kvh * p.dv_head_stride;
+  const int b_out = block_of[0], kvh_out = block_of[1], k0_out = block_of[2];
+  E* gdk = static_cast<E*>(p.dk) + b_out * p.dk_batch_stride + kvh_out * p.dk_head_stride;
+  E* gdv = static_cast<E*>(p.dv) + b_out * p.dv_batch_stride + kvh_out * p.dv_head_stride;
 #pragma unroll
   for (int mt = 0; mt < kKvMT; ++mt)
 #pragma unroll
     for (int half = 0; half < 2; ++half) {
-      const int key = k0 + kv_row0 + mt * 16 + g + 8 * half;
+      const int key = k0_out + kv_row0 + mt * 16 + g + 8 * half;
       if (key >= S) continue;
 #pragma unroll
       for (int nt = 0; nt < kKvNT; ++nt) {

@@ -1,7 +1,7 @@
 // FlashAttention-2-style forward (Dao 2023, Algorithm 1) on mma.sync tensor cores.
 //
-// Grid (ceil(T / kBlockM), H, B), heaviest query tiles first (causal work grows with the
-// tile index). A block owns kBlockM query rows of one (batch, head); warp w owns rows
+// 1-D grid of ceil(T / kBlockM) query tiles x B·H groups in p.order (tile_order.h): tile rank 0
+// is the last query tile, the heaviest (causal work grows with the tile index). A block owns kBlockM query rows of one (batch, head); warp w owns rows
 // w·kWarpM.. and keeps, in registers, S = Q·Kᵀ for the current key tile, the running row max m
 // and sum l, and the fp32 output accumulator O. Per key tile (walked from the last visible one
 // down, so the masked diagonal tile comes first):
@@ -52,10 +52,18 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   const int lane = tid % 32;
   const int g = lane / 4;  // fragment row (and row + 8)
   const int t = lane % 4;  // fragment column pair
-  const int m_block = gridDim.x - 1 - blockIdx.x;
-  const int h = blockIdx.y;
-  const int b = blockIdx.z;
+  const TileSlot slot = tile_slot(p.order, blockIdx.x);
+  const int m_block = p.order.tiles - 1 - slot.tile_rank;
+  const int h = slot.group % p.heads;
+  const int b = slot.group / p.heads;
   const int kvh = h / (p.heads / p.kv_heads);
+  // The gate copy and the epilogue re-read b and h from shared memory (written here, read after
+  // the key loop's first barrier): decoded from blockIdx.x (a division) the compiler would hold
+  // them, or the output and gate pointers, in registers through the loop, where the former
+  // blockIdx.y/z could be re-read for free.
+  __shared__ int s_block[2];
+  if (tid == 0) s_block[0] = b, s_block[1] = h;
+  const volatile int* block_of = s_block;
   const int T = p.seqlen_q, S = p.seqlen_k;
   const int q0 = m_block * kBlockM;
   const int offset = S - T;  // queries are the last T of the S positions
@@ -63,7 +71,6 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   const E* gq = static_cast<const E*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
   const E* gk = static_cast<const E*>(p.k) + b * p.k_batch_stride + kvh * p.k_head_stride;
   const E* gv = static_cast<const E*>(p.v) + b * p.v_batch_stride + kvh * p.v_head_stride;
-  E* go = static_cast<E*>(p.o) + b * p.o_batch_stride + h * p.o_head_stride;
 
   // Keys any row of this tile can see: from the first row's window start to the last valid
   // row's own position.
@@ -126,7 +133,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   const bool elementwise_gate = kGated && !p.gate_headwise;
   auto load_gate_rows = [&] {
     __syncwarp();
-    cp_async_rows<kWarpM, D, kPitch, 32>(sQ + warp * kWarpM * kPitch, gg, p.gate_row_stride, warp_row0, T, lane);
+    const E* gate = static_cast<const E*>(p.gate) + block_of[0] * p.gate_batch_stride + block_of[1] * p.gate_head_stride;
+    cp_async_rows<kWarpM, D, kPitch, 32>(sQ + warp * kWarpM * kPitch, gate, p.gate_row_stride, warp_row0, T, lane);
     cp_async_commit();
   };
 
@@ -250,6 +258,9 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
 
   // Epilogue. Every valid row sees at least its own key, so l > 0 there; padding rows
   // (index >= T) are not written.
+  if (n_end <= n_begin) __syncthreads();  // s_block (cannot happen: every tile has a valid row)
+  const int b_out = block_of[0], h_out = block_of[1];
+  E* go = static_cast<E*>(p.o) + b_out * p.o_batch_stride + h_out * p.o_head_stride;
   float inv_l[2 * kMT];
 #pragma unroll
   for (int i = 0; i < 2 * kMT; ++i) {
@@ -259,7 +270,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
     inv_l[i] = l > 0.f ? 1.f / l : 0.f;
     const int qi = warp_row0 + (i / 2) * 16 + g + (i % 2) * 8;
     if (t == 0 && qi < T) {
-      p.lse[(static_cast<int64_t>(b) * p.heads + h) * T + qi] =
+      p.lse[(static_cast<int64_t>(b_out) * p.heads + h_out) * T + qi] =
           l > 0.f ? (row_max[i] * p.scale_log2 + log2f(l)) * 0.69314718055994531f : -INFINITY;
     }
   }

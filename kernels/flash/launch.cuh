@@ -10,16 +10,37 @@
 
 namespace sluice::flash {
 
+// L2 the sectioned order lets one section's groups fill: a third of the H100's 50 MB (A100:
+// 40 MB), leaving room for the outputs and the other streams of the step.
+constexpr int64_t kTileOrderL2Budget = 16ll << 20;
+
+// p.order for a launch of `kernel` over `tiles` x `groups` blocks, each group reading about
+// group_bytes: the plain order, or sections sized to the blocks the device keeps in flight.
+template <typename Kernel>
+TileOrder launch_order(bool sectioned, Kernel kernel, int threads, int smem, int tiles, int groups,
+                       int64_t group_bytes) {
+  if (!sectioned) return TileOrder{tiles, groups, 1};
+  int device = 0, sms = 0, per_sm = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&device));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+  C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
+  return plan_tile_order(tiles, groups, group_bytes, sms * (per_sm > 0 ? per_sm : 1), kTileOrderL2Budget);
+}
+
 template <typename Traits>
-void launch_fwd(const FwdParams& p, cudaStream_t stream) {
+void launch_fwd(const FwdParams& params, cudaStream_t stream) {
+  FwdParams p = params;
   const bool docs = p.doc_start != nullptr, gated = p.gate != nullptr;
   auto kernel = docs ? (gated ? &flash_fwd_kernel<Traits, true, true> : &flash_fwd_kernel<Traits, true, false>)
                      : (gated ? &flash_fwd_kernel<Traits, false, true> : &flash_fwd_kernel<Traits, false, false>);
   const int smem = gated ? Traits::kSmemBytesGated : Traits::kSmemBytes;
   // More than the default 48 KiB of dynamic shared memory must be opted into per kernel.
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  const dim3 grid((p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.heads, p.batch);
-  kernel<<<grid, Traits::kNThreads, smem, stream>>>(p);
+  // Per group: Q once, and K and V of its kv head, shared by heads / kv_heads groups (2-byte elements).
+  const int64_t group_bytes = 2ll * Traits::kHeadDim * (p.seqlen_q + 2ll * p.seqlen_k * p.kv_heads / p.heads);
+  p.order = launch_order(p.sectioned_order, kernel, Traits::kNThreads, smem,
+                         (p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.batch * p.heads, group_bytes);
+  kernel<<<p.order.tiles * p.order.groups, Traits::kNThreads, smem, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
@@ -43,8 +64,11 @@ void launch_bwd(const BwdParams& p, cudaStream_t stream) {
   }
   auto kernel = p.doc_start != nullptr ? &flash_bwd_kernel<Traits, true> : &flash_bwd_kernel<Traits, false>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
-  const dim3 grid((p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, p.kv_heads, p.batch);
-  kernel<<<grid, Traits::kNThreads, Traits::kSmemBytes, stream>>>(pm);
+  // Per group: Q and dO of every query head of the kv head (2-byte elements).
+  const int64_t group_bytes = 4ll * Traits::kHeadDim * p.seqlen_q * (p.heads / p.kv_heads);
+  pm.order = launch_order(p.sectioned_order, kernel, Traits::kNThreads, Traits::kSmemBytes,
+                          (p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, p.batch * p.kv_heads, group_bytes);
+  kernel<<<pm.order.tiles * pm.order.groups, Traits::kNThreads, Traits::kSmemBytes, stream>>>(pm);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 
+#include "flash/tile_order.h"
+
 namespace sluice::flash {
 
 struct FwdParams {
@@ -32,6 +34,10 @@ struct FwdParams {
   const void* gate = nullptr;  // G1 logits in q's dtype; null: ungated
   int64_t gate_batch_stride = 0, gate_row_stride = 0, gate_head_stride = 0;  // elements; headwise: gate [B, T, H] (no d), else [B, T, H, D] with d contiguous
   bool gate_headwise = false;  // one logit per (b, t, h), broadcast over D
+  // Block order (tile_order.h). The host API picks plain or sectioned (sectioned_order); the
+  // launcher fills `order` for each kernel's own tiles and groups.
+  bool sectioned_order = false;
+  TileOrder order;
 };
 
 struct BwdParams : FwdParams {
