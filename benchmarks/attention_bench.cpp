@@ -5,7 +5,9 @@
 //   build/benchmarks/bench_attention [--warmup 5] [--iters 20] [--out result.json] [--shape I]
 //
 // --shape I runs only the I-th shape below (0-2), e.g. under Nsight Compute
-// (scripts/flash_ncu.sh) with --warmup 0 --iters 1.
+// (scripts/flash_ncu.sh) with --warmup 0 --iters 1. The fused kernels' block order comes from
+// SLUICE_FLASH_TILE_ORDER (plain or sectioned, kernels/flash/tile_order.h) and is recorded in
+// the JSON as "tile_order".
 //
 // FLOP convention (flash-attention's benchmark_flash_attention.py): a causal forward counts
 // 4·B·H·T·S·D / 2 (two matmuls, half the score matrix); the backward 2.5× that (five matmuls),
@@ -24,6 +26,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <iostream>
@@ -312,6 +315,8 @@ int main(int argc, char** argv) {
   nlohmann::json doc = {{"device", device_name(c10::Device(at::kCUDA))},
                         {"flop_convention", "fwd = 4*B*H*T*S*D/2 (causal); fwd_bwd_tflops = 3.5*fwd flops "
                                             "(flash-attn convention); fwd_bwd_tflops_2p5x = 2.5*fwd flops"},
+                        {"tile_order", std::getenv("SLUICE_FLASH_TILE_ORDER") != nullptr
+                                           ? std::getenv("SLUICE_FLASH_TILE_ORDER") : "plain"},
                         {"warmup", warmup},
                         {"iters", iters},
                         {"results", results}};

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Flash-attention kernel loop on the device machine: build only the kernel test and benchmark,
 # run the GPU tests (optionally a filter), the benchmark, and compute-sanitizer on a small case.
-# Usage: scripts/gpu_flash_check.sh [--filter GTEST_FILTER] [--no-bench] [--sanitize]
+# Usage: scripts/gpu_flash_check.sh [--filter GTEST_FILTER] [--no-bench] [--sanitize] [--orders "plain sectioned"]
+# --orders: benchmark once per SLUICE_FLASH_TILE_ORDER (kernels/flash/tile_order.h), same build.
 # Results (logs, JSON) go to $OUT when set, else build-gpu/out.
 source "$(dirname "${BASH_SOURCE[0]}")/gpu_common.sh"
-filter='*'; bench=1; sanitize=0
+filter='*'; bench=1; sanitize=0; orders=plain
 while [ $# -gt 0 ]; do
   case "$1" in
     --filter) filter=$2; shift 2 ;;
     --no-bench) bench=0; shift ;;
     --sanitize) sanitize=1; shift ;;
+    --orders) orders=$2; shift 2 ;;
     *) echo "unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -27,6 +29,10 @@ if [ $sanitize = 1 ]; then
   done
 fi
 if [ $bench = 1 ]; then
-  "$b/benchmarks/bench_attention" --out "$out/bench_attention.json" > "$out/bench_attention.log" 2>&1; echo "[bench] attention rc=$?"
-  grep -vE "^$" "$out/bench_attention.log" | head -30
+  for order in $orders; do
+    suffix=$([ "$order" = plain ] || echo "_$order")
+    SLUICE_FLASH_TILE_ORDER=$order "$b/benchmarks/bench_attention" --out "$out/bench_attention$suffix.json" \
+      > "$out/bench_attention$suffix.log" 2>&1; echo "[bench] attention ($order order) rc=$?"
+    grep -vE "^$" "$out/bench_attention$suffix.log" | head -30
+  done
 fi

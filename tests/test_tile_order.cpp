@@ -69,17 +69,19 @@ TEST(TileOrder, SectionsRunHeaviestTilesFirst) {
 TEST(TileOrder, PlanKeepsThePlainOrdersGroupsInFlightAndFillsTheBudget) {
   constexpr int64_t MB = 1 << 20;
   // 264 blocks in flight over 16 tiles: the plain order spans about ceil(264/16) = 17 groups at
-  // once. 1.5 MB per group fits 10 in 16 MB, so 17 per section; 128 groups in 8 even sections of 16.
+  // once; 1.5 MB per group fits 10 in 16 MB. At least 17, a divisor of 128: 32 per section.
   TileOrder o = plan_tile_order(16, 128, 3 * MB / 2, 264, 16 * MB);
   EXPECT_EQ(o.tiles, 16);
   EXPECT_EQ(o.groups, 128);
-  EXPECT_EQ(o.groups_per_section, 16);
-  // Small groups: the budget allows more than are in flight (64 per section, two sections).
+  EXPECT_EQ(o.groups_per_section, 32);
+  // Small groups: the budget allows more than are in flight (64 fit: 64 per section).
   EXPECT_EQ(plan_tile_order(16, 128, MB / 4, 264, 16 * MB).groups_per_section, 64);
   // Everything fits: one section of all groups.
   EXPECT_EQ(plan_tile_order(64, 8, MB, 132, 16 * MB).groups_per_section, 8);
-  // 16 MB groups (the 8k backward): the in-flight floor, ceil(132/64) = 3: sections 3, 3, 2.
-  EXPECT_EQ(plan_tile_order(64, 8, 16 * MB, 132, 16 * MB).groups_per_section, 3);
+  // 16 MB groups (the 8k backward): the in-flight floor ceil(132/64) = 3, rounded up to 4 | 8.
+  EXPECT_EQ(plan_tile_order(64, 8, 16 * MB, 132, 16 * MB).groups_per_section, 4);
+  // A prime group count has no divisor between: one section.
+  EXPECT_EQ(plan_tile_order(64, 13, 16 * MB, 132, 16 * MB).groups_per_section, 13);
   // Degenerate shapes stay a valid order.
   o = plan_tile_order(0, 0, 0, 0, 16 * MB);
   EXPECT_EQ(o.tiles, 1);
