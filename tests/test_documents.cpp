@@ -155,6 +155,66 @@ TEST(DocumentBounds, MatchLoopAndDescribeTheMask) {
   EXPECT_EQ(s0.sizes(), at::IntArrayRef({2, 0}));
 }
 
+// With a document_cache (what the decoder sets per forward) the derived masks are computed once
+// per window and shared by copies of the mask; they equal the uncached ones, and a mask without
+// a cache derives them afresh at every use.
+TEST(DocumentMaskCache, DerivedMasksAreComputedOncePerWindowAndMatch) {
+  const at::Tensor seg = example_segments();
+  const int64_t T = seg.size(1);
+  AttentionMask cached;
+  cached.segments = seg;
+  cached.document_cache = std::make_shared<DocumentMaskCache>();
+  AttentionMask uncached;
+  uncached.segments = seg;
+  for (int64_t window : {0, 3, 0, 3}) {
+    AttentionMask layer = cached;  // what each SelfAttention does: copy, then set its window
+    layer.window = uncached.window = window;
+    const at::Tensor a = allowed_positions(T, T, layer, at::kCPU);
+    EXPECT_TRUE(at::equal(a, allowed_positions(T, T, uncached, at::kCPU))) << "window " << window;
+    EXPECT_EQ(a.data_ptr(), allowed_positions(T, T, layer, at::kCPU).data_ptr()) << "window " << window;
+    EXPECT_NE(allowed_positions(T, T, uncached, at::kCPU).data_ptr(),
+              allowed_positions(T, T, uncached, at::kCPU).data_ptr());
+  }
+  EXPECT_EQ(cached.document_cache->allowed.size(), 2u);
+  EXPECT_NE(cached.document_cache->allowed.at(0).data_ptr(), cached.document_cache->allowed.at(3).data_ptr());
+  const auto [s1, e1] = document_bounds(cached);
+  const auto [s2, e2] = document_bounds(cached);
+  const auto [s0, e0] = document_bounds(seg);
+  EXPECT_EQ(s1.data_ptr(), s2.data_ptr());
+  EXPECT_EQ(e1.data_ptr(), e2.data_ptr());
+  EXPECT_TRUE(at::equal(s1, s0));
+  EXPECT_TRUE(at::equal(e1, e0));
+}
+
+// The decoder hands every layer the same cache, one per forward.
+TEST(DocumentMaskCache, DecoderSharesOneCachePerForward) {
+  struct Caches : ForwardObserver {
+    std::vector<DocumentMaskCache*> seen;
+    void on_attention_core(int64_t, const at::Tensor&, const at::Tensor&, const at::Tensor&, const AttentionMask& m,
+                           double) override {
+      seen.push_back(m.document_cache.get());
+    }
+  };
+  ModelConfig cfg;
+  cfg.vocab_size = 64, cfg.d_model = 32, cfg.n_layers = 3, cfg.n_heads = 4, cfg.n_kv_heads = 2, cfg.ffn_hidden = 64;
+  cfg.attention.backend = "math";
+  at::manual_seed(3);
+  CausalLM model(cfg);
+  at::NoGradGuard no_grad;
+  const at::Tensor seg = example_segments();
+  const at::Tensor tokens = at::randint(64, seg.sizes(), at::kLong);
+  Caches first, second, none;
+  model->forward(tokens, &first, seg);
+  model->forward(tokens, &second, seg);
+  model->forward(tokens, &none);
+  ASSERT_EQ(first.seen.size(), 3u);
+  EXPECT_NE(first.seen[0], nullptr);
+  EXPECT_EQ(first.seen[1], first.seen[0]);
+  EXPECT_EQ(first.seen[2], first.seen[0]);
+  EXPECT_EQ(second.seen.size(), 3u);
+  EXPECT_EQ(none.seen, std::vector<DocumentMaskCache*>(3, nullptr));
+}
+
 // first_key_probability (attention statistics) honours segments like the cores, and the
 // statistics observer refuses rows that pack documents.
 TEST(DocumentMask, FirstKeyProbabilityHonoursSegments) {

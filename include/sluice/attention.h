@@ -4,6 +4,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <tuple>
@@ -15,6 +16,8 @@ namespace sluice {
 // (T == S in training; T < S when decoding with a KV cache). Query i sees key j iff j <= i,
 // i - j < window (when window > 0) and, when `segments` is defined,
 // segments[b, i] == segments[b, j].
+struct DocumentMaskCache;
+
 struct AttentionMask {
   int64_t window = 0;  // 0: full causal; w > 0: query at position p sees keys p-w+1..p
   // ALiBi: fp32 [H] slopes m_h on q's device; the core adds -m_h·(i-j) to the score of query i
@@ -23,6 +26,15 @@ struct AttentionMask {
   // [B, T] int64 document index per position, nondecreasing along T; undefined = one document.
   // Only with T == S (training/evaluation without a KV cache).
   at::Tensor segments;
+  // What the cores derive from `segments` (dense masks, the kernels' document bounds), computed
+  // on first use and shared by every copy of this mask: the decoder sets one per forward, so its
+  // layers do not each rebuild them. Null: derived at every use. One forward at a time.
+  std::shared_ptr<DocumentMaskCache> document_cache;
+};
+
+struct DocumentMaskCache {
+  std::map<int64_t, at::Tensor> allowed;  // window -> allowed_positions(T, T, ...) [B, 1, T, T]
+  at::Tensor doc_start, doc_end;          // document_bounds(segments)
 };
 
 class AttentionCore {
@@ -55,7 +67,8 @@ std::vector<std::string> attention_backends();
 
 // Boolean [T, S] mask, true where query t (absolute position S-T+t) may attend key s; with
 // mask.segments defined (then T == S) a [B, 1, T, S] mask that also requires the same segment.
-// Both broadcast against scores [B, H, T, S].
+// Both broadcast against scores [B, H, T, S]. With segments and mask.document_cache set, computed
+// once per window and device and then shared (callers must not write into it).
 at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, const at::Device& device);
 // Per position, the half-open range [doc_start, doc_end) of positions in its document, from
 // `segments` [B, T] (integer, on any device): int32 [B, T] each. A document is a maximal run of
@@ -63,6 +76,8 @@ at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, co
 // segments, query i sees key j iff doc_start[b, i] <= j <= i (and the window allows it), and
 // key j is seen by queries j <= i < doc_end[b, j]. Device ops only (no host sync).
 std::tuple<at::Tensor, at::Tensor> document_bounds(const at::Tensor& segments);
+// document_bounds(mask.segments), through mask.document_cache when it is set.
+std::tuple<at::Tensor, at::Tensor> document_bounds(const AttentionMask& mask);
 // FlashAttention's variable-length form: sequences packed back to back into one row of `total`
 // positions, cu_seqlens = [0, l_0, l_0 + l_1, ..., total] (integer, nondecreasing, on any
 // device). Returns segments [1, total] int64 (sequence index per position) for a mask over

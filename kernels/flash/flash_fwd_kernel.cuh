@@ -15,6 +15,7 @@
 // L = (m·scale·log2 e + log2 l)·ln 2 are written. Deterministic: no atomics.
 #pragma once
 #include <cmath>
+#include <type_traits>
 
 #include "flash/gate.cuh"
 #include "flash/mma.cuh"
@@ -138,7 +139,12 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
     cp_async_commit();
   };
 
-  for (int n_block = n_end - 1; n_block >= n_begin; --n_block) {
+  // One key tile. kGateTile: the block's last tile under the G1 gate, whose elementwise logits
+  // are copied in after its Q·Kᵀ. That tile is peeled off the loop so the loop body is the
+  // ungated kernel's: a branch for the copy inside it split Q·Kᵀ from the softmax in every
+  // iteration's instruction schedule.
+  auto key_tile = [&](const int n_block, auto gate_tile) {
+    constexpr bool kGateTile = decltype(gate_tile)::value;
     const int k0 = n_block * kBlockN;
     cp_async_wait<0>();
     __syncthreads();  // K (and Q) landed; every warp is done with the previous V
@@ -168,7 +174,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
         }
       }
     }
-    const bool gate_now = elementwise_gate && n_block == n_begin;
+    const bool gate_now = kGateTile && elementwise_gate;
     if (gate_now) load_gate_rows();
 
     // Masking only where some (row, key) of the tile is hidden: past the end of the keys,
@@ -254,6 +260,12 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
         }
       }
     }
+  };
+  if constexpr (kGated) {
+    for (int n_block = n_end - 1; n_block > n_begin; --n_block) key_tile(n_block, std::false_type{});
+    if (n_end > n_begin) key_tile(n_begin, std::true_type{});
+  } else {
+    for (int n_block = n_end - 1; n_block >= n_begin; --n_block) key_tile(n_block, std::false_type{});
   }
 
   // Epilogue. Every valid row sees at least its own key, so l > 0 there; padding rows

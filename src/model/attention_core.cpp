@@ -12,6 +12,13 @@
 namespace sluice {
 
 at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, const at::Device& device) {
+  DocumentMaskCache* cache = mask.segments.defined() ? mask.document_cache.get() : nullptr;
+  if (cache != nullptr) {
+    const auto hit = cache->allowed.find(mask.window);
+    if (hit != cache->allowed.end() && hit->second.device() == device && hit->second.size(2) == T &&
+        hit->second.size(3) == S)
+      return hit->second;
+  }
   auto opts = at::TensorOptions().dtype(at::kLong).device(device);
   const at::Tensor qpos = at::arange(S - T, S, opts).unsqueeze(1);  // [T, 1] absolute positions
   const at::Tensor kpos = at::arange(0, S, opts).unsqueeze(0);      // [1, S]
@@ -25,6 +32,7 @@ at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, co
                 seg.sizes());
     const at::Tensor s = seg.to(device);
     allowed = allowed & (s.unsqueeze(2) == s.unsqueeze(1)).unsqueeze(1);  // [B, 1, T, S]
+    if (cache != nullptr) cache->allowed[mask.window] = allowed;
   }
   return allowed;
 }
@@ -45,6 +53,15 @@ std::tuple<at::Tensor, at::Tensor> document_bounds(const at::Tensor& segments) {
   const at::Tensor start = std::get<0>(at::cummax(at::where(first, pos, at::zeros_like(pos)), 1));
   const at::Tensor end_rev = std::get<0>(at::cummin(at::where(last, pos + 1, at::full_like(pos, T)).flip({1}), 1));
   return {start.to(at::kInt), end_rev.flip({1}).to(at::kInt)};
+}
+
+std::tuple<at::Tensor, at::Tensor> document_bounds(const AttentionMask& mask) {
+  DocumentMaskCache* cache = mask.document_cache.get();
+  if (cache == nullptr) return document_bounds(mask.segments);
+  if (!cache->doc_start.defined() || cache->doc_start.device() != mask.segments.device()) {
+    std::tie(cache->doc_start, cache->doc_end) = document_bounds(mask.segments);
+  }
+  return {cache->doc_start, cache->doc_end};
 }
 
 at::Tensor segments_from_cu_seqlens(const at::Tensor& cu_seqlens, int64_t total) {

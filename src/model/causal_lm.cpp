@@ -34,6 +34,7 @@ at::Tensor DecoderImpl::forward(const at::Tensor& tokens, ForwardObserver* obser
     TORCH_CHECK(segments.sizes() == tokens.sizes(), "segments ", segments.sizes(), " do not match tokens ",
                 tokens.sizes());
     ctx.mask.segments = segments;  // RoPE positions stay global: within a document only differences matter
+    ctx.mask.document_cache = std::make_shared<DocumentMaskCache>();  // the layers share the derived masks
   }
   const int64_t start = cache ? cache->length() : 0;
   if (rotary_) ctx.rope = rotary_->tables(start, tokens.size(1), tokens.device());
