@@ -221,9 +221,11 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
             const int half = r / 2;
             const int qpos = qpos_first + mt * 16 + g + 8 * half;
             const int key = key_first + nt * 8 + 2 * t + (r & 1);
-            if (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window) ||
-                (kDocs && key < row_lo[mt][half]))
-              s[mt][nt][r] = -INFINITY;
+            // The document test joins with a bitwise |: short-circuited behind the others it
+            // compiled to a divergent branch per element.
+            const bool hidden = (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window)) |
+                                (kDocs && key < row_lo[mt][half]);
+            if (hidden) s[mt][nt][r] = -INFINITY;
           }
     }
 #pragma unroll

@@ -193,9 +193,11 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
           for (int r = 0; r < 4; ++r) {
             const int qpos = qpos_first + mt * 16 + g + (r >= 2 ? 8 : 0);
             const int key = k0 + nt * 8 + 2 * t + (r & 1);
-            if (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window) ||
-                (kDocs && key < row_lo[2 * mt + r / 2]))
-              s[mt][nt][r] = -INFINITY;
+            // The document test joins with a bitwise |: short-circuited behind the others it
+            // compiled to a divergent branch per element.
+            const bool hidden = (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window)) |
+                                (kDocs && key < row_lo[2 * mt + r / 2]);
+            if (hidden) s[mt][nt][r] = -INFINITY;
           }
     }
 
