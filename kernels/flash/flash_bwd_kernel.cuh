@@ -300,8 +300,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
     // reductions need no bounds test and address one base plus compile-time offsets. With
     // [B, T, H, D] and a test per row, each row rebuilt a 64-bit address in registers the
     // previous row's reductions were still reading (Nsight Compute: ~8% of the stall samples).
-    float* dq_tile = p.dq_accum + ((static_cast<int64_t>(block_of[0]) * p.heads + h) * p.dq_accum_rows + q0 + dq_row0 + g) * D +
-                     dq_col0 + 2 * t;
+    const int64_t dq_row = (static_cast<int64_t>(block_of[0]) * p.heads + h) * p.dq_accum_rows + q0 + dq_row0 + g;
+    float* dq_tile = p.dq_accum + dq_row * D + dq_col0 + 2 * t;
 #pragma unroll
     for (int mt = 0; mt < kDqMT; ++mt)
 #pragma unroll

@@ -1,10 +1,11 @@
 // FlashAttention-2-style forward (Dao 2023, Algorithm 1) on mma.sync tensor cores.
 //
 // 1-D grid of ceil(T / kBlockM) query tiles x B·H groups in p.order (tile_order.h): tile rank 0
-// is the last query tile, the heaviest (causal work grows with the tile index). A block owns kBlockM query rows of one (batch, head); warp w owns rows
-// w·kWarpM.. and keeps, in registers, S = Q·Kᵀ for the current key tile, the running row max m
-// and sum l, and the fp32 output accumulator O. Per key tile (walked from the last visible one
-// down, so the masked diagonal tile comes first):
+// is the last query tile, the heaviest (causal work grows with the tile index). A block owns
+// kBlockM query rows of one (batch, head); warp w owns rows w·kWarpM.. and keeps, in
+// registers, S = Q·Kᵀ for the current key tile, the running row max m and sum l, and the fp32
+// output accumulator O. Per key tile (walked from the last visible one down, so the masked
+// diagonal tile comes first):
 //   wait K; barrier; start loading V          (cp.async, overlaps Q·Kᵀ)
 //   S = Q·Kᵀ; mask; m_new = max(m, rowmax S); O, l *= exp2(m - m_new); P = exp2(S - m_new)
 //   wait V; barrier; start loading the next K (overlaps P·V)
@@ -134,7 +135,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   const bool elementwise_gate = kGated && !p.gate_headwise;
   auto load_gate_rows = [&] {
     __syncwarp();
-    const E* gate = static_cast<const E*>(p.gate) + block_of[0] * p.gate_batch_stride + block_of[1] * p.gate_head_stride;
+    const E* gate =
+        static_cast<const E*>(p.gate) + block_of[0] * p.gate_batch_stride + block_of[1] * p.gate_head_stride;
     cp_async_rows<kWarpM, D, kPitch, 32>(sQ + warp * kWarpM * kPitch, gate, p.gate_row_stride, warp_row0, T, lane);
     cp_async_commit();
   };
