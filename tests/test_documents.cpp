@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -155,28 +157,47 @@ TEST(DocumentBounds, MatchLoopAndDescribeTheMask) {
   EXPECT_EQ(s0.sizes(), at::IntArrayRef({2, 0}));
 }
 
-// With a document_cache (what the decoder sets per forward) the derived masks are computed once
-// per window and shared by copies of the mask; they equal the uncached ones, and a mask without
-// a cache derives them afresh at every use.
-TEST(DocumentMaskCache, DerivedMasksAreComputedOncePerWindowAndMatch) {
+// With a mask cache (what the decoder sets per forward) the derived masks and ALiBi biases are
+// computed once per window (and dtype) and shared by copies of the mask; they equal the uncached
+// ones, and a mask without a cache derives them afresh at every use.
+TEST(MaskCache, DerivedMasksAreComputedOncePerWindowAndMatch) {
   const at::Tensor seg = example_segments();
-  const int64_t T = seg.size(1);
+  const int64_t B = seg.size(0), T = seg.size(1), H = 3;
+  for (const bool with_segments : {true, false}) {
+    AttentionMask cached;
+    if (with_segments) cached.segments = seg;
+    cached.alibi_slopes = at::tensor({0.5f, 0.25f, 0.125f});
+    cached.cache = std::make_shared<MaskCache>();
+    AttentionMask uncached = cached;
+    uncached.cache = nullptr;
+    for (int64_t window : {0, 3, 0, 3}) {
+      AttentionMask layer = cached;  // what each SelfAttention does: copy, then set its window
+      layer.window = uncached.window = window;
+      const at::Tensor a = allowed_positions(T, T, layer, at::kCPU);
+      EXPECT_TRUE(at::equal(a, allowed_positions(T, T, uncached, at::kCPU))) << "window " << window;
+      EXPECT_EQ(a.data_ptr(), allowed_positions(T, T, layer, at::kCPU).data_ptr()) << "window " << window;
+      EXPECT_NE(allowed_positions(T, T, uncached, at::kCPU).data_ptr(),
+                allowed_positions(T, T, uncached, at::kCPU).data_ptr());
+      for (const at::ScalarType dtype : {at::kFloat, at::kBFloat16}) {
+        const at::Tensor bias = masked_alibi_bias(T, T, layer, at::kCPU, dtype);
+        EXPECT_EQ(bias.scalar_type(), dtype);
+        EXPECT_EQ(bias.sizes(), with_segments ? at::IntArrayRef({B, H, T, T}) : at::IntArrayRef({H, T, T}));
+        EXPECT_TRUE(at::equal(bias, masked_alibi_bias(T, T, uncached, at::kCPU, dtype)));
+        EXPECT_EQ(bias.data_ptr(), masked_alibi_bias(T, T, layer, at::kCPU, dtype).data_ptr());
+        // the definition: the bias where allowed, -inf elsewhere
+        const at::Tensor expect = alibi_bias(T, T, cached.alibi_slopes)
+                                      .masked_fill(a.logical_not(), -std::numeric_limits<float>::infinity())
+                                      .to(dtype);
+        EXPECT_TRUE(at::equal(bias, expect)) << "window " << window;
+      }
+    }
+    EXPECT_EQ(cached.cache->allowed.size(), 2u);
+    EXPECT_EQ(cached.cache->alibi.size(), 4u);
+    EXPECT_NE(cached.cache->allowed.at(0).data_ptr(), cached.cache->allowed.at(3).data_ptr());
+  }
   AttentionMask cached;
   cached.segments = seg;
-  cached.document_cache = std::make_shared<DocumentMaskCache>();
-  AttentionMask uncached;
-  uncached.segments = seg;
-  for (int64_t window : {0, 3, 0, 3}) {
-    AttentionMask layer = cached;  // what each SelfAttention does: copy, then set its window
-    layer.window = uncached.window = window;
-    const at::Tensor a = allowed_positions(T, T, layer, at::kCPU);
-    EXPECT_TRUE(at::equal(a, allowed_positions(T, T, uncached, at::kCPU))) << "window " << window;
-    EXPECT_EQ(a.data_ptr(), allowed_positions(T, T, layer, at::kCPU).data_ptr()) << "window " << window;
-    EXPECT_NE(allowed_positions(T, T, uncached, at::kCPU).data_ptr(),
-              allowed_positions(T, T, uncached, at::kCPU).data_ptr());
-  }
-  EXPECT_EQ(cached.document_cache->allowed.size(), 2u);
-  EXPECT_NE(cached.document_cache->allowed.at(0).data_ptr(), cached.document_cache->allowed.at(3).data_ptr());
+  cached.cache = std::make_shared<MaskCache>();
   const auto [s1, e1] = document_bounds(cached);
   const auto [s2, e2] = document_bounds(cached);
   const auto [s0, e0] = document_bounds(seg);
@@ -186,33 +207,37 @@ TEST(DocumentMaskCache, DerivedMasksAreComputedOncePerWindowAndMatch) {
   EXPECT_TRUE(at::equal(e1, e0));
 }
 
-// The decoder hands every layer the same cache, one per forward.
-TEST(DocumentMaskCache, DecoderSharesOneCachePerForward) {
+// The decoder hands every layer the same cache, a new one per forward: one ALiBi bias serves
+// all layers (what each one computes from it is checked above and by the ALiBi tests).
+TEST(MaskCache, DecoderSharesOneCachePerForward) {
   struct Caches : ForwardObserver {
-    std::vector<DocumentMaskCache*> seen;
+    std::vector<std::shared_ptr<MaskCache>> seen;  // kept alive past the forward
     void on_attention_core(int64_t, const at::Tensor&, const at::Tensor&, const at::Tensor&, const AttentionMask& m,
                            double) override {
-      seen.push_back(m.document_cache.get());
+      seen.push_back(m.cache);
     }
   };
-  ModelConfig cfg;
-  cfg.vocab_size = 64, cfg.d_model = 32, cfg.n_layers = 3, cfg.n_heads = 4, cfg.n_kv_heads = 2, cfg.ffn_hidden = 64;
-  cfg.attention.backend = "math";
-  at::manual_seed(3);
-  CausalLM model(cfg);
-  at::NoGradGuard no_grad;
   const at::Tensor seg = example_segments();
   const at::Tensor tokens = at::randint(64, seg.sizes(), at::kLong);
-  Caches first, second, none;
-  model->forward(tokens, &first, seg);
-  model->forward(tokens, &second, seg);
-  model->forward(tokens, &none);
-  ASSERT_EQ(first.seen.size(), 3u);
-  EXPECT_NE(first.seen[0], nullptr);
-  EXPECT_EQ(first.seen[1], first.seen[0]);
-  EXPECT_EQ(first.seen[2], first.seen[0]);
-  EXPECT_EQ(second.seen.size(), 3u);
-  EXPECT_EQ(none.seen, std::vector<DocumentMaskCache*>(3, nullptr));
+  for (const std::string backend : {"math", "sdpa"}) {
+    ModelConfig cfg;
+    cfg.vocab_size = 64, cfg.d_model = 32, cfg.n_layers = 3, cfg.n_heads = 4, cfg.n_kv_heads = 2, cfg.ffn_hidden = 64;
+    cfg.attention.backend = backend;
+    cfg.position = "alibi";
+    at::manual_seed(3);
+    CausalLM model(cfg);
+    at::NoGradGuard no_grad;
+    Caches first, second;
+    model->forward(tokens, &first, seg);
+    model->forward(tokens, &second, seg);
+    ASSERT_EQ(first.seen.size(), 3u);
+    EXPECT_NE(first.seen[0], nullptr);
+    EXPECT_EQ(first.seen[1], first.seen[0]);
+    EXPECT_EQ(first.seen[2], first.seen[0]);
+    ASSERT_EQ(second.seen.size(), 3u);
+    EXPECT_NE(second.seen[0], first.seen[0]);
+    EXPECT_EQ(first.seen[0]->alibi.size(), 1u) << "one bias for the three layers";
+  }
 }
 
 // first_key_probability (attention statistics) honours segments like the cores, and the

@@ -16,7 +16,7 @@ namespace sluice {
 // (T == S in training; T < S when decoding with a KV cache). Query i sees key j iff j <= i,
 // i - j < window (when window > 0) and, when `segments` is defined,
 // segments[b, i] == segments[b, j].
-struct DocumentMaskCache;
+struct MaskCache;
 
 struct AttentionMask {
   int64_t window = 0;  // 0: full causal; w > 0: query at position p sees keys p-w+1..p
@@ -26,15 +26,18 @@ struct AttentionMask {
   // [B, T] int64 document index per position, nondecreasing along T; undefined = one document.
   // Only with T == S (training/evaluation without a KV cache).
   at::Tensor segments;
-  // What the cores derive from `segments` (dense masks, the kernels' document bounds), computed
-  // on first use and shared by every copy of this mask: the decoder sets one per forward, so its
-  // layers do not each rebuild them. Null: derived at every use. One forward at a time.
-  std::shared_ptr<DocumentMaskCache> document_cache;
+  // What the cores derive from this mask (dense masks, ALiBi biases, the kernels' document
+  // bounds), computed on first use and shared by every copy of the mask: the decoder sets one
+  // per forward, so its layers do not each rebuild them (and SDPA's backward keeps one copy, not
+  // one per layer). Null: derived at every use. One forward at a time.
+  std::shared_ptr<MaskCache> cache;
 };
 
-struct DocumentMaskCache {
-  std::map<int64_t, at::Tensor> allowed;  // window -> allowed_positions(T, T, ...) [B, 1, T, T]
-  at::Tensor doc_start, doc_end;          // document_bounds(segments)
+// Keyed by what a layer changes in its copy of the mask (the window) and what a core asks for.
+struct MaskCache {
+  std::map<int64_t, at::Tensor> allowed;                         // window -> allowed_positions
+  std::map<std::pair<int64_t, int>, at::Tensor> alibi;           // (window, dtype) -> masked_alibi_bias
+  at::Tensor doc_start, doc_end;                                 // document_bounds(segments)
 };
 
 class AttentionCore {
@@ -67,8 +70,8 @@ std::vector<std::string> attention_backends();
 
 // Boolean [T, S] mask, true where query t (absolute position S-T+t) may attend key s; with
 // mask.segments defined (then T == S) a [B, 1, T, S] mask that also requires the same segment.
-// Both broadcast against scores [B, H, T, S]. With segments and mask.document_cache set, computed
-// once per window and device and then shared (callers must not write into it).
+// Both broadcast against scores [B, H, T, S]. With mask.cache set, computed once per window and
+// then shared (callers must not write into it).
 at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, const at::Device& device);
 // Per position, the half-open range [doc_start, doc_end) of positions in its document, from
 // `segments` [B, T] (integer, on any device): int32 [B, T] each. A document is a maximal run of
@@ -76,7 +79,7 @@ at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, co
 // segments, query i sees key j iff doc_start[b, i] <= j <= i (and the window allows it), and
 // key j is seen by queries j <= i < doc_end[b, j]. Device ops only (no host sync).
 std::tuple<at::Tensor, at::Tensor> document_bounds(const at::Tensor& segments);
-// document_bounds(mask.segments), through mask.document_cache when it is set.
+// document_bounds(mask.segments), through mask.cache when it is set.
 std::tuple<at::Tensor, at::Tensor> document_bounds(const AttentionMask& mask);
 // FlashAttention's variable-length form: sequences packed back to back into one row of `total`
 // positions, cu_seqlens = [0, l_0, l_0 + l_1, ..., total] (integer, nondecreasing, on any
@@ -85,5 +88,10 @@ std::tuple<at::Tensor, at::Tensor> document_bounds(const AttentionMask& mask);
 at::Tensor segments_from_cu_seqlens(const at::Tensor& cu_seqlens, int64_t total);
 // The ALiBi bias -m_h·(i-j), fp32 [H, T, S] (query i at absolute position S-T+t), on the slopes' device.
 at::Tensor alibi_bias(int64_t T, int64_t S, const at::Tensor& slopes);
+// What the cores add to the scores with ALiBi: alibi_bias, -inf where allowed_positions is false,
+// in `dtype`: [H, T, S], or [B, H, T, S] with segments. Through mask.cache when it is set
+// (computed once per window and dtype; callers must not write into it).
+at::Tensor masked_alibi_bias(int64_t T, int64_t S, const AttentionMask& mask, const at::Device& device,
+                             at::ScalarType dtype);
 
 }  // namespace sluice

@@ -12,11 +12,11 @@
 namespace sluice {
 
 at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, const at::Device& device) {
-  DocumentMaskCache* cache = mask.segments.defined() ? mask.document_cache.get() : nullptr;
+  MaskCache* cache = mask.cache.get();
   if (cache != nullptr) {
     const auto hit = cache->allowed.find(mask.window);
-    if (hit != cache->allowed.end() && hit->second.device() == device && hit->second.size(2) == T &&
-        hit->second.size(3) == S)
+    if (hit != cache->allowed.end() && hit->second.device() == device && hit->second.size(-2) == T &&
+        hit->second.size(-1) == S)
       return hit->second;
   }
   auto opts = at::TensorOptions().dtype(at::kLong).device(device);
@@ -32,8 +32,8 @@ at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, co
                 seg.sizes());
     const at::Tensor s = seg.to(device);
     allowed = allowed & (s.unsqueeze(2) == s.unsqueeze(1)).unsqueeze(1);  // [B, 1, T, S]
-    if (cache != nullptr) cache->allowed[mask.window] = allowed;
   }
+  if (cache != nullptr) cache->allowed[mask.window] = allowed;
   return allowed;
 }
 
@@ -56,7 +56,7 @@ std::tuple<at::Tensor, at::Tensor> document_bounds(const at::Tensor& segments) {
 }
 
 std::tuple<at::Tensor, at::Tensor> document_bounds(const AttentionMask& mask) {
-  DocumentMaskCache* cache = mask.document_cache.get();
+  MaskCache* cache = mask.cache.get();
   if (cache == nullptr) return document_bounds(mask.segments);
   if (!cache->doc_start.defined() || cache->doc_start.device() != mask.segments.device()) {
     std::tie(cache->doc_start, cache->doc_end) = document_bounds(mask.segments);
@@ -78,6 +78,24 @@ at::Tensor alibi_bias(int64_t T, int64_t S, const at::Tensor& slopes) {
   auto opts = at::TensorOptions().dtype(at::kFloat).device(slopes.device());
   const at::Tensor distance = at::arange(S - T, S, opts).unsqueeze(1) - at::arange(0, S, opts).unsqueeze(0);  // i - j
   return -slopes.to(at::kFloat).view({-1, 1, 1}) * distance;
+}
+
+at::Tensor masked_alibi_bias(int64_t T, int64_t S, const AttentionMask& mask, const at::Device& device,
+                             at::ScalarType dtype) {
+  MaskCache* cache = mask.cache.get();
+  const std::pair<int64_t, int> key{mask.window, static_cast<int>(dtype)};
+  if (cache != nullptr) {
+    const auto hit = cache->alibi.find(key);
+    if (hit != cache->alibi.end() && hit->second.device() == device && hit->second.size(-2) == T &&
+        hit->second.size(-1) == S)
+      return hit->second;
+  }
+  const at::Tensor bias = alibi_bias(T, S, mask.alibi_slopes.to(device))
+                              .masked_fill(allowed_positions(T, S, mask, device).logical_not(),
+                                           -std::numeric_limits<float>::infinity())
+                              .to(dtype);
+  if (cache != nullptr) cache->alibi[key] = bias;
+  return bias;
 }
 
 at::Tensor AttentionCore::forward_gated(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
@@ -102,9 +120,12 @@ class MathAttention final : public AttentionCore {
       vv = v.repeat_interleave(H / KV, /*dim=*/1);
     }
     at::Tensor scores = at::matmul(q, kk.transpose(-2, -1)).to(at::kFloat) * scale;
-    if (mask.alibi_slopes.defined()) scores = scores + alibi_bias(T, S, mask.alibi_slopes);
-    scores = scores.masked_fill(allowed_positions(T, S, mask, q.device()).logical_not(),
-                                -std::numeric_limits<float>::infinity());
+    if (mask.alibi_slopes.defined()) {
+      scores = scores + masked_alibi_bias(T, S, mask, q.device(), at::kFloat);  // -inf where hidden
+    } else {
+      scores = scores.masked_fill(allowed_positions(T, S, mask, q.device()).logical_not(),
+                                  -std::numeric_limits<float>::infinity());
+    }
     const at::Tensor probs = at::softmax(scores, -1).to(v.scalar_type());
     return at::matmul(probs, vv);
   }
@@ -121,10 +142,7 @@ class SdpaAttention final : public AttentionCore {
     if (mask.alibi_slopes.defined()) {
       // A float mask carries the bias; SDPA wants it in q's dtype, [H, T, S] broadcast over the
       // batch, or [B, H, T, S] with document segments.
-      at::Tensor bias = alibi_bias(T, S, mask.alibi_slopes)
-                            .masked_fill(allowed_positions(T, S, mask, q.device()).logical_not(),
-                                         -std::numeric_limits<float>::infinity())
-                            .to(q.scalar_type());
+      at::Tensor bias = masked_alibi_bias(T, S, mask, q.device(), q.scalar_type());
       if (bias.dim() == 3) bias = bias.unsqueeze(0);
       return at::scaled_dot_product_attention(q, k, v, bias, 0.0, false, scale, gqa);
     }

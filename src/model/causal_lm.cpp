@@ -34,11 +34,11 @@ at::Tensor DecoderImpl::forward(const at::Tensor& tokens, ForwardObserver* obser
     TORCH_CHECK(segments.sizes() == tokens.sizes(), "segments ", segments.sizes(), " do not match tokens ",
                 tokens.sizes());
     ctx.mask.segments = segments;  // RoPE positions stay global: within a document only differences matter
-    ctx.mask.document_cache = std::make_shared<DocumentMaskCache>();  // the layers share the derived masks
   }
   const int64_t start = cache ? cache->length() : 0;
   if (rotary_) ctx.rope = rotary_->tables(start, tokens.size(1), tokens.device());
   if (cfg_.position == "alibi") ctx.mask.alibi_slopes = alibi_slopes_tensor(cfg_.n_heads, tokens.device());
+  ctx.mask.cache = std::make_shared<MaskCache>();  // the layers share what the cores derive from the mask
   at::Tensor h = embed_tokens->forward(tokens);
   for (const auto& layer : *layers) h = layer->as<DecoderBlockImpl>()->forward(h, ctx);
   if (cache) cache->advance(tokens.size(1));

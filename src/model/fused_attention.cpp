@@ -66,7 +66,7 @@ variable_list apply_flash(const at::Tensor& q, const at::Tensor& k, const at::Te
   std::optional<at::Tensor> g, doc_start, doc_end;
   if (gate.defined()) g = gate;
   if (mask.segments.defined()) {  // documents packed in rows: per-position bounds, no host sync
-    auto [start, end] = document_bounds(mask);  // once per forward (the decoder's document_cache)
+    auto [start, end] = document_bounds(mask);  // once per forward (the decoder's mask cache)
     doc_start = start, doc_end = end;
   }
   return FlashAttentionFunction::apply(q, k, v, g, mask.window, scale, doc_start, doc_end);
