@@ -11,13 +11,25 @@
 
 namespace sluice {
 
+namespace {
+
+// A MaskCache entry for `key` made for T queries and S keys on `device`; null if there is none.
+template <typename Key>
+const at::Tensor* cached(const std::map<Key, at::Tensor>& entries, const Key& key, int64_t T, int64_t S,
+                         const at::Device& device) {
+  const auto hit = entries.find(key);
+  if (hit == entries.end() || hit->second.device() != device || hit->second.size(-2) != T ||
+      hit->second.size(-1) != S)
+    return nullptr;
+  return &hit->second;
+}
+
+}  // namespace
+
 at::Tensor allowed_positions(int64_t T, int64_t S, const AttentionMask& mask, const at::Device& device) {
   MaskCache* cache = mask.cache.get();
   if (cache != nullptr) {
-    const auto hit = cache->allowed.find(mask.window);
-    if (hit != cache->allowed.end() && hit->second.device() == device && hit->second.size(-2) == T &&
-        hit->second.size(-1) == S)
-      return hit->second;
+    if (const at::Tensor* hit = cached(cache->allowed, mask.window, T, S, device)) return *hit;
   }
   auto opts = at::TensorOptions().dtype(at::kLong).device(device);
   const at::Tensor qpos = at::arange(S - T, S, opts).unsqueeze(1);  // [T, 1] absolute positions
@@ -85,10 +97,7 @@ at::Tensor masked_alibi_bias(int64_t T, int64_t S, const AttentionMask& mask, co
   MaskCache* cache = mask.cache.get();
   const std::pair<int64_t, int> key{mask.window, static_cast<int>(dtype)};
   if (cache != nullptr) {
-    const auto hit = cache->alibi.find(key);
-    if (hit != cache->alibi.end() && hit->second.device() == device && hit->second.size(-2) == T &&
-        hit->second.size(-1) == S)
-      return hit->second;
+    if (const at::Tensor* hit = cached(cache->alibi, key, T, S, device)) return *hit;
   }
   const at::Tensor bias = alibi_bias(T, S, mask.alibi_slopes.to(device))
                               .masked_fill(allowed_positions(T, S, mask, device).logical_not(),

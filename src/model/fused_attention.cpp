@@ -152,9 +152,12 @@ std::tuple<at::Tensor, at::Tensor> attention_with_lse_reference(const at::Tensor
   const at::Tensor kk = H == KV ? k : k.repeat_interleave(H / KV, 1);
   const at::Tensor vv = H == KV ? v : v.repeat_interleave(H / KV, 1);
   at::Tensor scores = at::matmul(q.to(ct), kk.to(ct).transpose(-2, -1)) * scale;
-  if (mask.alibi_slopes.defined()) scores = scores + alibi_bias(T, S, mask.alibi_slopes);
-  scores = scores.masked_fill(allowed_positions(T, S, mask, q.device()).logical_not(),
-                              -std::numeric_limits<float>::infinity());
+  if (mask.alibi_slopes.defined()) {
+    scores = scores + masked_alibi_bias(T, S, mask, q.device(), at::kFloat);  // -inf where hidden
+  } else {
+    scores = scores.masked_fill(allowed_positions(T, S, mask, q.device()).logical_not(),
+                                -std::numeric_limits<float>::infinity());
+  }
   const at::Tensor lse = at::logsumexp(scores, -1);
   const at::Tensor probs = at::exp(scores - lse.unsqueeze(-1));
   at::Tensor out = at::matmul(probs, vv.to(ct));
