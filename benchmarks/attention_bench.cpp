@@ -126,19 +126,20 @@ Timing measure_gated(const AttentionCore& core, bool in_kernel, const at::Tensor
   return t;
 }
 
-// CoCA builds Q_eff and K_eff outside the kernel (src/model/coca.h): what fusing them into the
-// kernel's load stage could save at most is this elementwise prologue minus the RoPE a plain
-// model applies anyway (row `rope`), timed here forward and forward+backward (gradients into q
-// and the magnitude projection).
-// mode empty: the plain RoPE of q and k that a non-CoCA model applies instead (the baseline the
-// CoCA prologue replaces).
-Timing measure_coca_prologue(const Shape& s, std::optional<CocaMode> mode, int64_t warmup, int64_t iters) {
+// CoCA builds Q_eff and K_eff outside the attention kernel (src/model/coca.h), with one fused
+// elementwise kernel each (kernels/coca.cu; aten: the ATen composition it replaces). Timed
+// forward and forward+backward (gradients into q and the magnitude projection) beside the RoPE
+// a plain model applies instead (mode empty): what building Q_eff/K_eff in the attention
+// kernel's load stage could still save is the difference.
+Timing measure_coca_prologue(const Shape& s, std::optional<CocaMode> mode, bool aten, int64_t warmup,
+                              int64_t iters) {
   const auto opts = at::TensorOptions(at::kCUDA).dtype(at::kBFloat16);
   const at::Tensor q = at::randn({s.B, s.T, s.H, s.D}, opts);
   const at::Tensor t_raw = at::randn({s.B, s.T, s.KV, s.D}, opts);
   const RotaryTables tables = Rotary(s.D, 10000.0).tables(0, s.T, at::Device(at::kCUDA));
   auto prologue = [&](const at::Tensor& qq, const at::Tensor& tt) -> std::pair<at::Tensor, at::Tensor> {
     if (!mode) return {apply_rope(qq, tables), apply_rope(tt, tables)};
+    if (aten) return {coca_query_reference(qq, tables, *mode), coca_key_reference(tt, tables, *mode)};
     return {coca_query(qq, tables, *mode), coca_key(tt, tables, *mode)};
   };
   Timing t;
@@ -280,10 +281,17 @@ int main(int argc, char** argv) {
                            {"note", "G1 elementwise sigmoid gate; " + note}});
       }
     }
-    for (const auto& [mode, mode_name] : {std::pair{std::optional<CocaMode>(), "rope"},
-                                          std::pair{std::optional<CocaMode>(CocaMode::Strict), "strict"},
-                                          std::pair{std::optional<CocaMode>(CocaMode::Slack), "slack"}}) {
-      const Timing t = measure_coca_prologue(s, mode, warmup, iters);
+    struct Prologue {
+      std::optional<CocaMode> mode;
+      bool aten;
+      std::string name;
+    };
+    for (const Prologue& pro : {Prologue{std::nullopt, false, "rope"}, Prologue{CocaMode::Strict, false, "strict"},
+                                Prologue{CocaMode::Strict, true, "strict_aten"}, Prologue{CocaMode::Slack, false, "slack"},
+                                Prologue{CocaMode::Slack, true, "slack_aten"}}) {
+      const auto& mode = pro.mode;
+      const std::string& mode_name = pro.name;
+      const Timing t = measure_coca_prologue(s, mode, pro.aten, warmup, iters);
       double fused_fwd = 0, fused_fb = 0;
       for (const auto& r : results)
         if (r["backend"] == "fused" && r["shape"]["seq"] == s.T && r["shape"]["batch"] == s.B && r.contains("fwd_ms"))
@@ -299,7 +307,8 @@ int main(int argc, char** argv) {
                          {"backend", std::string(mode ? "coca_prologue_" : "rope_prologue_") + mode_name},
                          {"fwd_ms", t.fwd_ms},
                          {"fwd_bwd_ms", t.fwd_bwd_ms},
-                         {"note", mode ? "Q_eff/K_eff construction only (no attention)"
+                         {"note", mode ? std::string("Q_eff/K_eff construction only (no attention); ") +
+                                             (pro.aten ? "ATen composition" : "fused kernels/coca.cu")
                                        : "RoPE of q and k only: what the CoCA prologue replaces"}});
     }
     // A cheap guard against timing a wrong kernel: the outputs must agree to bf16 rounding.

@@ -2,11 +2,13 @@
 // and the model on CUDA against the CPU. Every test skips cleanly without a CUDA device.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/function.h>
 #include <torch/cuda.h>
 
 #include <functional>
 #include <iostream>
 
+#include "model/coca.h"
 #include "model/fused_ops.h"
 #include "model/kv_cache.h"
 #include "model/moe.h"
@@ -109,6 +111,90 @@ TEST(RopeKernel, ScaledTablesForwardAndBackward) {
   ya.backward(dy);
   yb.backward(dy);
   expect_close(xa.grad(), xb.grad(), at::kFloat, "scaled rope backward");
+}
+
+// kernels/coca.cu computes in fp32 and rounds once to the storage type, so against the ATen
+// reference evaluated in fp32 on the same inputs: |a - ref| <= u·|ref| + atol, u the unit
+// roundoff (2^-8 bf16, 2^-11 fp16; fp32: 1e-6 for operation order), atol 1e-5 for fp32
+// cancellation in the gradients' sums of products (values here are O(1): a wrong term is
+// off by O(1)). The reference's own bf16 path rounds every intermediate, hence fp32.
+void expect_rounded_once(const at::Tensor& a, const at::Tensor& ref32, at::ScalarType t, const std::string& what) {
+  const double u = t == at::kBFloat16 ? 1.0 / 256 : (t == at::kHalf ? 1.0 / 2048 : 1e-6);
+  const at::Tensor ad = a.to(at::kCPU, at::kDouble), rd = ref32.to(at::kCPU, at::kDouble);
+  const at::Tensor excess = (ad - rd).abs() - (1e-5 + u * rd.abs());
+  EXPECT_LE(excess.max().item<double>(), 0.0) << what << ": max |a-ref| = " << (ad - rd).abs().max().item<double>();
+}
+
+struct CocaCase {
+  CocaMode mode;
+  int64_t B, T, H, D;
+  at::ScalarType dtype;
+};
+
+class CocaKernel : public ::testing::TestWithParam<CocaCase> {};
+
+// Q_eff and K_eff, forward and backward, from non-contiguous views as SelfAttention passes them
+// (a slice of the projection output), at a non-zero start position. randn puts half of the
+// magnitudes below the ReLU, so the key's zero-gradient branch is exercised too.
+TEST_P(CocaKernel, QueryAndKeyForwardAndBackwardMatchReference) {
+  REQUIRE_CUDA();
+  const CocaCase c = GetParam();
+  at::manual_seed(2);
+  const Rotary rot(c.D, 10000.0);
+  const RotaryTables t = rot.tables(7, c.T, at::kCUDA);
+  for (const bool query : {true, false}) {
+    const std::string what = std::string(query ? "Q_eff" : "K_eff") + (c.mode == CocaMode::Strict ? " strict" : " slack");
+    const at::Tensor proj = at::randn({c.B, c.T, c.H + 1, c.D}, at::kCUDA).to(c.dtype);
+    const at::Tensor dy = at::randn({c.B, c.T, c.H, c.D}, at::kCUDA).to(c.dtype);
+    at::Tensor xa = proj.clone().requires_grad_(true);
+    const at::Tensor x = xa.narrow(2, 1, c.H);  // non-contiguous
+    ASSERT_FALSE(x.is_contiguous());
+    const at::Tensor ya = query ? coca_query(x, t, c.mode) : coca_key(x, t, c.mode);
+    at::Tensor xr = proj.to(at::kFloat).narrow(2, 1, c.H).contiguous().requires_grad_(true);
+    const at::Tensor yr = query ? coca_query_reference(xr, t, c.mode) : coca_key_reference(xr, t, c.mode);
+    EXPECT_EQ(ya.scalar_type(), c.dtype) << what;
+    ASSERT_EQ(ya.sizes(), yr.sizes()) << what;
+    expect_rounded_once(ya, yr, c.dtype, what + " forward");
+    ya.backward(dy);
+    yr.backward(dy.to(at::kFloat));
+    expect_rounded_once(xa.grad().narrow(2, 1, c.H), xr.grad(), c.dtype, what + " backward");
+  }
+}
+
+void PrintTo(const CocaCase& c, std::ostream* os) {
+  *os << (c.mode == CocaMode::Strict ? "strict" : "slack") << " B" << c.B << " T" << c.T << " H" << c.H << " D" << c.D
+      << " " << c.dtype;
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Shapes, CocaKernel,
+    ::testing::Values(CocaCase{CocaMode::Strict, 1, 1, 1, 2, at::kFloat}, CocaCase{CocaMode::Slack, 1, 1, 1, 2, at::kFloat},
+                      CocaCase{CocaMode::Strict, 2, 17, 3, 64, at::kFloat},
+                      CocaCase{CocaMode::Slack, 3, 129, 4, 128, at::kFloat},
+                      CocaCase{CocaMode::Strict, 2, 33, 5, 64, at::kBFloat16},
+                      CocaCase{CocaMode::Slack, 2, 33, 5, 128, at::kBFloat16},
+                      CocaCase{CocaMode::Strict, 1, 1000, 2, 128, at::kHalf},
+                      CocaCase{CocaMode::Slack, 1, 1000, 2, 64, at::kHalf}),
+    [](const ::testing::TestParamInfo<CocaCase>& i) {
+      const CocaCase& c = i.param;
+      return std::string(c.mode == CocaMode::Strict ? "strict" : "slack") + "_B" + std::to_string(c.B) + "T" +
+             std::to_string(c.T) + "H" + std::to_string(c.H) + "D" + std::to_string(c.D) + "_" +
+             std::string(c10::toString(c.dtype));
+    });
+
+// The model's CoCA layers take the fused path on the GPU (same tables, dynamic NTK included):
+// coca_query / coca_key equal the reference there, which the model tests below rely on.
+TEST(CocaKernel, DispatchesToKernelOnlyOnGpu) {
+  REQUIRE_CUDA();
+  const Rotary rot(8, 10000.0);
+  const at::Tensor q = at::randn({1, 4, 2, 8}, at::TensorOptions().device(at::kCUDA)).requires_grad_(true);
+  EXPECT_NE(coca_query(q, rot.tables(0, 4, at::kCUDA), CocaMode::Strict).grad_fn()->name().find("CocaFunction"),
+            std::string::npos);
+  EXPECT_NE(coca_key(q, rot.tables(0, 4, at::kCUDA), CocaMode::Slack).grad_fn()->name().find("CocaFunction"),
+            std::string::npos);
+  const at::Tensor qc = q.detach().cpu().requires_grad_(true);
+  EXPECT_EQ(coca_query(qc, rot.tables(0, 4, at::kCPU), CocaMode::Strict).grad_fn()->name().find("CocaFunction"),
+            std::string::npos);
 }
 
 class SwiGLUKernel : public ::testing::TestWithParam<at::ScalarType> {};

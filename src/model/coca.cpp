@@ -21,19 +21,29 @@ at::Tensor coca_magnitude(const at::Tensor& t_raw) {
   return at::relu((t_raw.narrow(-1, 0, half) + t_raw.narrow(-1, half, half)) * 0.5);
 }
 
-at::Tensor coca_key(const at::Tensor& t_raw, const RotaryTables& tables, CocaMode mode) {
+at::Tensor coca_key_reference(const at::Tensor& t_raw, const RotaryTables& tables, CocaMode mode) {
   const at::Tensor t = coca_magnitude(t_raw);
   if (mode == CocaMode::Strict) return rotate_magnitude(t, tables);
   return apply_rope(at::cat({t, t}, -1), tables);
 }
 
-at::Tensor coca_query(const at::Tensor& q, const RotaryTables& tables, CocaMode mode) {
+at::Tensor coca_query_reference(const at::Tensor& q, const RotaryTables& tables, CocaMode mode) {
   if (mode == CocaMode::Strict) {
     const int64_t half = q.size(-1) / 2;
     const at::Tensor q1 = q.narrow(-1, 0, half), q2 = q.narrow(-1, half, half);
     return rotate_magnitude(q1 * q1 + q2 * q2, tables);
   }
   return q * apply_rope(q, tables);
+}
+
+at::Tensor coca_key(const at::Tensor& t_raw, const RotaryTables& tables, CocaMode mode) {
+  if (t_raw.is_cuda() && fused_kernels_built()) return fused_coca_key(t_raw, tables, mode);
+  return coca_key_reference(t_raw, tables, mode);
+}
+
+at::Tensor coca_query(const at::Tensor& q, const RotaryTables& tables, CocaMode mode) {
+  if (q.is_cuda() && fused_kernels_built()) return fused_coca_query(q, tables, mode);
+  return coca_query_reference(q, tables, mode);
 }
 
 }  // namespace sluice

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <stdexcept>
+
 #ifdef SLUICE_HAVE_CUDA_KERNELS
 #include "elementwise.h"
 #endif
@@ -51,9 +53,46 @@ struct SwiGLUFunction : public torch::autograd::Function<SwiGLUFunction> {
   }
 };
 
+// CoCA's Q_eff (kQuery) or K_eff from x = q or t_raw; the backward needs x itself (the maps
+// are not linear), the tables and the mode.
+template <bool kQuery>
+struct CocaFunction : public torch::autograd::Function<CocaFunction<kQuery>> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                            bool strict) {
+    const at::Tensor xc = x.contiguous();
+    at::Tensor out = at::empty_like(xc);
+    if (kQuery)
+      kernels::coca_query_forward(xc, cos, sin, out, strict);
+    else
+      kernels::coca_key_forward(xc, cos, sin, out, strict);
+    ctx->save_for_backward({xc, cos, sin});
+    ctx->saved_data["strict"] = strict;
+    return out;
+  }
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const bool strict = ctx->saved_data["strict"].toBool();
+    const at::Tensor dy = grads[0].to(saved[0].scalar_type()).contiguous();
+    at::Tensor dx = at::empty_like(saved[0]);
+    if (kQuery)
+      kernels::coca_query_backward(dy, saved[0], saved[1], saved[2], dx, strict);
+    else
+      kernels::coca_key_backward(dy, saved[0], saved[1], saved[2], dx, strict);
+    return {dx, at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
 }  // namespace
 
 bool fused_kernels_built() { return true; }
+
+at::Tensor fused_coca_key(const at::Tensor& t_raw, const RotaryTables& t, CocaMode mode) {
+  return CocaFunction<false>::apply(t_raw, t.cos, t.sin, mode == CocaMode::Strict);
+}
+
+at::Tensor fused_coca_query(const at::Tensor& q, const RotaryTables& t, CocaMode mode) {
+  return CocaFunction<true>::apply(q, t.cos, t.sin, mode == CocaMode::Strict);
+}
 
 at::Tensor apply_rope(const at::Tensor& x, const RotaryTables& t) {
   if (!x.is_cuda()) return rope_reference(x, t);
@@ -70,6 +109,12 @@ at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
 bool fused_kernels_built() { return false; }
 at::Tensor apply_rope(const at::Tensor& x, const RotaryTables& t) { return rope_reference(x, t); }
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) { return swiglu_reference(gate, up); }
+at::Tensor fused_coca_key(const at::Tensor&, const RotaryTables&, CocaMode) {
+  throw std::logic_error("fused_coca_key: built without CUDA kernels");
+}
+at::Tensor fused_coca_query(const at::Tensor&, const RotaryTables&, CocaMode) {
+  throw std::logic_error("fused_coca_query: built without CUDA kernels");
+}
 
 #endif
 
