@@ -1,8 +1,8 @@
 // The flash-attention kernels behind the `fused` backend (kernels/flash/) against the `math`
 // backend computed in fp32 from the same bf16/fp16 inputs: output, log-sum-exp, dQ, dK, dV over
 // lengths 1, 17, 128, 1000 and 4096, batch 1 and 3, GQA ratios 1, 4 and 8, head dims 64 and
-// 128, windows on and off, cached-decoding shapes (T < S), and the fused G1 output gate
-// (elementwise and headwise logits, with their gradient). Label gpu: every test skips
+// 128, windows on and off, cached-decoding shapes (T < S), the fused G1 output gate
+// (elementwise and headwise logits, with their gradient) and the fused ALiBi bias. Label gpu: every test skips
 // without a CUDA device, without the kernels or below compute capability 8.0.
 //
 // Tolerances: elementwise bounds computed per element by the test, |got - ref| <= bound, each a
@@ -37,6 +37,10 @@
 // ΔD_i = Σ_d dY·(Y_kernel - Y_ref) (as above, with Y for O), and
 //   dg = dY ⊙ Y ⊙ σ(-g) (elementwise): |dY|·σ(-g)·|Y_kernel - Y_ref| + (u + r_g)·|dg|;
 //   dg = D_i·σ(-g) (headwise): σ(-g)·(ΔD_i + γ(D)·Σ_d|dY·Y|) + (u + r_g)·|dg|.
+// ALiBi: the kernels add the bias in fp32 relative to a reference query position (slope/scale
+// with 2 ulp, an FMA into the raw score, the row part into L) and the reference rounds its own
+// -m·(i - j): each score within 2^-21·m_h·(|i - j| + 64), added to E_i (doubled, over the
+// visible keys: 2^-20·m_h·(max|i - j| + 64)).
 // Before any GPU run these bounds were checked on a CPU emulation of the kernels' algorithm
 // (same tiles, masks, online softmax and roundings): errors reach 0.2-0.5 of the bound. A wrong
 // mask, a missing tile or a wrong index moves elements by O(1) of Σ p|v| and far outside them
@@ -53,6 +57,7 @@
 #include <string>
 #include <vector>
 
+#include "model/alibi.h"
 #include "model/fused_attention.h"
 #include "model/fused_ops.h"
 #include "sluice/attention.h"
@@ -106,6 +111,7 @@ struct Case {
   bool bthd = true;  // q/k/v as transposed views of [B, T, heads, D] (SelfAttention's layout)
   Gate gate = Gate::None;
   bool docs = false;  // documents packed in rows (AttentionMask::segments, make_segments)
+  bool alibi = false;  // ALiBi slopes of c.H heads (alibi_slopes_tensor)
 };
 
 std::string case_name(const Case& c) {
@@ -113,7 +119,7 @@ std::string case_name(const Case& c) {
          std::to_string(c.T) + "S" + std::to_string(c.S) + "D" + std::to_string(c.D) + "W" + std::to_string(c.window) +
          "_" + (c.dtype == at::kBFloat16 ? "bf16" : "fp16") + (c.bthd ? "" : "_bhtd") +
          (c.gate == Gate::Elementwise ? "_gate" : c.gate == Gate::Headwise ? "_headgate" : "") +
-         (c.docs ? "_docs" : "");
+         (c.docs ? "_docs" : "") + (c.alibi ? "_alibi" : "");
 }
 
 // Document indices [B, T] for c.docs: row 0 random boundaries (about one per 150 positions, so
@@ -220,12 +226,19 @@ Expected expected(const Case& c, const Inputs& in, const AttentionMask& mask, do
   const at::Tensor Qa = Q.abs(), Ka = K.abs(), Va = V.abs(), dOa = dO.abs();
   // Scores with the mask spelled out here (not through the backend) for P and the log-sum-exp.
   const at::Tensor hidden = allowed_positions(c.T, c.S, mask, Q.device()).logical_not();
-  const at::Tensor s = (at::matmul(Q, K.transpose(-2, -1)) * scale).masked_fill(hidden, -INFINITY);
+  at::Tensor s = at::matmul(Q, K.transpose(-2, -1)) * scale;
+  if (mask.alibi_slopes.defined()) s = s + alibi_bias(c.T, c.S, mask.alibi_slopes);
+  s = s.masked_fill(hidden, -INFINITY);
   r.lse = at::logsumexp(s, -1);
   const at::Tensor P = at::softmax(s, -1);
-  const at::Tensor E = (2 * g32(c.D) * scale * at::matmul(Qa, Ka.transpose(-2, -1)))
-                           .masked_fill(hidden, 0.0)
-                           .amax(-1, /*keepdim=*/true);  // [B, H, T, 1]
+  at::Tensor E = (2 * g32(c.D) * scale * at::matmul(Qa, Ka.transpose(-2, -1)))
+                     .masked_fill(hidden, 0.0)
+                     .amax(-1, /*keepdim=*/true);  // [B, H, T, 1]
+  if (mask.alibi_slopes.defined()) {  // the header's ALiBi term
+    const at::Tensor ones = at::ones({1}, mask.alibi_slopes.options());
+    const at::Tensor dist = alibi_bias(c.T, c.S, ones).abs().masked_fill(hidden, 0.0).amax(-1, /*keepdim=*/true);
+    E = E + std::ldexp(1.0, -20) * mask.alibi_slopes.view({-1, 1, 1}) * (dist + 64);
+  }
   auto sum_group = [&](const at::Tensor& x) { return x.view({c.B, c.KV, G, c.S, c.D}).sum(2); };
 
   const at::Tensor pv = at::matmul(P, Va);
@@ -270,6 +283,7 @@ void check_case(const Case& c, bool check_grads) {
   AttentionMask mask;
   mask.window = c.window;
   if (c.docs) mask.segments = make_segments(c);
+  if (c.alibi) mask.alibi_slopes = alibi_slopes_tensor(c.H, at::Device(at::kCUDA));
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
   ASSERT_EQ(fused_attention_unsupported(heads_view(in.qb, c.bthd), heads_view(in.kb, c.bthd),
                                         heads_view(in.vb, c.bthd), mask),
@@ -382,6 +396,35 @@ std::vector<Case> document_cases() {
 INSTANTIATE_TEST_SUITE_P(Documents, FlashAttention, ::testing::ValuesIn(document_cases()),
                          [](const ::testing::TestParamInfo<Case>& i) { return case_name(i.param); });
 
+// ALiBi (AttentionMask::alibi_slopes -> the kernels' kAlibi): the reference adds alibi_bias.
+// Slopes 2^-1..2^-8 over H = 8 heads (2^-2..2^-8 every other for 4), so the steepest head's
+// softmax is nearly local and the flattest nearly uniform. One and many tiles, GQA 1:1, 4:1
+// and 8:1, both head dims, windows, fp16, cached decoding (T < S: the query positions are
+// offset), with documents, and with either G1 gate.
+std::vector<Case> alibi_cases() {
+  std::vector<Case> cases;
+  for (int64_t T : {1, 17, 1000})
+    for (int64_t ratio : {1, 4})
+      for (int64_t D : {64, 128})
+        for (int64_t window : {0, 37}) cases.push_back({T == 1000 ? 1 : 3, 8, 8 / ratio, T, T, D, window, at::kBFloat16});
+  cases.push_back({3, 8, 1, 300, 300, 128, 200, at::kBFloat16, false});
+  cases.push_back({2, 8, 2, 1000, 1000, 64, 0, at::kHalf});
+  cases.push_back({2, 8, 8, 300, 300, 128, 37, at::kHalf});
+  cases.push_back({2, 8, 2, 17, 1000, 64, 37, at::kBFloat16});
+  cases.push_back({2, 4, 1, 150, 1000, 128, 0, at::kBFloat16});
+  cases.push_back({1, 4, 1, 4096, 4096, 128, 0, at::kBFloat16});
+  Case docs{3, 8, 2, 1000, 1000, 128, 37, at::kBFloat16};
+  docs.docs = true;
+  cases.push_back(docs);
+  cases.push_back({2, 8, 2, 1000, 1000, 64, 0, at::kBFloat16, true, Gate::Elementwise});
+  cases.push_back({2, 8, 2, 17, 17, 128, 37, at::kBFloat16, true, Gate::Headwise});
+  for (Case& c : cases) c.alibi = true;
+  return cases;
+}
+
+INSTANTIATE_TEST_SUITE_P(Alibi, FlashAttention, ::testing::ValuesIn(alibi_cases()),
+                         [](const ::testing::TestParamInfo<Case>& i) { return case_name(i.param); });
+
 // Logits that broadcast over batch and positions (gate input: constant) reach the kernels as a
 // stride-0 expand: the same output and q/k/v gradients as the materialised logits, and the
 // logits' gradient is the sum of the materialised one over batch and positions.
@@ -466,6 +509,27 @@ TEST(FlashAttentionBounds, WrongWindowExceedsTheBound) {
       heads_view(in.vb, true).to(at::kFloat), wrong, scale);
   const Expected x = expected(c, in, mask, scale, off);
   EXPECT_GT(((off - x.ref.out).abs() - x.bound.out).max().item<double>(), 0.0);
+}
+
+// The same for ALiBi: the slopes of the neighbouring heads (an indexing slip) move the output
+// out of its bound, and a log-sum-exp whose row part is one position off (the kernels add it to
+// L separately; the output cannot see it) leaves the lse bound even for the flattest slope.
+TEST(FlashAttentionBounds, WrongAlibiExceedsTheBound) {
+  REQUIRE_FLASH();
+  Case c{1, 8, 2, 128, 128, 64, 0, at::kBFloat16};
+  c.alibi = true;
+  const Inputs in = make_inputs(c, 8);
+  AttentionMask mask, wrong;
+  mask.alibi_slopes = alibi_slopes_tensor(c.H, at::Device(at::kCUDA));
+  wrong.alibi_slopes = mask.alibi_slopes.roll(1);
+  const double scale = 0.125;
+  const at::Tensor q = heads_view(in.qb, true).to(at::kFloat), k = heads_view(in.kb, true).to(at::kFloat),
+                   v = heads_view(in.vb, true).to(at::kFloat);
+  const at::Tensor off = make_attention_core("math")->forward(q, k, v, wrong, scale);
+  const Expected x = expected(c, in, mask, scale, off);
+  EXPECT_GT(((off - x.ref.out).abs() - x.bound.out).max().item<double>(), 0.0);
+  const at::Tensor lse_off = x.ref.lse - mask.alibi_slopes.view({1, -1, 1});
+  EXPECT_GT(((lse_off - x.ref.lse).abs() - x.bound.lse).amin({0, 2}).min().item<double>(), 0.0);
 }
 
 // Forward: no atomics, fixed order, so two runs are bitwise equal. Backward: dK and dV are
@@ -589,7 +653,7 @@ TEST(FusedBackend, FallsBackToSdpaOnCuda) {
     bool alibi;
   };
   for (const Fallback& f : {Fallback{"head dim 32", at::kBFloat16, 32, false}, Fallback{"fp32", at::kFloat, 64, false},
-                            Fallback{"alibi", at::kBFloat16, 64, true}}) {
+                            Fallback{"alibi, head dim 96", at::kBFloat16, 96, true}}) {
     at::manual_seed(5);
     const at::Tensor q = at::randn({2, 4, 33, f.D}, opts).to(f.dtype), k = at::randn({2, 2, 33, f.D}, opts).to(f.dtype),
                      v = at::randn({2, 2, 33, f.D}, opts).to(f.dtype);

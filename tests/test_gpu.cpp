@@ -115,13 +115,14 @@ TEST(RopeKernel, ScaledTablesForwardAndBackward) {
 
 // kernels/coca.cu computes in fp32 and rounds once to the storage type, so against the ATen
 // reference evaluated in fp32 on the same inputs: |a - ref| <= u·|ref| + atol, u the unit
-// roundoff (2^-8 bf16, 2^-11 fp16; fp32: 1e-6 for operation order), atol 1e-5 for fp32
-// cancellation in the gradients' sums of products (values here are O(1): a wrong term is
-// off by O(1)). The reference's own bf16 path rounds every intermediate, hence fp32.
+// roundoff (2^-8 bf16, 2^-11 fp16; fp32: 1e-6 for operation order), atol 1e-4 for fp32
+// cancellation in the gradients' sums of products (terms up to ~50 with randn inputs, each
+// path within ~1e-5 of exact; a wrong term is off by O(1)). The reference's own bf16 path
+// rounds every intermediate, hence its fp32 evaluation.
 void expect_rounded_once(const at::Tensor& a, const at::Tensor& ref32, at::ScalarType t, const std::string& what) {
   const double u = t == at::kBFloat16 ? 1.0 / 256 : (t == at::kHalf ? 1.0 / 2048 : 1e-6);
   const at::Tensor ad = a.to(at::kCPU, at::kDouble), rd = ref32.to(at::kCPU, at::kDouble);
-  const at::Tensor excess = (ad - rd).abs() - (1e-5 + u * rd.abs());
+  const at::Tensor excess = (ad - rd).abs() - (1e-4 + u * rd.abs());
   EXPECT_LE(excess.max().item<double>(), 0.0) << what << ": max |a-ref| = " << (ad - rd).abs().max().item<double>();
 }
 

@@ -6,12 +6,14 @@ dim 128 and 64x64 at 64, backward 64 queries x 128 keys) and tile ranges (causal
 the last T of S keys, documents packed in rows), the online softmax in log2 units, P and dS rounded to the
 input type before the products, D_i from the rounded output, dK/dV summed over the GQA group,
 dQ accumulated in fp32, and the fused G1 gate (gate.cuh, flash_bwd_preprocess.cuh): the output
-O ⊙ σ(g) rounded once, the backward from Y = O ⊙ σ(g) alone. It does not model warps, shared memory or mma fragments (so it cannot find
+O ⊙ σ(g) rounded once, the backward from Y = O ⊙ σ(g) alone, and ALiBi as the kernels add it
+((slope/scale)·(key - q_ref) on the raw scores, q_ref each warp's first query, the row part
+in L). It does not model warps, shared memory or mma fragments (so it cannot find
 synchronisation or fragment-indexing bugs), only the arithmetic. It compares against an fp32
 reference with the bounds of tests/test_flash_attention.cpp and prints max |err|/bound (must
 stay below 1).
 
-    .venv/bin/python kernels/flash/emulate.py [all|ungated|gated|docs]
+    .venv/bin/python kernels/flash/emulate.py [all|ungated|gated|docs|alibi]
 """
 import itertools
 import math
@@ -63,12 +65,18 @@ def document_bounds(seg):
     return start, end
 
 
-def forward(q, k, v, w, scale, dt, g=None, seg=None):
+def alibi_ref_offsets(n_rows, rows_per_warp):
+    """qpos - q_ref for the rows of a tile: q_ref is the first query of each warp's rows."""
+    return (torch.arange(n_rows) % rows_per_warp).float()
+
+
+def forward(q, k, v, w, scale, dt, g=None, seg=None, slopes=None):
     B, H, T, D = q.shape
     KV, S = k.shape[1], k.shape[2]
     G = H // KV
     sl2 = scale * LOG2E
     BM, BN = fwd_tiles(D)
+    warp_rows = BM // 4  # FwdTraits kWarpM
     starts = document_bounds(seg)[0] if seg is not None else None
     O, L = torch.zeros(B, H, T, D), torch.zeros(B, H, T)
     for b, h in itertools.product(range(B), range(H)):
@@ -90,7 +98,12 @@ def forward(q, k, v, w, scale, dt, g=None, seg=None):
                 nk = min(BN, S - k0)
                 Kt, Vt = torch.zeros(BN, D), torch.zeros(BN, D)
                 Kt[:nk], Vt[:nk] = k[b, kv, k0:k0 + nk], v[b, kv, k0:k0 + nk]
-                s = (Qt @ Kt.T) * sl2
+                s = Qt @ Kt.T
+                if slopes is not None:  # raw units: (slope/scale)·(key - q_ref), q_ref per warp
+                    q_ref = off + q0 + (torch.arange(BM) // warp_rows) * warp_rows
+                    dist = (k0 + torch.arange(BN))[None, :] - q_ref[:, None]
+                    s = s + torch.tensor(float(slopes[h]) / scale, dtype=torch.float32) * dist.float()
+                s = s * sl2
                 s = torch.where(visible(torch.arange(q0, q0 + BM), torch.arange(k0, k0 + BN), T, S, w, lo), s,
                                 torch.tensor(-math.inf))
                 m_new = torch.maximum(m, s.max(1).values)
@@ -104,10 +117,12 @@ def forward(q, k, v, w, scale, dt, g=None, seg=None):
                 o = o * torch.sigmoid(g[b, h, q0:q0 + n])
             O[b, h, q0:q0 + n] = rnd(o, dt)
             L[b, h, q0:q0 + n] = (m[:n] + torch.log2(l[:n])) * math.log(2)
+            if slopes is not None:
+                L[b, h, q0:q0 + n] -= float(slopes[h]) * alibi_ref_offsets(BM, warp_rows)[:n]
     return O, L
 
 
-def backward(dO, q, k, v, O, L, w, scale, dt, g=None, seg=None):
+def backward(dO, q, k, v, O, L, w, scale, dt, g=None, seg=None, slopes=None):
     """Gated: dO is dY and O is Y; the preprocess turns dY into the attention's dO."""
     BM, BN = BWD_BM, BWD_BN
     starts, ends = document_bounds(seg) if seg is not None else (None, None)
@@ -146,6 +161,11 @@ def backward(dO, q, k, v, O, L, w, scale, dt, g=None, seg=None):
                     Qt[:n], dOt[:n] = q[b, h, q0:q0 + n], dO[b, h, q0:q0 + n]
                     Lt[:n], Dt[:n] = L[b, h, q0:q0 + n] * LOG2E, dsum[b, h, q0:q0 + n]
                     s, dp = Qt @ Kt.T, dOt @ Vt.T
+                    if slopes is not None:  # q_ref: the first query of each half tile (a warp row)
+                        q_ref = off + q0 + (torch.arange(BM) // (BM // 2)) * (BM // 2)
+                        dist = (k0 + torch.arange(BN))[None, :] - q_ref[:, None]
+                        s = s + torch.tensor(float(slopes[h]) / scale, dtype=torch.float32) * dist.float()
+                        Lt = Lt + float(slopes[h]) * LOG2E * alibi_ref_offsets(BM, BM // 2)
                     vis = visible(torch.arange(q0, q0 + BM), torch.arange(k0, k0 + BN), T, S, w, lo)
                     p = torch.where(vis, torch.exp2(s * sl2 - Lt[:, None]), torch.zeros(()))
                     ds = rnd(p * (dp - Dt[:, None]), dt)
@@ -181,22 +201,37 @@ def make_segments(B, T):
     return starts.long().cumsum(1)
 
 
-def check(B, H, KV, T, S, D, w, dt, gate=None, docs=False):
+def alibi_slopes(n):
+    """sluice::alibi_slopes for a power of two n: 2^(-8h/n), h = 1..n."""
+    return torch.tensor([2.0 ** (-8.0 * (h + 1) / n) for h in range(n)])
+
+
+def alibi_bias(T, S, slopes):
+    """sluice::alibi_bias: -m_h·(i - j), fp32 [H, T, S]."""
+    dist = torch.arange(S - T, S).float()[:, None] - torch.arange(S).float()[None, :]
+    return -slopes.float()[:, None, None] * dist
+
+
+def check(B, H, KV, T, S, D, w, dt, gate=None, docs=False, alibi=False):
     """max |err|/bound per quantity, bounds as in tests/test_flash_attention.cpp. gate: None,
     "elementwise" or "headwise" (G1 logits 2·N(0, 1): scores from near 0 to near 1)."""
     scale = 1 / math.sqrt(D)
+    slopes = alibi_slopes(H) if alibi else None
     q, k, v = (rnd(torch.randn(*shape), dt) for shape in [(B, H, T, D), (B, KV, S, D), (B, KV, S, D)])
     dY = rnd(torch.randn(B, H, T, D), dt)
     g = None if gate is None else rnd(2 * torch.randn(B, H, T, D if gate == "elementwise" else 1), dt)
     seg = make_segments(B, T) if docs else None
-    Y, L = forward(q, k, v, w, scale, dt, g, seg)
-    dQ, dK, dV, dG = backward(dY, q, k, v, Y, L, w, scale, dt, g, seg)
+    Y, L = forward(q, k, v, w, scale, dt, g, seg, slopes)
+    dQ, dK, dV, dG = backward(dY, q, k, v, Y, L, w, scale, dt, g, seg, slopes)
 
     G = H // KV
     qr, kr, vr = (x.clone().requires_grad_() for x in (q, k, v))
     gr = None if g is None else g.clone().requires_grad_()
     K, V = kr.repeat_interleave(G, 1), vr.repeat_interleave(G, 1)
-    s = ((qr @ K.transpose(-2, -1)) * scale).masked_fill(~allowed(T, S, w, seg), -math.inf)
+    s = (qr @ K.transpose(-2, -1)) * scale
+    if alibi:
+        s = s + alibi_bias(T, S, slopes)
+    s = s.masked_fill(~allowed(T, S, w, seg), -math.inf)
     P = torch.softmax(s, -1)
     out = P @ V
     y = out if gr is None else out * torch.sigmoid(gr)
@@ -213,6 +248,11 @@ def check(B, H, KV, T, S, D, w, dt, gate=None, docs=False):
         dO = dY * sig
         Qa, Ka, Va, dOa = q.abs(), K.abs(), V.abs(), dO.abs()
         E = (2 * g32(D) * scale * (Qa @ Ka.transpose(-2, -1))).masked_fill(~allowed(T, S, w, seg), 0).amax(-1, keepdim=True)
+        if alibi:
+            # The bias in fp32: slope/scale (2 ulp), its FMA into the raw score, the row part of L,
+            # and the reference's own -m·(i - j): 2^-20·m_h·(|i - j| + 64) over the visible keys.
+            dist = alibi_bias(T, S, torch.ones(1)).abs().masked_fill(~allowed(T, S, w, seg), 0).amax(-1, keepdim=True)
+            E = E + 2**-20 * slopes[:, None, None] * (dist + 64)
         lse = torch.logsumexp(s.detach(), -1)
         pv = P @ Va
         dP = dO @ V.transpose(-2, -1)
@@ -255,20 +295,26 @@ def main():
                    (1, 4, 1, 1000, 1000, 128, 0), (1, 8, 2, 17, 1000, 64, 37)]
     doc_cases = [(3, 8, 2, 17, 17, 64, 0), (3, 8, 2, 300, 300, 128, 37), (3, 4, 4, 300, 300, 64, 0),
                  (2, 4, 1, 400, 400, 128, 200)]
-    only = sys.argv[1] if len(sys.argv) > 1 else "all"  # all | ungated | gated | docs
+    alibi_cases = [(1, 8, 8, 1, 1, 64, 0), (3, 8, 2, 17, 17, 64, 37), (1, 8, 1, 300, 300, 128, 0),
+                   (2, 4, 1, 300, 300, 128, 200), (1, 8, 2, 150, 1000, 64, 37), (1, 4, 1, 1000, 1000, 128, 0)]
+    only = sys.argv[1] if len(sys.argv) > 1 else "all"  # all | ungated | gated | docs | alibi
     runs = []
     for dt in (torch.bfloat16, torch.float16):
         if only in ("all", "ungated"):
-            runs += [(c, dt, None, False) for c in cases]
+            runs += [(c, dt, None, False, False) for c in cases]
         if only in ("all", "gated"):
-            runs += [(c, dt, gate, False) for c in gated_cases for gate in ("elementwise", "headwise")]
+            runs += [(c, dt, gate, False, False) for c in gated_cases for gate in ("elementwise", "headwise")]
         if only in ("all", "docs"):
-            runs += [(c, dt, None, True) for c in doc_cases] + [(doc_cases[1], dt, "elementwise", True)]
+            runs += [(c, dt, None, True, False) for c in doc_cases] + [(doc_cases[1], dt, "elementwise", True, False)]
+        if only in ("all", "alibi"):
+            runs += [(c, dt, None, False, True) for c in alibi_cases]
+            runs += [(alibi_cases[1], dt, "elementwise", True, True), (alibi_cases[3], dt, "headwise", False, True)]
     worst = 0.0
-    for c, dt, gate, docs in runs:
-        r = check(*c, dt, gate, docs)
+    for c, dt, gate, docs, alibi in runs:
+        r = check(*c, dt, gate, docs, alibi)
         worst = max(worst, *r.values())
-        print(f"{str(dt):15} {gate or 'ungated':11} {'docs' if docs else '':4} B,H,KV,T,S,D,w={c}: " +
+        print(f"{str(dt):15} {gate or 'ungated':11} {'docs' if docs else '':4} {'alibi' if alibi else '':5} "
+              f"B,H,KV,T,S,D,w={c}: " +
               " ".join(f"{k} {x:.3f}" for k, x in r.items()), flush=True)
     print(f"worst |err|/bound: {worst:.3f} ({'ok' if worst < 1 else 'FAIL'})")
 

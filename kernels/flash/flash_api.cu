@@ -104,6 +104,14 @@ void check_docs(const FlashDocuments& docs, const at::Tensor& q, const at::Tenso
   TORCH_CHECK(docs.start.stride(0) == docs.end.stride(0), "flash attention: document start and end need one row stride");
 }
 
+void check_alibi(const at::Tensor& slopes, const at::Tensor& q) {
+  if (!slopes.defined()) return;
+  TORCH_CHECK(slopes.device() == q.device() && slopes.scalar_type() == at::kFloat && slopes.dim() == 1 &&
+                  slopes.size(0) == q.size(1) && slopes.is_contiguous(),
+              "flash attention: ALiBi slopes must be contiguous fp32 [", q.size(1), "] (one per query head) on ",
+              q.device(), ", got ", slopes.scalar_type(), " ", slopes.sizes(), " on ", slopes.device());
+}
+
 void fill_docs(FwdParams& p, const FlashDocuments& docs) {
   if (!docs.defined()) return;
   p.doc_start = docs.start.data_ptr<int>();
@@ -171,9 +179,11 @@ bool flash_device_supported(const at::Device& device) {
 
 std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q_in, const at::Tensor& k_in,
                                                  const at::Tensor& v_in, int64_t window, double scale,
-                                                 const at::Tensor& gate_in, const FlashDocuments& docs) {
+                                                 const at::Tensor& gate_in, const FlashDocuments& docs,
+                                                 const at::Tensor& alibi_slopes) {
   check_qkv(q_in, k_in, v_in, window);
   check_docs(docs, q_in, k_in);
+  check_alibi(alibi_slopes, q_in);
   if (gate_in.defined()) check_gate(gate_in, q_in);
   const c10::cuda::CUDAGuard guard(q_in.device());
   const at::Tensor q = ready(q_in), k = ready(k_in), v = ready(v_in);
@@ -186,6 +196,7 @@ std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q_in, const a
   fill_fwd(p, q, k, v, out, lse, window, scale);
   fill_gate(p, gate);
   fill_docs(p, docs);
+  if (alibi_slopes.defined()) p.alibi_slopes = alibi_slopes.data_ptr<float>();
   p.sectioned_order = sectioned_order_from_env();
   run_fwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
   return {out, lse};
@@ -194,9 +205,10 @@ std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q_in, const a
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     const at::Tensor& dout_in, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const at::Tensor& out_in, const at::Tensor& lse, int64_t window, double scale, const at::Tensor& gate_in,
-    const FlashDocuments& docs) {
+    const FlashDocuments& docs, const at::Tensor& alibi_slopes) {
   check_qkv(q_in, k_in, v_in, window);
   check_docs(docs, q_in, k_in);
+  check_alibi(alibi_slopes, q_in);
   if (gate_in.defined()) check_gate(gate_in, q_in);
   TORCH_CHECK(dout_in.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(),
               "flash attention backward: dout and out must be shaped like q ", q_in.sizes());
@@ -249,6 +261,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     p.dgate_row_stride = dgate.stride(2);
   }
   fill_docs(p, docs);
+  if (alibi_slopes.defined()) p.alibi_slopes = alibi_slopes.data_ptr<float>();
   p.sectioned_order = sectioned_order_from_env();
   run_bwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
   dq.copy_(dq_accum.narrow(2, 0, T));  // one pass, fp32 [B, H, T(+pad), D] -> q's dtype, [B, T, H, D] memory

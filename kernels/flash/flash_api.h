@@ -24,13 +24,15 @@ bool flash_device_supported(const at::Device& device);
 // `docs` (optional; T == S only): documents packed in each row, int32 [B, T] `start` (first
 // position of each position's document) and `end` (one past its last); query i then sees key
 // j only if j >= start[i]. Both nondecreasing along T (document_bounds, sluice/attention.h).
+// `alibi_slopes` (optional): fp32 [H] on q's device; head h adds -slopes[h]·(i - j) to the
+// scaled score of query position i and key j (sluice/attention.h AttentionMask), lse included.
 struct FlashDocuments {
   at::Tensor start, end;
   bool defined() const { return start.defined(); }
 };
 std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                                  int64_t window, double scale, const at::Tensor& gate = {},
-                                                 const FlashDocuments& docs = {});
+                                                 const FlashDocuments& docs = {}, const at::Tensor& alibi_slopes = {});
 
 // (dq, dk, dv, dgate) for the gradient dout of flash_forward's out; out, lse and gate as it took
 // and returned them (gated: out is the gated Y, the only output saved). dgate is shaped like
@@ -38,6 +40,6 @@ std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q, const at::
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& lse, int64_t window, double scale, const at::Tensor& gate = {},
-    const FlashDocuments& docs = {});
+    const FlashDocuments& docs = {}, const at::Tensor& alibi_slopes = {});
 
 }  // namespace sluice::kernels

@@ -12,7 +12,10 @@
 //    memory, and accumulates dV += Pᵀ·dO and dK += dSᵀ·Q in fp32 registers for the whole walk,
 //    so dK/dV of a kv head sum over its query heads before the single cast at the end.
 //    dQ_i += scale·dS·K is added to a global fp32 buffer with atomics, cast afterwards.
-//    Warp tilings: traits.h (BwdTraits).
+//    Warp tilings: traits.h (BwdTraits). ALiBi as in the forward (flash_fwd_kernel.cuh): the
+//    scores get (slope/scale)·(key - q_ref), q_ref the warp's first query position, and each
+//    row's L·log2 e the row part slope·log2 e·(qpos - q_ref); the bias is constant, so dS and
+//    the products are unchanged.
 //
 // Determinism: dK and dV are bitwise reproducible (one block per key tile, fixed order). dQ is
 // NOT: fp32 atomic adds from the key-tile blocks land in an unspecified order, so dQ can differ
@@ -38,8 +41,9 @@ __device__ __forceinline__ void atomic_add2(float* dq, float x, float y) {
 #endif
 }
 
-// kDocs: documents packed in rows (params.h doc_start/doc_end), a template flag.
-template <typename Traits, bool kDocs>
+// kDocs: documents packed in rows (params.h doc_start/doc_end); kAlibi: the ALiBi bias
+// (params.h alibi_slopes). Template flags.
+template <typename Traits, bool kDocs, bool kAlibi>
 __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 mma.sync and cp.async need sm_80; the host API never launches below it
@@ -168,6 +172,19 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
         thread_lo = max(thread_lo, row_lo[mt][half]);
       }
 
+    // kAlibi: this head's slope in raw score units; q_ref = qpos_first below. Adding the row
+    // part to L here keeps the per-score cost one FMA.
+    float alibi = 0.f;
+    if constexpr (kAlibi) {
+      const float slope = p.alibi_slopes[h];
+      alibi = __fdividef(slope, p.scale);
+#pragma unroll
+      for (int mt = 0; mt < kSdpMT; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+          lse2[mt][half] += slope * 1.4426950408889634f * static_cast<float>(mt * 16 + g + 8 * half);
+    }
+
     cp_async_wait<0>();
     __syncthreads();  // this Q/dO stage (and K/V) landed; the previous tile's P/dS are consumed
     if (it + 1 < n_iters) load_q_tile(it + 1, stage ^ 1, block_of[0], block_of[1]);
@@ -227,6 +244,20 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
                                 (kDocs && key < row_lo[mt][half]);
             if (hidden) s[mt][nt][r] = -INFINITY;
           }
+    }
+    if constexpr (kAlibi) {
+      // key - q_ref for this thread's columns, exact in fp32; -inf stays -inf.
+      const float dist0 = static_cast<float>(key_first + 2 * t - qpos_first);
+#pragma unroll
+      for (int nt = 0; nt < kSdpNT; ++nt)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const float bias_dist = dist0 + static_cast<float>(nt * 8 + c);
+#pragma unroll
+          for (int mt = 0; mt < kSdpMT; ++mt)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) s[mt][nt][2 * half + c] = fmaf(alibi, bias_dist, s[mt][nt][2 * half + c]);
+        }
     }
 #pragma unroll
     for (int mt = 0; mt < kSdpMT; ++mt)

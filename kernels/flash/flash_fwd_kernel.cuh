@@ -11,6 +11,11 @@
 //   wait V; barrier; start loading the next K (overlaps P·V)
 //   O += P·V with P rounded to the input type straight from the score registers.
 // Scores stay in raw units; exp2 takes (s - m)·scale·log2(e) as one FMA.
+// ALiBi adds (slope/scale)·(key - qpos) to the raw scores. Per row, only the key-dependent part
+// relative to the warp's first query position q_ref matters to the softmax (the row's own
+// -(slope/scale)·(qpos - q_ref) shifts all its scores alike), so the loop adds
+// (slope/scale)·(key - q_ref) with one FMA per score and the epilogue adds the row part to L.
+// Where the probability mass is, near the diagonal, key - q_ref stays small, so fp32 keeps it.
 //
 // No N×N matrix in global memory: only O (scaled by 1/l) and the per-row log-sum-exp
 // L = (m·scale·log2 e + log2 l)·ln 2 are written. Deterministic: no atomics.
@@ -27,8 +32,9 @@
 namespace sluice::flash {
 
 // kDocs: documents packed in rows (params.h doc_start); kGated: the G1 output gate in the
-// epilogue (params.h gate). Template flags, so the plain kernel pays nothing.
-template <typename Traits, bool kDocs, bool kGated>
+// epilogue (params.h gate); kAlibi: the ALiBi bias (params.h alibi_slopes). Template flags, so
+// the plain kernel pays nothing.
+template <typename Traits, bool kDocs, bool kGated, bool kAlibi>
 __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 mma.sync and cp.async need sm_80; the host API never launches below it
@@ -112,6 +118,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
   for (int i = 0; i < 2 * kMT; ++i) row_max[i] = -INFINITY, row_sum[i] = 0.f;
 
   const int warp_row0 = q0 + warp * kWarpM;  // first query index of this warp
+  // kAlibi: this head's slope in raw score units (the scores are q·k before the scale).
+  const float alibi = kAlibi ? __fdividef(p.alibi_slopes[h], p.scale) : 0.f;
   // kDocs: the first key each of this thread's rows may see (0 for padding rows).
   int row_lo[2 * kMT];
   int thread_lo = 0;
@@ -202,6 +210,20 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
             if (hidden) s[mt][nt][r] = -INFINITY;
           }
     }
+    if constexpr (kAlibi) {
+      // key - q_ref for this thread's columns, exact in fp32; -inf stays -inf.
+      const float dist0 = static_cast<float>(k0 + 2 * t - qpos_first);
+#pragma unroll
+      for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+        for (int c = 0; c < 2; ++c) {
+          const float bias_dist = dist0 + static_cast<float>(nt * 8 + c);
+#pragma unroll
+          for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+            for (int half = 0; half < 2; ++half) s[mt][nt][2 * half + c] = fmaf(alibi, bias_dist, s[mt][nt][2 * half + c]);
+        }
+    }
 
     // Online softmax.
 #pragma unroll
@@ -286,8 +308,10 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdP
     inv_l[i] = l > 0.f ? 1.f / l : 0.f;
     const int qi = warp_row0 + (i / 2) * 16 + g + (i % 2) * 8;
     if (t == 0 && qi < T) {
-      p.lse[(static_cast<int64_t>(b_out) * p.heads + h_out) * T + qi] =
-          l > 0.f ? (row_max[i] * p.scale_log2 + log2f(l)) * 0.69314718055994531f : -INFINITY;
+      float lse = l > 0.f ? (row_max[i] * p.scale_log2 + log2f(l)) * 0.69314718055994531f : -INFINITY;
+      // kAlibi: the row's own bias part, -slope·(qpos - q_ref) (see the header).
+      if constexpr (kAlibi) lse -= p.alibi_slopes[h_out] * static_cast<float>(qi - warp_row0);
+      p.lse[(static_cast<int64_t>(b_out) * p.heads + h_out) * T + qi] = lse;
     }
   }
   // Stage this warp's rows in its own rows of sQ (no other warp reads them), then store 16

@@ -27,12 +27,31 @@ TileOrder launch_order(bool sectioned, Kernel kernel, int threads, int smem, int
   return plan_tile_order(tiles, groups, group_bytes, sms * (per_sm > 0 ? per_sm : 1), kTileOrderL2Budget);
 }
 
+// The instantiation for one feature set: [docs][gated][alibi] (forward), [docs][alibi] (backward).
+template <typename Traits>
+auto fwd_kernel_for(bool docs, bool gated, bool alibi) {
+  using Kernel = decltype(&flash_fwd_kernel<Traits, false, false, false>);
+  constexpr Kernel kTable[2][2][2] = {
+      {{&flash_fwd_kernel<Traits, false, false, false>, &flash_fwd_kernel<Traits, false, false, true>},
+       {&flash_fwd_kernel<Traits, false, true, false>, &flash_fwd_kernel<Traits, false, true, true>}},
+      {{&flash_fwd_kernel<Traits, true, false, false>, &flash_fwd_kernel<Traits, true, false, true>},
+       {&flash_fwd_kernel<Traits, true, true, false>, &flash_fwd_kernel<Traits, true, true, true>}}};
+  return kTable[docs][gated][alibi];
+}
+
+template <typename Traits>
+auto bwd_kernel_for(bool docs, bool alibi) {
+  using Kernel = decltype(&flash_bwd_kernel<Traits, false, false>);
+  constexpr Kernel kTable[2][2] = {{&flash_bwd_kernel<Traits, false, false>, &flash_bwd_kernel<Traits, false, true>},
+                                   {&flash_bwd_kernel<Traits, true, false>, &flash_bwd_kernel<Traits, true, true>}};
+  return kTable[docs][alibi];
+}
+
 template <typename Traits>
 void launch_fwd(const FwdParams& params, cudaStream_t stream) {
   FwdParams p = params;
-  const bool docs = p.doc_start != nullptr, gated = p.gate != nullptr;
-  auto kernel = docs ? (gated ? &flash_fwd_kernel<Traits, true, true> : &flash_fwd_kernel<Traits, true, false>)
-                     : (gated ? &flash_fwd_kernel<Traits, false, true> : &flash_fwd_kernel<Traits, false, false>);
+  const bool gated = p.gate != nullptr;
+  auto kernel = fwd_kernel_for<Traits>(p.doc_start != nullptr, gated, p.alibi_slopes != nullptr);
   const int smem = gated ? Traits::kSmemBytesGated : Traits::kSmemBytes;
   // More than the default 48 KiB of dynamic shared memory must be opted into per kernel.
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
@@ -62,7 +81,7 @@ void launch_bwd(const BwdParams& p, cudaStream_t stream) {
     pm.dout = p.dout_attn;
     pm.do_batch_stride = p.doa_batch_stride, pm.do_head_stride = p.doa_head_stride, pm.do_row_stride = p.doa_row_stride;
   }
-  auto kernel = p.doc_start != nullptr ? &flash_bwd_kernel<Traits, true> : &flash_bwd_kernel<Traits, false>;
+  auto kernel = bwd_kernel_for<Traits>(p.doc_start != nullptr, p.alibi_slopes != nullptr);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   // Per group: Q and dO of every query head of the kv head (2-byte elements).
   const int64_t group_bytes = 4ll * Traits::kHeadDim * p.seqlen_q * (p.heads / p.kv_heads);

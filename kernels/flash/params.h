@@ -30,6 +30,9 @@ struct FwdParams {
   const int* doc_start = nullptr;
   const int* doc_end = nullptr;
   int64_t doc_batch_stride = 0;
+  // ALiBi (Press et al. 2022): query head h adds -alibi_slopes[h]·(i - j) to the (scaled) score
+  // of query position i and key j. fp32 [H]; null: no bias (the kernels' kAlibi flag).
+  const float* alibi_slopes = nullptr;
   // The G1 output gate (gate.cuh): o = softmax(q·kᵀ)·v ⊙ σ(gate); lse stays the ungated one.
   const void* gate = nullptr;  // G1 logits in q's dtype; null: ungated
   int64_t gate_batch_stride = 0, gate_row_stride = 0, gate_head_stride = 0;  // elements; headwise: gate [B, T, H] (no d), else [B, T, H, D] with d contiguous

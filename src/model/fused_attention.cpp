@@ -39,11 +39,13 @@ using torch::autograd::variable_list;
 struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionFunction> {
   static variable_list forward(AutogradContext* ctx, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                const std::optional<at::Tensor>& gate, int64_t window, double scale,
-                               const std::optional<at::Tensor>& doc_start, const std::optional<at::Tensor>& doc_end) {
+                               const std::optional<at::Tensor>& doc_start, const std::optional<at::Tensor>& doc_end,
+                               const std::optional<at::Tensor>& alibi_slopes) {
     const at::Tensor g = gate.value_or(at::Tensor());
     const kernels::FlashDocuments docs{doc_start.value_or(at::Tensor()), doc_end.value_or(at::Tensor())};
-    auto [out, lse] = kernels::flash_forward(q, k, v, window, scale, g, docs);
-    ctx->save_for_backward({q, k, v, out, lse, g, docs.start, docs.end});
+    const at::Tensor slopes = alibi_slopes.value_or(at::Tensor());
+    auto [out, lse] = kernels::flash_forward(q, k, v, window, scale, g, docs, slopes);
+    ctx->save_for_backward({q, k, v, out, lse, g, docs.start, docs.end, slopes});
     ctx->saved_data["window"] = window;
     ctx->saved_data["scale"] = scale;
     ctx->mark_non_differentiable({lse});
@@ -55,21 +57,22 @@ struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionF
     auto [dq, dk, dv, dgate] = kernels::flash_backward(grads[0], s[0], s[1], s[2], s[3], s[4],
                                                        ctx->saved_data["window"].toInt(),
                                                        ctx->saved_data["scale"].toDouble(), s[5],
-                                                       kernels::FlashDocuments{s[6], s[7]});
-    return {dq, dk, dv, dgate, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+                                                       kernels::FlashDocuments{s[6], s[7]}, s[8]);
+    return {dq, dk, dv, dgate, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 // The kernels' autograd function for these inputs; gate undefined: ungated.
 variable_list apply_flash(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& gate,
                           const AttentionMask& mask, double scale) {
-  std::optional<at::Tensor> g, doc_start, doc_end;
+  std::optional<at::Tensor> g, doc_start, doc_end, slopes;
   if (gate.defined()) g = gate;
+  if (mask.alibi_slopes.defined()) slopes = mask.alibi_slopes.to(q.device(), at::kFloat).contiguous();
   if (mask.segments.defined()) {  // documents packed in rows: per-position bounds, no host sync
     auto [start, end] = document_bounds(mask);  // once per forward (the decoder's mask cache)
     doc_start = start, doc_end = end;
   }
-  return FlashAttentionFunction::apply(q, k, v, g, mask.window, scale, doc_start, doc_end);
+  return FlashAttentionFunction::apply(q, k, v, g, mask.window, scale, doc_start, doc_end, slopes);
 }
 
 // The G1 logits as the kernels take them: q's dtype and the full [B, H, T, D or 1] shape (an
@@ -132,7 +135,6 @@ std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k
   return "built without CUDA kernels (no nvcc)";
 #else
   if (!q.is_cuda()) return "tensors on " + q.device().str() + ", the kernels are CUDA only";
-  if (mask.alibi_slopes.defined()) return "ALiBi biases are not fused yet";
   const at::ScalarType t = q.scalar_type();
   if ((t != at::kBFloat16 && t != at::kHalf) || k.scalar_type() != t || v.scalar_type() != t)
     return fmt::format("dtype {} (the kernels take bf16 or fp16)", c10::toString(t));
