@@ -22,6 +22,9 @@
 #ifndef SLUICE_BWD_BLOCKN
 #define SLUICE_BWD_BLOCKN 128
 #endif
+#ifndef SLUICE_BWD_BLOCKM
+#define SLUICE_BWD_BLOCKM 64
+#endif
 namespace sluice::flash {
 
 constexpr int align128(int bytes) { return (bytes + 127) / 128 * 128; }
@@ -66,7 +69,7 @@ template <int kHeadDim_, typename Element_>
 struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = 64;
+  static constexpr int kBlockM = SLUICE_BWD_BLOCKM;
   static constexpr int kBlockN = SLUICE_BWD_BLOCKN;
   static constexpr int kNWarps = 8;
   static constexpr int kNThreads = kNWarps * 32;
