@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "coca_pair.h"
 #include "model/alibi.h"
 #include "model/coca.h"
 #include "model/decoder_block.h"
@@ -939,6 +940,51 @@ TEST(Coca, MagnitudeIsTiedWithinRotaryPairsAndNonNegative) {
                at::tensor({3.0f, 0.0f, 1.5f, 0.0f, 0.0f, 0.0f}), 1e-7, "strict K_eff");
   expect_close(coca_key(t_raw, rot.tables(0, 1, at::kCPU), CocaMode::Slack).flatten(),
                at::tensor({3.0f, 0.0f, 1.5f, 3.0f, 0.0f, 1.5f}), 1e-7, "slack K_eff");
+}
+
+// The per-pair arithmetic of the fused CoCA kernels (kernels/coca_pair.h, which kernels/coca.cu
+// runs per thread) against the ATen reference and its autograd, on the CPU: forward and
+// backward, strict and slack, query and key, with YaRN-scaled tables (cos, sin not a unit
+// rotation) and keys both sides of the ReLU. The GPU test CocaKernel.* checks the kernels'
+// indexing and roundings on a device.
+TEST(Coca, FusedKernelPairMathMatchesReference) {
+  at::manual_seed(21);
+  const int64_t B = 2, T = 7, H = 3, D = 16, half = D / 2;
+  RopeConfig rc;
+  rc.scaling = "yarn", rc.factor = 4.0, rc.original_max_len = 4;
+  const RotaryTables tables = Rotary(D, rc).tables(5, T, at::kCPU);
+  const auto cos = tables.cos.accessor<float, 2>(), sin = tables.sin.accessor<float, 2>();
+  for (const CocaMode mode : {CocaMode::Strict, CocaMode::Slack}) {
+    const bool strict = mode == CocaMode::Strict;
+    for (const bool query : {true, false}) {
+      const std::string what = std::string(query ? "Q_eff" : "K_eff") + (strict ? " strict" : " slack");
+      const at::Tensor x = at::randn({B, T, H, D}).requires_grad_(true), dy = at::randn({B, T, H, D});
+      const at::Tensor y = query ? coca_query_reference(x, tables, mode) : coca_key_reference(x, tables, mode);
+      y.backward(dy);
+      at::Tensor y_pair = at::empty_like(y), dx_pair = at::empty_like(y);
+      const at::Tensor xd = x.detach();
+      const auto xa = xd.accessor<float, 4>(), ga = dy.accessor<float, 4>();
+      auto ya = y_pair.accessor<float, 4>(), da = dx_pair.accessor<float, 4>();
+      int clipped = 0;
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t t = 0; t < T; ++t)
+          for (int64_t h = 0; h < H; ++h)
+            for (int64_t j = 0; j < half; ++j) {
+              const float x1 = xa[b][t][h][j], x2 = xa[b][t][h][j + half], c = cos[t][j], s = sin[t][j];
+              const float g1 = ga[b][t][h][j], g2 = ga[b][t][h][j + half];
+              const coca_pair::Out o =
+                  query ? coca_pair::query_forward(x1, x2, c, s, strict) : coca_pair::key_forward(x1, x2, c, s, strict);
+              const coca_pair::Out d = query ? coca_pair::query_backward(g1, g2, x1, x2, c, s, strict)
+                                             : coca_pair::key_backward(g1, g2, x1, x2, c, s, strict);
+              ya[b][t][h][j] = o.a, ya[b][t][h][j + half] = o.b;
+              da[b][t][h][j] = d.a, da[b][t][h][j + half] = d.b;
+              clipped += x1 + x2 <= 0.0f;
+            }
+      if (!query) EXPECT_GT(clipped, 0) << what << ": some keys below the ReLU";
+      expect_close(y_pair, y.detach(), 1e-5, what + " forward");
+      expect_close(dx_pair, x.grad(), 1e-5, what + " backward");
+    }
+  }
 }
 
 // --- sizes -----------------------------------------------------------------------------------
