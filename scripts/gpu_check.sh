@@ -30,3 +30,5 @@ for c in "${configs[@]}"; do
 done
 "$b/benchmarks/bench_attention" --out "$out/bench_attention.json" > "$out/bench_attention.log" 2>&1; echo "[bench] attention rc=$?"
 grep -vE "^$" "$out/bench_attention.log" | head -20
+"$b/benchmarks/bench_elementwise" --out "$out/bench_elementwise.json" > "$out/bench_elementwise.log" 2>&1; echo "[bench] elementwise rc=$?"
+cat "$out/bench_elementwise.log"

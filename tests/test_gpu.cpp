@@ -198,6 +198,53 @@ TEST(CocaKernel, DispatchesToKernelOnlyOnGpu) {
             std::string::npos);
 }
 
+// The elementwise kernels take 8 bf16/fp16 values per thread when the rows allow it and the
+// bases are 16-byte aligned (kernels/pack.cuh), one per thread otherwise. Both compute the same
+// fp32 arithmetic per element, so the same values at a 2-byte-offset base (the fallback) must
+// give bitwise the same outputs and gradients.
+TEST(ElementwiseKernels, VectorisedPathEqualsUnalignedFallback) {
+  REQUIRE_CUDA();
+  at::manual_seed(3);
+  const auto opts = at::TensorOptions(at::kCUDA).dtype(at::kBFloat16);
+  const int64_t B = 2, T = 9, H = 3, D = 64;
+  // The same values at an aligned base and at base + 1 element (contiguous either way).
+  auto both = [&](const std::vector<int64_t>& shape) {
+    const at::Tensor a = at::randn(shape, opts);
+    const at::Tensor buf = at::empty({a.numel() + 1}, opts);
+    const at::Tensor u = buf.narrow(0, 1, a.numel()).view(shape).copy_(a);
+    EXPECT_NE(reinterpret_cast<std::uintptr_t>(u.data_ptr()) % 16, 0u);
+    return std::pair{a, u};
+  };
+  const RotaryTables t = Rotary(D, 10000.0).tables(4, T, at::kCUDA);
+  using Map = std::function<at::Tensor(const at::Tensor&)>;
+  const std::vector<std::pair<std::string, Map>> maps = {
+      {"rope", [&](const at::Tensor& x) { return apply_rope(x, t); }},
+      {"coca query strict", [&](const at::Tensor& x) { return coca_query(x, t, CocaMode::Strict); }},
+      {"coca query slack", [&](const at::Tensor& x) { return coca_query(x, t, CocaMode::Slack); }},
+      {"coca key strict", [&](const at::Tensor& x) { return coca_key(x, t, CocaMode::Strict); }},
+      {"coca key slack", [&](const at::Tensor& x) { return coca_key(x, t, CocaMode::Slack); }}};
+  for (const auto& [name, map] : maps) {
+    const auto [xa, xu] = both({B, T, H, D});
+    const at::Tensor dy = at::randn({B, T, H, D}, opts);
+    const at::Tensor ga = xa.clone().requires_grad_(true), gu = xu.detach().requires_grad_(true);
+    const at::Tensor ya = map(ga), yu = map(gu);
+    EXPECT_TRUE(at::equal(ya, yu)) << name << " forward";
+    ya.backward(dy);
+    yu.backward(dy);
+    EXPECT_TRUE(at::equal(ga.grad(), gu.grad())) << name << " backward";
+  }
+  const auto [ga0, gu0] = both({5, 72});
+  const auto [ua0, uu0] = both({5, 72});
+  const at::Tensor dy = at::randn({5, 72}, opts);
+  const at::Tensor ga = ga0.clone().requires_grad_(true), ua = ua0.clone().requires_grad_(true);
+  const at::Tensor gu = gu0.detach().requires_grad_(true), uu = uu0.detach().requires_grad_(true);
+  const at::Tensor ya = swiglu(ga, ua), yu = swiglu(gu, uu);
+  EXPECT_TRUE(at::equal(ya, yu)) << "swiglu forward";
+  ya.backward(dy);
+  yu.backward(dy);
+  EXPECT_TRUE(at::equal(ga.grad(), gu.grad()) && at::equal(ua.grad(), uu.grad())) << "swiglu backward";
+}
+
 class SwiGLUKernel : public ::testing::TestWithParam<at::ScalarType> {};
 
 TEST_P(SwiGLUKernel, ForwardAndBackwardMatchReference) {
