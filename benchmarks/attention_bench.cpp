@@ -42,6 +42,7 @@
 #include "model/alibi.h"
 #include "model/coca.h"
 #include "model/fused_attention.h"
+#include "gpu_timer.h"
 #include "model/fused_ops.h"
 #include "model/rope.h"
 #include "sluice/attention.h"
@@ -78,15 +79,7 @@ class OnlySdpaBackend {
   bool flash_, mem_, math_, cudnn_;
 };
 
-double time_ms(const std::function<void()>& fn, int64_t warmup, int64_t iters) {
-  for (int64_t i = 0; i < warmup; ++i) fn();
-  torch::cuda::synchronize();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < iters; ++i) fn();
-  torch::cuda::synchronize();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
-         static_cast<double>(iters);
-}
+using bench::time_ms;
 
 struct Timing {
   double fwd_ms = 0, fwd_bwd_ms = 0;
@@ -164,6 +157,54 @@ Timing measure_coca_prologue(const Shape& s, std::optional<CocaMode> mode, bool 
   return t;
 }
 
+
+nlohmann::json shape_json(const Shape& s) {
+  return {{"batch", s.B}, {"heads", s.H}, {"kv_heads", s.KV}, {"seq", s.T}, {"head_dim", s.D}};
+}
+
+// One row of the table and its JSON: `time` runs the measurement, `note` annotates its result;
+// a backend that refuses the inputs gets an "unavailable" row with the first line of its error.
+nlohmann::json timed_row(const Shape& s, const std::string& shape_name, const std::string& name, double fwd_flops,
+                         const std::function<Timing()>& time, const std::function<std::string(const Timing&)>& note) {
+  nlohmann::json r = {{"shape", shape_json(s)}, {"backend", name}};
+  try {
+    const Timing t = time();
+    const double fwd_tf = fwd_flops / (t.fwd_ms * 1e-3) / 1e12;
+    const double fb_tf = 3.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
+    const double fb_tf25 = 2.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
+    const std::string n = note(t);
+    r.update({{"fwd_ms", t.fwd_ms},
+              {"fwd_tflops", fwd_tf},
+              {"fwd_bwd_ms", t.fwd_bwd_ms},
+              {"fwd_bwd_tflops", fb_tf},
+              {"fwd_bwd_tflops_2p5x", fb_tf25},
+              {"note", n}});
+    std::cout << fmt::format("{:<28} {:<11} {:>9.3f} {:>9.1f} {:>11.3f} {:>11.1f} {:>11.1f}  {}\n", shape_name, name,
+                             t.fwd_ms, fwd_tf, t.fwd_bwd_ms, fb_tf, fb_tf25, n);
+  } catch (const std::exception& e) {
+    std::string what = e.what();
+    what = what.substr(0, what.find('\n'));
+    r["error"] = what;
+    std::cout << fmt::format("{:<28} {:<11} unavailable: {}\n", shape_name, name, what);
+  }
+  return r;
+}
+
+// The plain fused kernel's (fwd, fwd+bwd) ms for this shape from the rows so far; 0 if it failed.
+std::pair<double, double> fused_times(const nlohmann::json& results, const Shape& s) {
+  for (const auto& r : results)
+    if (r["backend"] == "fused" && r["shape"]["seq"] == s.T && r["shape"]["batch"] == s.B && r.contains("fwd_ms"))
+      return {r["fwd_ms"], r["fwd_bwd_ms"]};
+  return {0.0, 0.0};
+}
+
+// "+x% / +y% time vs <what>" against the plain fused kernel, when it ran.
+std::string vs_fused(const Timing& t, std::pair<double, double> fused, const std::string& what) {
+  if (fused.first <= 0) return "";
+  return fmt::format("{:+.1f}% / {:+.1f}% time vs {} fwd / f+b", 100 * (t.fwd_ms / fused.first - 1),
+                     100 * (t.fwd_bwd_ms / fused.second - 1), what);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -230,61 +271,26 @@ int main(int argc, char** argv) {
           note = "kv repeated to H (enable_gqa unsupported), repeat included in timing";
         }
       }
-      nlohmann::json r = {{"shape", {{"batch", s.B}, {"heads", s.H}, {"kv_heads", s.KV}, {"seq", s.T}, {"head_dim", s.D}}},
-                          {"backend", backend},
-                          {"dtype", "bf16"},
-                          {"causal", true}};
-      try {
-        const Timing t = measure(fn, q, k, v, dout, warmup, iters);
-        {
-          at::NoGradGuard no_grad;
-          outputs[backend] = fn(q, k, v);
-        }
-        const double fwd_tf = fwd_flops / (t.fwd_ms * 1e-3) / 1e12;
-        const double fb_tf = 3.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
-        const double fb_tf25 = 2.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
-        r.update({{"fwd_ms", t.fwd_ms},
-                  {"fwd_tflops", fwd_tf},
-                  {"fwd_bwd_ms", t.fwd_bwd_ms},
-                  {"fwd_bwd_tflops", fb_tf},
-                  {"fwd_bwd_tflops_2p5x", fb_tf25},
-                  {"note", note}});
-        std::cout << fmt::format("{:<28} {:<11} {:>9.3f} {:>9.1f} {:>11.3f} {:>11.1f} {:>11.1f}  {}\n", shape_name,
-                                 backend, t.fwd_ms, fwd_tf, t.fwd_bwd_ms, fb_tf, fb_tf25, note);
-      } catch (const std::exception& e) {
-        std::string what = e.what();
-        what = what.substr(0, what.find('\n'));
-        r["error"] = what;
-        std::cout << fmt::format("{:<28} {:<11} unavailable: {}\n", shape_name, backend, what);
-      }
+      nlohmann::json r = timed_row(
+          s, shape_name, backend, fwd_flops,
+          [&] {
+            const Timing t = measure(fn, q, k, v, dout, warmup, iters);
+            at::NoGradGuard no_grad;
+            outputs[backend] = fn(q, k, v);
+            return t;
+          },
+          [&](const Timing&) { return note; });
+      r.update({{"dtype", "bf16"}, {"causal", true}});
       results.push_back(r);
     }
     {
       const at::Tensor logits = at::randn({s.B, s.T, s.H, s.D}, opts).transpose(1, 2);
-      double fused_fwd = 0, fused_fb = 0;
-      for (const auto& r : results)
-        if (r["backend"] == "fused" && r["shape"]["seq"] == s.T && r["shape"]["batch"] == s.B && r.contains("fwd_ms"))
-          fused_fwd = r["fwd_ms"], fused_fb = r["fwd_bwd_ms"];
+      const auto fused_ms = fused_times(results, s);
       for (const bool in_kernel : {true, false}) {
-        const std::string name = in_kernel ? "fused_g1" : "fused+aten_g1";
-        const Timing t = measure_gated(*fused, in_kernel, q, k, v, logits, dout, scale, warmup, iters);
-        const double fwd_tf = fwd_flops / (t.fwd_ms * 1e-3) / 1e12;
-        const double fb_tf = 3.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
-        const double fb_tf25 = 2.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
-        const std::string note = fused_fwd > 0 ? fmt::format("{:+.1f}% / {:+.1f}% time vs ungated fused fwd / f+b",
-                                                             100 * (t.fwd_ms / fused_fwd - 1),
-                                                             100 * (t.fwd_bwd_ms / fused_fb - 1))
-                                               : "";
-        std::cout << fmt::format("{:<28} {:<11} {:>9.3f} {:>9.1f} {:>11.3f} {:>11.1f} {:>11.1f}  {}\n", shape_name,
-                                 name, t.fwd_ms, fwd_tf, t.fwd_bwd_ms, fb_tf, fb_tf25, note);
-        results.push_back({{"shape", {{"batch", s.B}, {"heads", s.H}, {"kv_heads", s.KV}, {"seq", s.T}, {"head_dim", s.D}}},
-                           {"backend", name},
-                           {"fwd_ms", t.fwd_ms},
-                           {"fwd_tflops", fwd_tf},
-                           {"fwd_bwd_ms", t.fwd_bwd_ms},
-                           {"fwd_bwd_tflops", fb_tf},
-                           {"fwd_bwd_tflops_2p5x", fb_tf25},
-                           {"note", "G1 elementwise sigmoid gate; " + note}});
+        results.push_back(timed_row(
+            s, shape_name, in_kernel ? "fused_g1" : "fused+aten_g1", fwd_flops,
+            [&] { return measure_gated(*fused, in_kernel, q, k, v, logits, dout, scale, warmup, iters); },
+            [&](const Timing& t) { return "G1 elementwise sigmoid gate; " + vs_fused(t, fused_ms, "ungated fused"); }));
       }
     }
     {
@@ -294,43 +300,17 @@ int main(int argc, char** argv) {
       AttentionMask alibi;
       alibi.alibi_slopes = alibi_slopes_tensor(s.H, at::Device(at::kCUDA));
       alibi.cache = std::make_shared<MaskCache>();
-      double fused_fwd = 0, fused_fb = 0;
-      for (const auto& r : results)
-        if (r["backend"] == "fused" && r["shape"]["seq"] == s.T && r["shape"]["batch"] == s.B && r.contains("fwd_ms"))
-          fused_fwd = r["fwd_ms"], fused_fb = r["fwd_bwd_ms"];
+      const auto fused_ms = fused_times(results, s);
       for (const std::string backend : {"fused", "sdpa"}) {
         const auto core = make_attention_core(backend);
-        const std::string name = backend + "_alibi";
-        nlohmann::json r = {{"shape", {{"batch", s.B}, {"heads", s.H}, {"kv_heads", s.KV}, {"seq", s.T}, {"head_dim", s.D}}},
-                            {"backend", name}};
-        try {
-          const Timing t = measure(
-              [&](const at::Tensor& a, const at::Tensor& b, const at::Tensor& c) {
-                return core->forward(a, b, c, alibi, scale);
-              },
-              q, k, v, dout, warmup, iters);
-          const double fwd_tf = fwd_flops / (t.fwd_ms * 1e-3) / 1e12;
-          const double fb_tf = 3.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
-          const double fb_tf25 = 2.5 * fwd_flops / (t.fwd_bwd_ms * 1e-3) / 1e12;
-          const std::string note =
-              fused_fwd > 0 ? fmt::format("ALiBi; {:+.1f}% / {:+.1f}% time vs plain fused fwd / f+b",
-                                          100 * (t.fwd_ms / fused_fwd - 1), 100 * (t.fwd_bwd_ms / fused_fb - 1))
-                            : "ALiBi";
-          std::cout << fmt::format("{:<28} {:<11} {:>9.3f} {:>9.1f} {:>11.3f} {:>11.1f} {:>11.1f}  {}\n", shape_name,
-                                   name, t.fwd_ms, fwd_tf, t.fwd_bwd_ms, fb_tf, fb_tf25, note);
-          r.update({{"fwd_ms", t.fwd_ms},
-                    {"fwd_tflops", fwd_tf},
-                    {"fwd_bwd_ms", t.fwd_bwd_ms},
-                    {"fwd_bwd_tflops", fb_tf},
-                    {"fwd_bwd_tflops_2p5x", fb_tf25},
-                    {"note", note}});
-        } catch (const std::exception& e) {
-          std::string what = e.what();
-          what = what.substr(0, what.find('\n'));
-          r["error"] = what;
-          std::cout << fmt::format("{:<28} {:<11} unavailable: {}\n", shape_name, name, what);
-        }
-        results.push_back(r);
+        results.push_back(timed_row(
+            s, shape_name, backend + "_alibi", fwd_flops,
+            [&] {
+              return measure([&](const at::Tensor& a, const at::Tensor& b,
+                                 const at::Tensor& c) { return core->forward(a, b, c, alibi, scale); },
+                             q, k, v, dout, warmup, iters);
+            },
+            [&](const Timing& t) { return "ALiBi; " + vs_fused(t, fused_ms, "plain fused"); }));
       }
     }
     struct Prologue {
@@ -344,10 +324,7 @@ int main(int argc, char** argv) {
       const auto& mode = pro.mode;
       const std::string& mode_name = pro.name;
       const Timing t = measure_coca_prologue(s, mode, pro.aten, warmup, iters);
-      double fused_fwd = 0, fused_fb = 0;
-      for (const auto& r : results)
-        if (r["backend"] == "fused" && r["shape"]["seq"] == s.T && r["shape"]["batch"] == s.B && r.contains("fwd_ms"))
-          fused_fwd = r["fwd_ms"], fused_fb = r["fwd_bwd_ms"];
+      const auto [fused_fwd, fused_fb] = fused_times(results, s);
       const std::string note =
           fused_fwd > 0 ? fmt::format("{:.1f}% / {:.1f}% of fused attention fwd / f+b", 100 * t.fwd_ms / fused_fwd,
                                       100 * t.fwd_bwd_ms / fused_fb)
@@ -355,7 +332,7 @@ int main(int argc, char** argv) {
       std::cout << fmt::format("{:<28} {:<11} {:>9.3f} {:>9} {:>11.3f} {:>11} {:>11}  {}\n", shape_name,
                                std::string(mode ? "coca_" : "") + mode_name, t.fwd_ms, "-", t.fwd_bwd_ms, "-", "-",
                                note);
-      results.push_back({{"shape", {{"batch", s.B}, {"heads", s.H}, {"kv_heads", s.KV}, {"seq", s.T}, {"head_dim", s.D}}},
+      results.push_back({{"shape", shape_json(s)},
                          {"backend", std::string(mode ? "coca_prologue_" : "rope_prologue_") + mode_name},
                          {"fwd_ms", t.fwd_ms},
                          {"fwd_bwd_ms", t.fwd_bwd_ms},

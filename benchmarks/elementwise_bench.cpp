@@ -27,6 +27,7 @@
 #include <nlohmann/json.hpp>
 
 #include "model/coca.h"
+#include "gpu_timer.h"
 #include "model/fused_ops.h"
 #include "model/rope.h"
 #include "train/device.h"
@@ -35,15 +36,7 @@ using namespace sluice;
 
 namespace {
 
-double time_ms(const std::function<void()>& fn, int64_t warmup, int64_t iters) {
-  for (int64_t i = 0; i < warmup; ++i) fn();
-  torch::cuda::synchronize();
-  const auto t0 = std::chrono::steady_clock::now();
-  for (int64_t i = 0; i < iters; ++i) fn();
-  torch::cuda::synchronize();
-  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() /
-         static_cast<double>(iters);
-}
+using bench::time_ms;
 
 struct Case {
   std::string name;     // e.g. "rope 16x2048x12x64"

@@ -245,20 +245,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
             if (hidden) s[mt][nt][r] = -INFINITY;
           }
     }
-    if constexpr (kAlibi) {
-      // key - q_ref for this thread's columns, exact in fp32; -inf stays -inf.
-      const float dist0 = static_cast<float>(key_first + 2 * t - qpos_first);
-#pragma unroll
-      for (int nt = 0; nt < kSdpNT; ++nt)
-#pragma unroll
-        for (int c = 0; c < 2; ++c) {
-          const float bias_dist = dist0 + static_cast<float>(nt * 8 + c);
-#pragma unroll
-          for (int mt = 0; mt < kSdpMT; ++mt)
-#pragma unroll
-            for (int half = 0; half < 2; ++half) s[mt][nt][2 * half + c] = fmaf(alibi, bias_dist, s[mt][nt][2 * half + c]);
-        }
-    }
+    if constexpr (kAlibi) add_alibi(s, alibi, key_first + 2 * t - qpos_first);
 #pragma unroll
     for (int mt = 0; mt < kSdpMT; ++mt)
 #pragma unroll

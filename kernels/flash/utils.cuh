@@ -21,4 +21,23 @@ __device__ __forceinline__ __half from_float<__half>(float x) {
   return __float2half_rn(x);
 }
 
+// ALiBi's key-dependent part on a warp's score fragments (m16n8 accumulators: element r of
+// n-tile nt is column nt·8 + 2t + (r & 1)): s += alibi·(key - q_ref), key - q_ref = first_dist
+// + nt·8 + (r & 1) with first_dist = (the thread's first key) - q_ref. The distances are exact in
+// fp32 and -inf stays -inf (flash_fwd_kernel.cuh explains q_ref).
+template <int MT, int NT>
+__device__ __forceinline__ void add_alibi(float (&s)[MT][NT][4], float alibi, int first_dist) {
+  const float dist0 = static_cast<float>(first_dist);
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+    for (int c = 0; c < 2; ++c) {
+      const float dist = dist0 + static_cast<float>(nt * 8 + c);
+#pragma unroll
+      for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half) s[mt][nt][2 * half + c] = fmaf(alibi, dist, s[mt][nt][2 * half + c]);
+    }
+}
+
 }  // namespace sluice::flash
