@@ -724,39 +724,51 @@ TEST(FusedBackend, G1GatedModelMatchesSdpa) {
 
 // A small model trains with the fused backend under bf16 autocast (head dim 64: the kernels
 // run) and its first loss agrees with the sdpa backend's from the same initialisation.
+// Also with ALiBi (model.position: alibi): the layers hand their slopes to the kernels, where
+// sdpa adds the float bias.
 TEST(FusedBackend, ModelTrainsInBf16AndMatchesSdpa) {
   REQUIRE_FLASH();
-  ModelConfig m;
-  m.vocab_size = 128;
-  m.d_model = 128;
-  m.n_layers = 2;
-  m.n_heads = 2;
-  m.n_kv_heads = 1;
-  m.attention.window_pattern = {24, 0};
-  const at::Tensor tokens = at::randint(128, {2, 90}, at::kLong);
-  const c10::Device cuda(at::kCUDA);
-  const Batch batch = to_device({tokens, tokens.roll(-1, 1)}, cuda);
-  std::vector<double> first_loss;
-  for (const char* backend : {"sdpa", "fused"}) {
-    m.attention.backend = backend;
-    at::manual_seed(8);
-    CausalLM model(m);
-    model->to(cuda);
-    std::vector<std::pair<std::string, at::Tensor>> named;
-    for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
-    OptimConfig oc;
-    AdamW opt(named, oc);
-    TrainStep step(model, opt, 1.0, cuda, /*bf16=*/true);
-    const double first = step.run({batch}, 1e-2).loss.item<double>();
-    double last = first;
-    for (int i = 0; i < 20; ++i) last = step.run({batch}, 1e-2).loss.item<double>();
-    EXPECT_TRUE(std::isfinite(last)) << backend;
-    EXPECT_LT(last, first - 0.5) << backend << ": overfitting one batch";
-    first_loss.push_back(first);
+  for (const char* position : {"rope", "alibi"}) {
+    SCOPED_TRACE(position);
+    ModelConfig m;
+    m.vocab_size = 128;
+    m.d_model = 128;
+    m.n_layers = 2;
+    m.n_heads = 2;
+    m.n_kv_heads = 1;
+    m.position = position;
+    m.attention.window_pattern = {24, 0};
+    const at::Tensor tokens = at::randint(128, {2, 90}, at::kLong);
+    const c10::Device cuda(at::kCUDA);
+    const Batch batch = to_device({tokens, tokens.roll(-1, 1)}, cuda);
+    if (m.position == "alibi") {  // the kernels take these inputs (no fallback)
+      AttentionMask mask;
+      mask.alibi_slopes = alibi_slopes_tensor(m.n_heads, cuda);
+      const at::Tensor probe = at::zeros({2, 2, 90, 64}, at::TensorOptions(cuda).dtype(at::kBFloat16));
+      EXPECT_EQ(fused_attention_unsupported(probe, probe.narrow(1, 0, 1), probe.narrow(1, 0, 1), mask), "");
+    }
+    std::vector<double> first_loss;
+    for (const char* backend : {"sdpa", "fused"}) {
+      m.attention.backend = backend;
+      at::manual_seed(8);
+      CausalLM model(m);
+      model->to(cuda);
+      std::vector<std::pair<std::string, at::Tensor>> named;
+      for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
+      OptimConfig oc;
+      AdamW opt(named, oc);
+      TrainStep step(model, opt, 1.0, cuda, /*bf16=*/true);
+      const double first = step.run({batch}, 1e-2).loss.item<double>();
+      double last = first;
+      for (int i = 0; i < 20; ++i) last = step.run({batch}, 1e-2).loss.item<double>();
+      EXPECT_TRUE(std::isfinite(last)) << backend;
+      EXPECT_LT(last, first - 0.5) << backend << ": overfitting one batch";
+      first_loss.push_back(first);
+    }
+    // Same weights and tokens; the two kernels differ by bf16 rounding of the attention output
+    // (a few 2^-8 relative), which moves a cross-entropy of ~ln 128 by far less than 0.02.
+    EXPECT_NEAR(first_loss[0], first_loss[1], 0.02);
   }
-  // Same weights and tokens; the two kernels differ by bf16 rounding of the attention output
-  // (a few 2^-8 relative), which moves a cross-entropy of ~ln 128 by far less than 0.02.
-  EXPECT_NEAR(first_loss[0], first_loss[1], 0.02);
 }
 
 }  // namespace
