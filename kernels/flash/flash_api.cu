@@ -15,13 +15,14 @@
 
 namespace sluice::kernels {
 
-// The backward's query tile (the same for every head dim and dtype): dq_accum's rows are
-// padded to a multiple of it.
-constexpr int64_t kFlashBwdBlockM = flash::BwdTraits<128, __nv_bfloat16>::kBlockM;
-static_assert(flash::BwdTraits<64, __nv_bfloat16>::kBlockM == kFlashBwdBlockM &&
-                  flash::BwdTraits<128, __half>::kBlockM == kFlashBwdBlockM &&
-                  flash::BwdTraits<64, __half>::kBlockM == kFlashBwdBlockM,
-              "dq_accum padding assumes one backward query tile");
+// dq_accum's rows are padded to a multiple of every backward query tile (each divides this), so
+// a tile's rows past T exist (flash_bwd_kernel.cuh).
+constexpr int64_t kDqAccumRowMultiple = 128;
+static_assert(kDqAccumRowMultiple % flash::BwdTraits<64, __nv_bfloat16>::kBlockM == 0 &&
+                  kDqAccumRowMultiple % flash::BwdTraits<128, __nv_bfloat16>::kBlockM == 0 &&
+                  kDqAccumRowMultiple % flash::BwdTraits<64, __half>::kBlockM == 0 &&
+                  kDqAccumRowMultiple % flash::BwdTraits<128, __half>::kBlockM == 0,
+              "dq_accum padding must cover every backward query tile");
 namespace {
 
 using flash::BwdParams;
@@ -234,7 +235,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     if (dgate.defined()) dgate.zero_();
     return {dq, dk, dv, dgate};
   }
-  const int64_t dq_rows = (T + kFlashBwdBlockM - 1) / kFlashBwdBlockM * kFlashBwdBlockM;
+  const int64_t dq_rows = (T + kDqAccumRowMultiple - 1) / kDqAccumRowMultiple * kDqAccumRowMultiple;
   const at::Tensor dq_accum = at::zeros({B, H, dq_rows, D}, q.options().dtype(at::kFloat));
   const at::Tensor dsum = at::empty({B, H, T}, q.options().dtype(at::kFloat));
 

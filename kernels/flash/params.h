@@ -47,7 +47,7 @@ struct BwdParams : FwdParams {
   const void* dout;     // [B, H, T, D], strides below
   float* dsum;          // [B, H, T] contiguous fp32 scratch: D_i = rowsum(dO ⊙ O) = rowsum(dY ⊙ Y), written by the preprocess kernel
   float* dq_accum;      // [B, H, dq_accum_rows, D] contiguous fp32, zeroed; the key-tile kernel adds into it atomically
-  int dq_accum_rows;    // T rounded up to the backward's query tile: rows past T take the tiles' zero padding
+  int dq_accum_rows;    // T rounded up to a multiple of every backward query tile: rows past T take the tiles' zero padding
   void* dk;             // [B, KV, S, D], strides below
   void* dv;             // [B, KV, S, D], strides below
   int64_t do_batch_stride, do_head_stride, do_row_stride;

@@ -22,8 +22,10 @@
 #ifndef SLUICE_BWD_BLOCKN
 #define SLUICE_BWD_BLOCKN 128
 #endif
-#ifndef SLUICE_BWD_BLOCKM
-#define SLUICE_BWD_BLOCKM 64
+// The backward's query tile at head dim 64 (head dim 128 keeps 64: 128 rows would need 278 KB
+// of shared memory). flash-attention 2 uses 128 there; a sweep decides.
+#ifndef SLUICE_BWD_BLOCKM_HD64
+#define SLUICE_BWD_BLOCKM_HD64 64
 #endif
 namespace sluice::flash {
 
@@ -69,7 +71,7 @@ template <int kHeadDim_, typename Element_>
 struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = SLUICE_BWD_BLOCKM;
+  static constexpr int kBlockM = kHeadDim == 64 ? SLUICE_BWD_BLOCKM_HD64 : 64;
   static constexpr int kBlockN = SLUICE_BWD_BLOCKN;
   static constexpr int kNWarps = 8;
   static constexpr int kNThreads = kNWarps * 32;
