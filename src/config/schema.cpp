@@ -224,8 +224,8 @@ std::vector<Field> build_schema() {
   b.add(KEY(model.attention.backend), "Attention kernel: `math` (explicit softmax, the reference), `sdpa` "
                                       "(at::scaled_dot_product_attention: flash/cuDNN on GPU) or `fused` (Sluice's "
                                       "flash-attention CUDA kernels: bf16/fp16, head dim 64 or 128, causal with "
-                                      "optional window, GQA; falls back to `sdpa` otherwise, e.g. on CPU, in fp32 or "
-                                      "with ALiBi, logging why once). See docs/attention.md.")
+                                      "optional window, GQA, documents, ALiBi; falls back to `sdpa` otherwise, e.g. on "
+                                      "CPU, in fp32 or at other head dims, logging why once). See docs/attention.md.")
       .choices({"math", "sdpa", "fused"});
   b.add(KEY(model.attention.window), "Sliding-window size in tokens (query i sees keys i-window+1..i); 0 = full causal.")
       .min(0);
