@@ -12,7 +12,7 @@
 // Besides the plain rows: the G1 gate fused and unfused (fused_g1, fused+aten_g1), ALiBi fused
 // in the kernels and through sdpa's float bias (fused_alibi, sdpa_alibi), and the CoCA
 // prologue (coca_* fused elementwise kernels, coca_*_aten the ATen composition, rope the
-// baseline it replaces).
+// baseline it replaces). --bars keeps only the plain and G1 rows (issue 8's bars), for A/B runs.
 //
 // FLOP convention (flash-attention's benchmark_flash_attention.py): a causal forward counts
 // 4·B·H·T·S·D / 2 (two matmuls, half the score matrix); the backward 2.5× that (five matmuls),
@@ -216,6 +216,9 @@ int main(int argc, char** argv) {
   app.add_option("--iters", iters, "timed calls");
   app.add_option("--out", out_path, "write the results as JSON here");
   app.add_option("--shape", shape_index, "run only this shape (0-2; default all)")->check(CLI::Range(-1, 2));
+  bool bars_only = false;
+  app.add_flag("--bars", bars_only,
+               "only the rows of issue 8's bars: fused, SDPA flash and cuDNN, and the G1 gate (A/B runs)");
   CLI11_PARSE(app, argc, argv);
   if (!torch::cuda::is_available()) {
     std::cerr << "bench_attention needs a CUDA device\n";
@@ -293,7 +296,7 @@ int main(int argc, char** argv) {
             [&](const Timing& t) { return "G1 elementwise sigmoid gate; " + vs_fused(t, fused_ms, "ungated fused"); }));
       }
     }
-    {
+    if (!bars_only) {
       // ALiBi: the fused kernels compute the bias per score (kAlibi); sdpa adds the float bias
       // [H, T, S] that masked_alibi_bias builds (once per forward through the mask cache, as in
       // the model, so not timed here) and so cannot use its flash kernel.
@@ -318,9 +321,11 @@ int main(int argc, char** argv) {
       bool aten;
       std::string name;
     };
-    for (const Prologue& pro : {Prologue{std::nullopt, false, "rope"}, Prologue{CocaMode::Strict, false, "strict"},
-                                Prologue{CocaMode::Strict, true, "strict_aten"}, Prologue{CocaMode::Slack, false, "slack"},
-                                Prologue{CocaMode::Slack, true, "slack_aten"}}) {
+    std::vector<Prologue> prologues;
+    if (!bars_only)
+      prologues = {{std::nullopt, false, "rope"}, {CocaMode::Strict, false, "strict"}, {CocaMode::Strict, true, "strict_aten"},
+                   {CocaMode::Slack, false, "slack"}, {CocaMode::Slack, true, "slack_aten"}};
+    for (const Prologue& pro : prologues) {
       const auto& mode = pro.mode;
       const std::string& mode_name = pro.name;
       const Timing t = measure_coca_prologue(s, mode, pro.aten, warmup, iters);

@@ -14,7 +14,7 @@ for v in "$@"; do
   tag="fwd_${1}x${2}w${3}_bwd_n${4}m${5:-64}"
   t0=$(date +%s)
   gpu_build "_$tag" "-DCMAKE_CUDA_FLAGS=$flags" -- bench_attention || exit 1
-  "$b/benchmarks/bench_attention" --out "$out/bench_$tag.json" > "$out/bench_$tag.log" 2>&1
+  "$b/benchmarks/bench_attention" --bars --out "$out/bench_$tag.json" > "$out/bench_$tag.log" 2>&1
   echo "== $tag (build $(( $(date +%s) - t0 ))s)"
   grep -E "fused  " "$out/bench_$tag.log"
 done

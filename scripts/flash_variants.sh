@@ -14,7 +14,7 @@ for dir in "$@"; do
   rm -rf kernels/flash && mkdir -p kernels/flash && cp -r "$dir"/. kernels/flash/
   t0=$(date +%s)
   gpu_build "_$name" -- bench_attention || continue
-  "$b/benchmarks/bench_attention" --out "$out/bench_$name.json" > "$out/bench_$name.log" 2>&1
+  "$b/benchmarks/bench_attention" --bars --out "$out/bench_$name.json" > "$out/bench_$name.log" 2>&1
   echo "== $name (build+bench $(( $(date +%s) - t0 ))s)"
   grep -E "fused|sdpa_flash" "$out/bench_$name.log"
 done
