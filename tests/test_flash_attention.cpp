@@ -666,6 +666,19 @@ TEST(FusedBackend, FallsBackToSdpaOnCuda) {
   }
 }
 
+// The small model of the FusedBackend tests: head dim 64 (the kernels run), GQA 2:1, a
+// windowed and a full layer.
+ModelConfig small_fused_model() {
+  ModelConfig m;
+  m.vocab_size = 128;
+  m.d_model = 128;
+  m.n_layers = 2;
+  m.n_heads = 2;
+  m.n_kv_heads = 1;
+  m.attention.window_pattern = {24, 0};
+  return m;
+}
+
 // A G1-gated model (the gate then runs inside the kernels) against the same model on sdpa:
 // loss and every parameter gradient of one bf16-autocast forward/backward, elementwise and
 // headwise, one with the gate's projection fused into q_proj (strided logits) and a bias.
@@ -679,13 +692,7 @@ TEST(FusedBackend, G1GatedModelMatchesSdpa) {
     bool fuse_q_proj;
   };
   for (const GateCase& gc : {GateCase{"elementwise", false}, GateCase{"headwise", false}, GateCase{"elementwise", true}}) {
-    ModelConfig m;
-    m.vocab_size = 128;
-    m.d_model = 128;
-    m.n_layers = 2;
-    m.n_heads = 2;
-    m.n_kv_heads = 1;
-    m.attention.window_pattern = {24, 0};
+    ModelConfig m = small_fused_model();
     m.attention.gate.position = "G1";
     m.attention.gate.granularity = gc.granularity;
     m.attention.gate.fuse_q_proj = gc.fuse_q_proj;
@@ -730,14 +737,8 @@ TEST(FusedBackend, ModelTrainsInBf16AndMatchesSdpa) {
   REQUIRE_FLASH();
   for (const char* position : {"rope", "alibi"}) {
     SCOPED_TRACE(position);
-    ModelConfig m;
-    m.vocab_size = 128;
-    m.d_model = 128;
-    m.n_layers = 2;
-    m.n_heads = 2;
-    m.n_kv_heads = 1;
+    ModelConfig m = small_fused_model();
     m.position = position;
-    m.attention.window_pattern = {24, 0};
     const at::Tensor tokens = at::randint(128, {2, 90}, at::kLong);
     const c10::Device cuda(at::kCUDA);
     const Batch batch = to_device({tokens, tokens.roll(-1, 1)}, cuda);
