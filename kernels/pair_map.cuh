@@ -15,6 +15,7 @@
 #include <cstdint>
 
 #include "pack.cuh"
+#include "pair_index.h"
 
 namespace sluice::kernels {
 
@@ -32,17 +33,13 @@ __global__ void pair_map_kernel(const scalar_t* __restrict__ x, const scalar_t* 
                                 Op op) {
   const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (i >= n_chunks) return;
-  const int64_t chunks_per_row = half / kVec;
-  const int64_t row = i / chunks_per_row;
-  const int64_t j = (i - row * chunks_per_row) * kVec;
-  const int64_t t = (row / H) % T;
-  const int64_t lo = row * 2 * half + j, hi = lo + half;
+  const PairChunk k = pair_chunk(i, kVec, T, H, half);
   using P = Pack<scalar_t, kVec>;
   using F = Pack<float, kVec>;
-  const P x1 = *reinterpret_cast<const P*>(x + lo), x2 = *reinterpret_cast<const P*>(x + hi);
+  const P x1 = *reinterpret_cast<const P*>(x + k.lo), x2 = *reinterpret_cast<const P*>(x + k.hi);
   P y1{}, y2{};
-  if constexpr (kTwoInputs) y1 = *reinterpret_cast<const P*>(y + lo), y2 = *reinterpret_cast<const P*>(y + hi);
-  const F c = *reinterpret_cast<const F*>(cos + t * half + j), s = *reinterpret_cast<const F*>(sin + t * half + j);
+  if constexpr (kTwoInputs) y1 = *reinterpret_cast<const P*>(y + k.lo), y2 = *reinterpret_cast<const P*>(y + k.hi);
+  const F c = *reinterpret_cast<const F*>(cos + k.table), s = *reinterpret_cast<const F*>(sin + k.table);
   P o1, o2;
 #pragma unroll
   for (int v = 0; v < kVec; ++v) {
@@ -52,8 +49,8 @@ __global__ void pair_map_kernel(const scalar_t* __restrict__ x, const scalar_t* 
     o1.v[v] = static_cast<scalar_t>(r.a);
     o2.v[v] = static_cast<scalar_t>(r.b);
   }
-  store_pack(reinterpret_cast<P*>(out + lo), o1);
-  store_pack(reinterpret_cast<P*>(out + hi), o2);
+  store_pack(reinterpret_cast<P*>(out + k.lo), o1);
+  store_pack(reinterpret_cast<P*>(out + k.hi), o2);
 }
 
 // Whether the 8-pair layout applies: 2-byte elements, half % 8 == 0 and 16-byte aligned bases
