@@ -34,29 +34,20 @@ struct CocaBackward {
   }
 };
 
-// Shape checks shared by the four entry points.
-void check_coca(const char* name, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
-                const at::Tensor& out, const at::Tensor* dy) {
-  TORCH_CHECK(x.is_cuda() && x.dim() == 4 && x.is_contiguous(), name, ": input must be a contiguous CUDA [B, T, H, D]");
-  TORCH_CHECK(out.is_contiguous() && out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type(), name,
-              ": output must match the input");
-  if (dy != nullptr)
-    TORCH_CHECK(dy->is_contiguous() && dy->sizes() == x.sizes() && dy->scalar_type() == x.scalar_type(), name,
-                ": gradient must match the input");
-  const int64_t T = x.size(1), D = x.size(3);
-  TORCH_CHECK(D % 2 == 0, name, ": head dim must be even, got ", D);
-  TORCH_CHECK(cos.scalar_type() == at::kFloat && cos.is_contiguous() && cos.dim() == 2 && cos.size(0) == T &&
-                  cos.size(1) == D / 2,
-              name, ": cos must be fp32 [T, D/2]");
-  TORCH_CHECK(sin.sizes() == cos.sizes() && sin.scalar_type() == at::kFloat && sin.is_contiguous(), name,
-              ": sin must match cos");
+// run(Map<query, strict>{}) for the runtime choice of query/key and strict/slack.
+template <template <bool, bool> class Map, typename Run>
+void with_map(bool query, bool strict, Run run) {
+  if (query)
+    strict ? run(Map<true, true>{}) : run(Map<true, false>{});
+  else
+    strict ? run(Map<false, true>{}) : run(Map<false, false>{});
 }
 
 // One launch of the forward or backward map for (query or key, strict or slack).
 template <bool kBackward>
 void launch_coca(const char* name, bool query, bool strict, const at::Tensor& x, const at::Tensor& cos,
                  const at::Tensor& sin, at::Tensor& out, const at::Tensor* dy) {
-  check_coca(name, x, cos, sin, out, dy);
+  check_pair_map(name, x, cos, sin, out, dy);
   const int64_t T = x.size(1), H = x.size(2), half = x.size(3) / 2;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sluice_coca", [&] {
@@ -65,13 +56,10 @@ void launch_coca(const char* name, bool query, bool strict, const at::Tensor& x,
       launch_pair_map<scalar_t, kBackward>(x.data_ptr<scalar_t>(), g, cos.data_ptr<float>(), sin.data_ptr<float>(),
                                            out.data_ptr<scalar_t>(), x.numel() / 2, T, H, half, op, stream);
     };
-    if constexpr (kBackward) {
-      query ? (strict ? run(CocaBackward<true, true>{}) : run(CocaBackward<true, false>{}))
-            : (strict ? run(CocaBackward<false, true>{}) : run(CocaBackward<false, false>{}));
-    } else {
-      query ? (strict ? run(CocaForward<true, true>{}) : run(CocaForward<true, false>{}))
-            : (strict ? run(CocaForward<false, true>{}) : run(CocaForward<false, false>{}));
-    }
+    if constexpr (kBackward)
+      with_map<CocaBackward>(query, strict, run);
+    else
+      with_map<CocaForward>(query, strict, run);
   });
 }
 

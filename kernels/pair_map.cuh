@@ -53,6 +53,25 @@ __global__ void pair_map_kernel(const scalar_t* __restrict__ x, const scalar_t* 
   store_pack(reinterpret_cast<P*>(out + k.hi), o2);
 }
 
+// The inputs every pair map takes: x a contiguous CUDA [B, T, H, D] with D even, out (and the
+// gradient dy, when given) shaped and typed like x, cos/sin fp32 contiguous [T, D/2].
+inline void check_pair_map(const char* name, const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
+                           const at::Tensor& out, const at::Tensor* dy = nullptr) {
+  TORCH_CHECK(x.is_cuda() && x.dim() == 4 && x.is_contiguous(), name, ": input must be a contiguous CUDA [B, T, H, D]");
+  TORCH_CHECK(out.is_contiguous() && out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type(), name,
+              ": output must match the input");
+  if (dy != nullptr)
+    TORCH_CHECK(dy->is_contiguous() && dy->sizes() == x.sizes() && dy->scalar_type() == x.scalar_type(), name,
+                ": gradient must match the input");
+  const int64_t T = x.size(1), D = x.size(3);
+  TORCH_CHECK(D % 2 == 0, name, ": head dim must be even, got ", D);
+  TORCH_CHECK(cos.scalar_type() == at::kFloat && cos.is_contiguous() && cos.dim() == 2 && cos.size(0) == T &&
+                  cos.size(1) == D / 2,
+              name, ": cos must be fp32 [T, D/2]");
+  TORCH_CHECK(sin.sizes() == cos.sizes() && sin.scalar_type() == at::kFloat && sin.is_contiguous(), name,
+              ": sin must match cos");
+}
+
 // Whether the 8-pair layout applies: 2-byte elements, half % 8 == 0 and 16-byte aligned bases
 // (cos/sin rows then start at multiples of 32 bytes too).
 inline bool pair_map_vec_ok(int64_t element_size, int64_t half, std::initializer_list<const void*> ptrs) {

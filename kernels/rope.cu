@@ -19,15 +19,8 @@ struct RotatePair {
 }  // namespace
 
 void rope(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin, at::Tensor& out, bool inverse) {
-  TORCH_CHECK(x.is_cuda() && x.dim() == 4 && x.is_contiguous(), "rope: x must be a contiguous CUDA [B, T, H, D]");
-  TORCH_CHECK(out.is_contiguous() && out.sizes() == x.sizes() && out.scalar_type() == x.scalar_type(),
-              "rope: out must match x");
+  check_pair_map("rope", x, cos, sin, out);
   const int64_t T = x.size(1), H = x.size(2), D = x.size(3);
-  TORCH_CHECK(D % 2 == 0, "rope: head dim must be even");
-  TORCH_CHECK(cos.scalar_type() == at::kFloat && cos.is_contiguous() && cos.size(0) == T && cos.size(1) == D / 2,
-              "rope: cos must be fp32 [T, D/2]");
-  TORCH_CHECK(sin.sizes() == cos.sizes() && sin.scalar_type() == at::kFloat && sin.is_contiguous(),
-              "rope: sin must match cos");
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "sluice_rope", [&] {
     launch_pair_map<scalar_t, false>(x.data_ptr<scalar_t>(), nullptr, cos.data_ptr<float>(), sin.data_ptr<float>(),

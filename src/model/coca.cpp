@@ -36,14 +36,4 @@ at::Tensor coca_query_reference(const at::Tensor& q, const RotaryTables& tables,
   return q * apply_rope(q, tables);
 }
 
-at::Tensor coca_key(const at::Tensor& t_raw, const RotaryTables& tables, CocaMode mode) {
-  if (t_raw.is_cuda() && fused_kernels_built()) return fused_coca_key(t_raw, tables, mode);
-  return coca_key_reference(t_raw, tables, mode);
-}
-
-at::Tensor coca_query(const at::Tensor& q, const RotaryTables& tables, CocaMode mode) {
-  if (q.is_cuda() && fused_kernels_built()) return fused_coca_query(q, tables, mode);
-  return coca_query_reference(q, tables, mode);
-}
-
 }  // namespace sluice

@@ -25,9 +25,10 @@ at::Tensor coca_key(const at::Tensor& t_raw, const RotaryTables& tables, CocaMod
 // slack: q ⊙ RoPE(q, m).
 at::Tensor coca_query(const at::Tensor& q, const RotaryTables& tables, CocaMode mode);
 
-// coca_key and coca_query run one fused CUDA kernel each way (kernels/coca.cu, with autograd)
-// on GPU tensors when the kernels were built; these ATen compositions are the reference they
-// are tested against (tests/test_gpu.cpp) and the CPU path.
+// coca_key and coca_query (defined with the other fused ops, src/model/fused_ops.cpp) run one
+// fused CUDA kernel each way (kernels/coca.cu, with autograd) on GPU tensors when the kernels
+// were built; these ATen compositions are the reference they are tested against
+// (tests/test_gpu.cpp) and the CPU path.
 at::Tensor coca_key_reference(const at::Tensor& t_raw, const RotaryTables& tables, CocaMode mode);
 at::Tensor coca_query_reference(const at::Tensor& q, const RotaryTables& tables, CocaMode mode);
 

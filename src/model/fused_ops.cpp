@@ -3,8 +3,6 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/custom_function.h>
 
-#include <stdexcept>
-
 #ifdef SLUICE_HAVE_CUDA_KERNELS
 #include "elementwise.h"
 #endif
@@ -86,11 +84,13 @@ struct CocaFunction : public torch::autograd::Function<CocaFunction<kQuery>> {
 
 bool fused_kernels_built() { return true; }
 
-at::Tensor fused_coca_key(const at::Tensor& t_raw, const RotaryTables& t, CocaMode mode) {
+at::Tensor coca_key(const at::Tensor& t_raw, const RotaryTables& t, CocaMode mode) {
+  if (!t_raw.is_cuda()) return coca_key_reference(t_raw, t, mode);
   return CocaFunction<false>::apply(t_raw, t.cos, t.sin, mode == CocaMode::Strict);
 }
 
-at::Tensor fused_coca_query(const at::Tensor& q, const RotaryTables& t, CocaMode mode) {
+at::Tensor coca_query(const at::Tensor& q, const RotaryTables& t, CocaMode mode) {
+  if (!q.is_cuda()) return coca_query_reference(q, t, mode);
   return CocaFunction<true>::apply(q, t.cos, t.sin, mode == CocaMode::Strict);
 }
 
@@ -109,12 +109,10 @@ at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) {
 bool fused_kernels_built() { return false; }
 at::Tensor apply_rope(const at::Tensor& x, const RotaryTables& t) { return rope_reference(x, t); }
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up) { return swiglu_reference(gate, up); }
-at::Tensor fused_coca_key(const at::Tensor&, const RotaryTables&, CocaMode) {
-  throw std::logic_error("fused_coca_key: built without CUDA kernels");
+at::Tensor coca_key(const at::Tensor& t_raw, const RotaryTables& t, CocaMode mode) {
+  return coca_key_reference(t_raw, t, mode);
 }
-at::Tensor fused_coca_query(const at::Tensor&, const RotaryTables&, CocaMode) {
-  throw std::logic_error("fused_coca_query: built without CUDA kernels");
-}
+at::Tensor coca_query(const at::Tensor& q, const RotaryTables& t, CocaMode mode) { return coca_query_reference(q, t, mode); }
 
 #endif
 

@@ -17,10 +17,6 @@ at::Tensor apply_rope(const at::Tensor& x, const RotaryTables& t);
 // silu(gate) * up
 at::Tensor swiglu(const at::Tensor& gate, const at::Tensor& up);
 at::Tensor swiglu_reference(const at::Tensor& gate, const at::Tensor& up);
-
-// CoCA's K_eff / Q_eff (model/coca.h) through kernels/coca.cu with autograd; CUDA tensors in
-// builds with the kernels only (coca_key / coca_query choose; elsewhere this throws).
-at::Tensor fused_coca_key(const at::Tensor& t_raw, const RotaryTables& t, CocaMode mode);
-at::Tensor fused_coca_query(const at::Tensor& q, const RotaryTables& t, CocaMode mode);
+// coca_key and coca_query (declared in model/coca.h) choose kernel or reference here too.
 
 }  // namespace sluice
