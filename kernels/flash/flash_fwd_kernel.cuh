@@ -35,7 +35,7 @@ namespace sluice::flash {
 // epilogue (params.h gate); kAlibi: the ALiBi bias (params.h alibi_slopes). Template flags, so
 // the plain kernel pays nothing.
 template <typename Traits, bool kDocs, bool kGated, bool kAlibi>
-__global__ void __launch_bounds__(Traits::kNThreads) flash_fwd_kernel(const FwdParams p) {
+__global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) flash_fwd_kernel(const FwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 mma.sync and cp.async need sm_80; the host API never launches below it
 #else

@@ -19,6 +19,11 @@
 #ifndef SLUICE_FWD_WARPS
 #define SLUICE_FWD_WARPS 4
 #endif
+// Blocks per SM the forward is compiled for (__launch_bounds__ caps registers at
+// 65536 / (blocks x threads)); 0 leaves ptxas free, up to 255. Default: FwdTraits.
+#ifndef SLUICE_FWD_MIN_BLOCKS
+#define SLUICE_FWD_MIN_BLOCKS (kBlockM == 64 && kBlockN == 64 && kNWarps == 4 ? 4 : 0)
+#endif
 #ifndef SLUICE_BWD_BLOCKN
 #define SLUICE_BWD_BLOCKN 128
 #endif
@@ -45,6 +50,13 @@ struct FwdTraits {
   static constexpr int kBlockN = SLUICE_FWD_BLOCKN;
   static constexpr int kNWarps = SLUICE_FWD_WARPS;
   static constexpr int kNThreads = kNWarps * 32;
+  // The 64x64 tile (head dim 64) runs 4 blocks per SM only at <= 128 registers. Left free,
+  // ptxas gave the plain kernel 128 but the gated, ALiBi and document ones 134-147, i.e. 3
+  // blocks per SM (registers go out per warp in steps of 256): a quarter fewer warps in flight
+  // for the gated forward. Capped, every variant fits in 128 (at most 72 bytes of spills,
+  // none in the plain and gated key loops, which also lose ~130 instructions of predicate
+  // shuffling: scripts/sass_report.sh --loops).
+  static constexpr int kMinBlocksPerSm = SLUICE_FWD_MIN_BLOCKS;
   static constexpr int kWarpM = kBlockM / kNWarps;  // query rows per warp
   static constexpr int kMTiles = kWarpM / 16;       // m16 tiles per warp
   static_assert(kWarpM % 16 == 0 && kHeadDim % 16 == 0 && kBlockN % 16 == 0, "mma tiles are 16x8x16");
