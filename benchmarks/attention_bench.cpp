@@ -7,7 +7,9 @@
 // --shape I runs only the I-th shape below (0-2), e.g. under Nsight Compute
 // (scripts/flash_ncu.sh) with --warmup 0 --iters 1. The fused kernels' block order comes from
 // SLUICE_FLASH_TILE_ORDER (plain or sectioned, kernels/flash/tile_order.h) and is recorded in
-// the JSON as "tile_order".
+// the JSON as "tile_order"; the backward's tile per head dim (kernels/flash/bwd_tiles.h: the
+// largest this device holds, or SLUICE_FLASH_BWD_TILE, e.g. 64x64 to time the A100's on an
+// H100) as "bwd_tiles".
 //
 // Besides the plain rows: the G1 gate fused and unfused (fused_g1, fused+aten_g1), ALiBi fused
 // in the kernels and through sdpa's float bias (fused_alibi, sdpa_alibi), and the CoCA
@@ -360,6 +362,8 @@ int main(int argc, char** argv) {
                                             "(flash-attn convention); fwd_bwd_tflops_2p5x = 2.5*fwd flops"},
                         {"tile_order", std::getenv("SLUICE_FLASH_TILE_ORDER") != nullptr
                                            ? std::getenv("SLUICE_FLASH_TILE_ORDER") : "plain"},
+                        {"bwd_tiles", {{"hd64", fused_backward_tile(64, c10::Device(at::kCUDA))},
+                                       {"hd128", fused_backward_tile(128, c10::Device(at::kCUDA))}}},
                         {"warmup", warmup},
                         {"iters", iters},
                         {"results", results}};

@@ -3,7 +3,7 @@
 # on the device machine (which gets the working tree, not .git; pass carry [".device", ".variants"]).
 # Usage: scripts/stage_variants.sh REV[=NAME]...   e.g. scripts/stage_variants.sh 1cdbb3c=verified HEAD=main
 # The rest of the tree (src/, benchmarks/) stays the working tree's: revisions whose kernels/flash
-# keeps the host API of flash_api.h (older ones get the one parameter added since, see below).
+# keeps the host API of flash_api.h (older ones get what was added since, see below).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
@@ -29,6 +29,33 @@ for old in ("const at::Tensor& gate_in, const FlashDocuments& docs) {", "    con
 open(d + "/flash_api.cu", "w").write(c)
 PY
     echo "[variants] .variants/$name: alibi_slopes parameter added to its host API (refuses slopes)"
+  fi
+  # Revisions before the per-device backward tiles (bwd_tiles.h) lack flash_backward_tile, which
+  # src/model/fused_attention.cpp calls: add it, naming their one tile per head dim.
+  if ! grep -q flash_backward_tile ".variants/$name/flash_api.h"; then
+    python3 - ".variants/$name" <<'PY'
+import sys
+d = sys.argv[1]
+h = open(d + "/flash_api.h").read()
+h = h.replace("#include <tuple>", "#include <string>\n#include <tuple>", 1)
+i = h.rindex("}  // namespace sluice::kernels")
+h = h[:i] + "std::string flash_backward_tile(int64_t head_dim, const at::Device& device);\n\n" + h[i:]
+open(d + "/flash_api.h", "w").write(h)
+with open(d + "/flash_api.cu", "a") as c:
+    c.write("""
+// Added by scripts/stage_variants.sh: this revision has one backward tile per head dim.
+#include "flash/traits.h"
+namespace sluice::kernels {
+std::string flash_backward_tile(int64_t head_dim, const at::Device&) {
+  using T64 = flash::BwdTraits<64, __nv_bfloat16>;
+  using T128 = flash::BwdTraits<128, __nv_bfloat16>;
+  return head_dim == 64 ? std::to_string(T64::kBlockM) + "x" + std::to_string(T64::kBlockN)
+                        : std::to_string(T128::kBlockM) + "x" + std::to_string(T128::kBlockN);
+}
+}  // namespace sluice::kernels
+""")
+PY
+    echo "[variants] .variants/$name: flash_backward_tile added to its host API"
   fi
   echo "[variants] .variants/$name <- kernels/flash at $(git rev-parse --short "$rev")"
 done

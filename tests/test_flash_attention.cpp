@@ -57,6 +57,7 @@
 #include <string>
 #include <vector>
 
+#include "flash/bwd_tiles.h"
 #include "model/alibi.h"
 #include "model/fused_attention.h"
 #include "model/fused_ops.h"
@@ -625,6 +626,53 @@ TEST(FlashAttentionTileOrder, RejectsAnUnknownOrder) {
 
 // The backend the model uses: the `fused` core runs the same kernels (bitwise the same output
 // as fused_attention_with_lse) and is differentiable.
+// The backward's smaller tiles (kernels/flash/bwd_tiles.h: what an A100 or an sm_86/sm_89 GPU
+// runs, forced here with SLUICE_FLASH_BWD_TILE) meet the reference bounds as the default does,
+// over odd lengths, GQA 4:1 and 8:1, windows, fp16, cached decoding, documents, ALiBi and both
+// gates; and the default is the largest tile this device's shared memory takes (every larger
+// one is refused with the shared-memory error).
+TEST(FlashAttentionBwdTile, EveryTileMeetsTheBoundsAndTheDefaultIsTheLargestThatFits) {
+  REQUIRE_FLASH();
+  const at::Device device(at::kCUDA, 0);
+  for (int64_t D : {64, 128}) {
+    std::vector<std::string> tiles;  // the ones this device holds, largest first
+    for (int i = 0; i < flash::bwd_tile_count(static_cast<int>(D)); ++i) {
+      const std::string tile = flash::bwd_tile_name(flash::bwd_tile(static_cast<int>(D), i));
+      const ScopedEnv env("SLUICE_FLASH_BWD_TILE", tile.c_str());
+      try {
+        EXPECT_EQ(fused_backward_tile(D, device), tile);
+        tiles.push_back(tile);
+      } catch (const std::exception& e) {
+        const std::string what = e.what();
+        EXPECT_NE(what.find("bytes of shared memory per block with that tile"), std::string::npos) << what;
+        EXPECT_TRUE(tiles.empty()) << tile << " refused after a larger tile fitted: " << what;
+        std::cout << "head dim " << D << ": tile " << tile << " does not fit this device\n";
+      }
+    }
+    ASSERT_FALSE(tiles.empty()) << "no backward tile fits at head dim " << D;
+    EXPECT_EQ(fused_backward_tile(D, device), tiles.front()) << "the default is the largest tile that fits";
+    for (const std::string& tile : tiles) {
+      const ScopedEnv env("SLUICE_FLASH_BWD_TILE", tile.c_str());
+      std::vector<Case> cases = {{3, 8, 2, 17, 17, D, 37, at::kBFloat16},
+                                 {1, 8, 1, 1000, 1000, D, 0, at::kBFloat16},
+                                 {2, 8, 8, 300, 300, D, 200, at::kHalf},
+                                 {2, 8, 2, 150, 1000, D, 37, at::kBFloat16},
+                                 {2, 8, 2, 1000, 1000, D, 37, at::kBFloat16, true, Gate::Elementwise},
+                                 {3, 8, 2, 300, 300, D, 0, at::kBFloat16, true, Gate::Headwise}};
+      Case docs{3, 8, 2, 1000, 1000, D, 0, at::kBFloat16};
+      docs.docs = true;
+      Case alibi{2, 8, 2, 300, 300, D, 37, at::kBFloat16};
+      alibi.alibi = true;
+      cases.push_back(docs);
+      cases.push_back(alibi);
+      for (const Case& c : cases) {
+        SCOPED_TRACE("backward tile " + tile);
+        check_case(c, /*check_grads=*/true);
+      }
+    }
+  }
+}
+
 TEST(FusedBackend, CoreRunsTheKernels) {
   REQUIRE_FLASH();
   const Case c{2, 4, 2, 70, 70, 64, 0, at::kBFloat16};

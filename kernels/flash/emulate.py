@@ -13,7 +13,10 @@ synchronisation or fragment-indexing bugs), only the arithmetic. It compares aga
 reference with the bounds of tests/test_flash_attention.cpp and prints max |err|/bound (must
 stay below 1).
 
-    .venv/bin/python kernels/flash/emulate.py [all|ungated|gated|docs|alibi]
+    .venv/bin/python kernels/flash/emulate.py [all|ungated|gated|docs|alibi] [--bwd-tile MxN]
+
+--bwd-tile replays the backward with another of bwd_tiles.h's tiles (e.g. 64x64, 32x64: the
+A100's and sm_86's at head dim 128), as SLUICE_FLASH_BWD_TILE makes the kernels run it.
 """
 import itertools
 import math
@@ -297,7 +300,13 @@ def main():
                  (2, 4, 1, 400, 400, 128, 200)]
     alibi_cases = [(1, 8, 8, 1, 1, 64, 0), (3, 8, 2, 17, 17, 64, 37), (1, 8, 1, 300, 300, 128, 0),
                    (2, 4, 1, 300, 300, 128, 200), (1, 8, 2, 150, 1000, 64, 37), (1, 4, 1, 1000, 1000, 128, 0)]
-    only = sys.argv[1] if len(sys.argv) > 1 else "all"  # all | ungated | gated | docs | alibi
+    global BWD_BM, BWD_BN
+    args = sys.argv[1:]
+    if "--bwd-tile" in args:
+        i = args.index("--bwd-tile")
+        BWD_BM, BWD_BN = (int(x) for x in args[i + 1].split("x"))
+        del args[i:i + 2]
+    only = args[0] if args else "all"  # all | ungated | gated | docs | alibi
     runs = []
     for dt in (torch.bfloat16, torch.float16):
         if only in ("all", "ungated"):
@@ -316,7 +325,7 @@ def main():
         print(f"{str(dt):15} {gate or 'ungated':11} {'docs' if docs else '':4} {'alibi' if alibi else '':5} "
               f"B,H,KV,T,S,D,w={c}: " +
               " ".join(f"{k} {x:.3f}" for k, x in r.items()), flush=True)
-    print(f"worst |err|/bound: {worst:.3f} ({'ok' if worst < 1 else 'FAIL'})")
+    print(f"worst |err|/bound: {worst:.3f} ({'ok' if worst < 1 else 'FAIL'}; backward tile {BWD_BM}x{BWD_BN})")
 
 
 if __name__ == "__main__":

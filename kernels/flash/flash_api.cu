@@ -10,19 +10,15 @@
 #include <limits>
 #include <string>
 
+#include "flash/bwd_tiles.h"
 #include "flash/launch.h"
-#include "flash/traits.h"
 
 namespace sluice::kernels {
 
 // dq_accum's rows are padded to a multiple of every backward query tile (each divides this), so
 // a tile's rows past T exist (flash_bwd_kernel.cuh).
 constexpr int64_t kDqAccumRowMultiple = 128;
-static_assert(kDqAccumRowMultiple % flash::BwdTraits<64, __nv_bfloat16>::kBlockM == 0 &&
-                  kDqAccumRowMultiple % flash::BwdTraits<128, __nv_bfloat16>::kBlockM == 0 &&
-                  kDqAccumRowMultiple % flash::BwdTraits<64, __half>::kBlockM == 0 &&
-                  kDqAccumRowMultiple % flash::BwdTraits<128, __half>::kBlockM == 0,
-              "dq_accum padding must cover every backward query tile");
+static_assert(flash::bwd_query_tiles_divide(kDqAccumRowMultiple), "dq_accum padding must cover every backward query tile");
 namespace {
 
 using flash::BwdParams;
@@ -162,15 +158,41 @@ void run_fwd(const FwdParams& p, int64_t D, at::ScalarType t, cudaStream_t s) {
   }
 }
 
-void run_bwd(const BwdParams& p, int64_t D, at::ScalarType t, cudaStream_t s) {
+// The backward tile (bwd_tiles.h) for head dim D on `device`: SLUICE_FLASH_BWD_TILE ("64x64")
+// if set, else the largest whose shared memory the device grants one block. Read at every call,
+// so one process (a test, a benchmark) can run every tile.
+int bwd_tile_index(int64_t D, const at::Device& device) {
+  const int index = device.index() < 0 ? at::cuda::current_device() : device.index();
+  const int max_smem = static_cast<int>(at::cuda::getDeviceProperties(index)->sharedMemPerBlockOptin);
+  const char* requested = std::getenv("SLUICE_FLASH_BWD_TILE");
+  std::string error;
+  const int tile = flash::choose_bwd_tile(static_cast<int>(D), max_smem, requested != nullptr ? requested : "", &error);
+  TORCH_CHECK(tile >= 0, error);
+  return tile;
+}
+
+template <int D, typename E>
+void run_bwd_tile(const BwdParams& p, int tile, cudaStream_t s) {
+  if (tile == 0) return flash::run_flash_bwd<D, E, 0>(p, s);
+  if (tile == 1) return flash::run_flash_bwd<D, E, 1>(p, s);
+  if constexpr (flash::bwd_tile_count(D) > 2) return flash::run_flash_bwd<D, E, 2>(p, s);
+}
+
+void run_bwd(const BwdParams& p, int64_t D, at::ScalarType t, int tile, cudaStream_t s) {
   if (t == at::kBFloat16) {
-    D == 64 ? flash::run_flash_bwd<64, __nv_bfloat16>(p, s) : flash::run_flash_bwd<128, __nv_bfloat16>(p, s);
+    D == 64 ? run_bwd_tile<64, __nv_bfloat16>(p, tile, s) : run_bwd_tile<128, __nv_bfloat16>(p, tile, s);
   } else {
-    D == 64 ? flash::run_flash_bwd<64, __half>(p, s) : flash::run_flash_bwd<128, __half>(p, s);
+    D == 64 ? run_bwd_tile<64, __half>(p, tile, s) : run_bwd_tile<128, __half>(p, tile, s);
   }
 }
 
 }  // namespace
+
+std::string flash_backward_tile(int64_t head_dim, const at::Device& device) {
+  TORCH_CHECK(device.is_cuda() && flash_head_dim_supported(head_dim),
+              "flash attention: backward tiles exist for head dims 64 and 128 on CUDA devices");
+  return flash::bwd_tile_name(flash::bwd_tile(static_cast<int>(head_dim), bwd_tile_index(head_dim, device)));
+}
 
 bool flash_device_supported(const at::Device& device) {
   return device.is_cuda() && at::cuda::getDeviceProperties(device.index() < 0 ? at::cuda::current_device()
@@ -222,6 +244,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
   TORCH_CHECK(lse.scalar_type() == at::kFloat && lse.is_contiguous() && lse.sizes() == at::IntArrayRef({B, H, T}),
               "flash attention backward: lse must be contiguous fp32 [B, H, T]");
   const c10::cuda::CUDAGuard guard(q_in.device());
+  const int tile = bwd_tile_index(q_in.size(3), q_in.device());
   const at::Tensor q = ready(q_in), k = ready(k_in), v = ready(v_in), out = ready(out_in), dout = ready(dout_in);
   const at::Tensor gate = gate_in.defined() ? gate_ready(gate_in) : at::Tensor();
 
@@ -264,7 +287,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
   fill_docs(p, docs);
   if (alibi_slopes.defined()) p.alibi_slopes = alibi_slopes.data_ptr<float>();
   p.sectioned_order = sectioned_order_from_env();
-  run_bwd(p, D, q.scalar_type(), at::cuda::getCurrentCUDAStream());
+  run_bwd(p, D, q.scalar_type(), tile, at::cuda::getCurrentCUDAStream());
   dq.copy_(dq_accum.narrow(2, 0, T));  // one pass, fp32 [B, H, T(+pad), D] -> q's dtype, [B, T, H, D] memory
   return {dq, dk, dv, dgate};
 }

@@ -5,6 +5,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <string>
 #include <tuple>
 
 namespace sluice::kernels {
@@ -41,5 +42,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& lse, int64_t window, double scale, const at::Tensor& gate = {},
     const FlashDocuments& docs = {}, const at::Tensor& alibi_slopes = {});
+
+// The backward's tile, "queries x keys" (bwd_tiles.h), that flash_backward runs at this head
+// dim on `device`: SLUICE_FLASH_BWD_TILE if set, else the largest whose shared memory the device
+// grants one block. Throws what flash_backward would when the requested tile does not fit.
+std::string flash_backward_tile(int64_t head_dim, const at::Device& device);
 
 }  // namespace sluice::kernels

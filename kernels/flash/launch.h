@@ -1,7 +1,7 @@
-// One launcher per (head dim, element type), each defined in its own .cu
-// (flash_fwd_hdim64_bf16.cu, ...) so nvcc compiles the instantiations in parallel. The
-// explicit specializations are declared here so the host API can call them without seeing
-// the kernels.
+// One launcher per (head dim, element type) and, backward, tile, each defined in its own .cu
+// (flash_fwd_hdim64_bf16.cu, flash_bwd_hdim128_bf16_tile1.cu, ...) so nvcc compiles the
+// instantiations in parallel. The explicit specializations are declared here so the host API
+// can call them without seeing the kernels.
 #pragma once
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -14,20 +14,33 @@ namespace sluice::flash {
 template <int kHeadDim, typename Element>
 void run_flash_fwd(const FwdParams& params, cudaStream_t stream);
 
-// Fills params.dsum (and, gated, dout_attn and dgate), then runs the key-tile kernel;
-// params.dq_accum must be zeroed.
-template <int kHeadDim, typename Element>
+// Fills params.dsum (and, gated, dout_attn and dgate), then runs the key-tile kernel with tile
+// kTile of bwd_tiles.h's list for the head dim; params.dq_accum must be zeroed.
+template <int kHeadDim, typename Element, int kTile>
 void run_flash_bwd(const BwdParams& params, cudaStream_t stream);
 
-#define SLUICE_FLASH_DECLARE(D, E)                                   \
-  template <>                                                        \
-  void run_flash_fwd<D, E>(const FwdParams& params, cudaStream_t stream); \
-  template <>                                                        \
-  void run_flash_bwd<D, E>(const BwdParams& params, cudaStream_t stream);
-SLUICE_FLASH_DECLARE(64, __nv_bfloat16)
-SLUICE_FLASH_DECLARE(64, __half)
-SLUICE_FLASH_DECLARE(128, __nv_bfloat16)
-SLUICE_FLASH_DECLARE(128, __half)
-#undef SLUICE_FLASH_DECLARE
+#define SLUICE_FLASH_DECLARE_FWD(D, E) \
+  template <>                          \
+  void run_flash_fwd<D, E>(const FwdParams& params, cudaStream_t stream);
+#define SLUICE_FLASH_DECLARE_BWD(D, E, TILE) \
+  template <>                                \
+  void run_flash_bwd<D, E, TILE>(const BwdParams& params, cudaStream_t stream);
+SLUICE_FLASH_DECLARE_FWD(64, __nv_bfloat16)
+SLUICE_FLASH_DECLARE_FWD(64, __half)
+SLUICE_FLASH_DECLARE_FWD(128, __nv_bfloat16)
+SLUICE_FLASH_DECLARE_FWD(128, __half)
+// One per tile of bwd_tiles.h: two at head dim 64, three at 128.
+SLUICE_FLASH_DECLARE_BWD(64, __nv_bfloat16, 0)
+SLUICE_FLASH_DECLARE_BWD(64, __nv_bfloat16, 1)
+SLUICE_FLASH_DECLARE_BWD(64, __half, 0)
+SLUICE_FLASH_DECLARE_BWD(64, __half, 1)
+SLUICE_FLASH_DECLARE_BWD(128, __nv_bfloat16, 0)
+SLUICE_FLASH_DECLARE_BWD(128, __nv_bfloat16, 1)
+SLUICE_FLASH_DECLARE_BWD(128, __nv_bfloat16, 2)
+SLUICE_FLASH_DECLARE_BWD(128, __half, 0)
+SLUICE_FLASH_DECLARE_BWD(128, __half, 1)
+SLUICE_FLASH_DECLARE_BWD(128, __half, 2)
+#undef SLUICE_FLASH_DECLARE_FWD
+#undef SLUICE_FLASH_DECLARE_BWD
 
 }  // namespace sluice::flash

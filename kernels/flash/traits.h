@@ -8,6 +8,8 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
+#include "flash/bwd_tiles.h"
+
 // Tile-size overrides for tuning sweeps only (scripts/flash_tile_sweep.sh passes them through
 // CMAKE_CUDA_FLAGS); the defaults below are the sweep's winners on the H100.
 #ifndef SLUICE_FWD_BLOCKM
@@ -24,17 +26,7 @@
 #ifndef SLUICE_FWD_MIN_BLOCKS
 #define SLUICE_FWD_MIN_BLOCKS (kBlockM == 64 && kBlockN == 64 && kNWarps == 4 ? 4 : 0)
 #endif
-#ifndef SLUICE_BWD_BLOCKN
-#define SLUICE_BWD_BLOCKN 128
-#endif
-// The backward's query tile at head dim 64 (head dim 128 keeps 64: 128 rows would need 278 KB
-// of shared memory). flash-attention 2 uses 128 there; a sweep decides.
-#ifndef SLUICE_BWD_BLOCKM_HD64
-#define SLUICE_BWD_BLOCKM_HD64 64
-#endif
 namespace sluice::flash {
-
-constexpr int align128(int bytes) { return (bytes + 127) / 128 * 128; }
 
 // Forward (FlashAttention-2 tiling, as flash-attention picks for sm_80/sm_90 with mma.sync):
 // a block owns kBlockM queries of one (batch, head) and walks the key tiles of kBlockN keys.
@@ -79,19 +71,22 @@ struct FwdTraits {
 //   dV += Pᵀ·dO, dK += dSᵀ·Q [kBlockN x D]      4 x 2  (fp32 registers for the whole walk)
 //   dQ = dS·K               [kBlockM x D]       2 x 4  (added to a global fp32 buffer)
 // P and dS go through shared memory: the dV/dK products read them transposed.
-template <int kHeadDim_, typename Element_>
+// kTile: the index into bwd_tiles.h's list of tile sizes for the head dim (0, the largest, on
+// the H100; smaller ones where shared memory is scarcer).
+template <int kHeadDim_, typename Element_, int kTile_ = 0>
 struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kBlockM = kHeadDim == 64 ? SLUICE_BWD_BLOCKM_HD64 : 64;
-  static constexpr int kBlockN = SLUICE_BWD_BLOCKN;
+  static constexpr int kTile = kTile_;
+  static constexpr int kBlockM = bwd_tile(kHeadDim, kTile).block_m;
+  static constexpr int kBlockN = bwd_tile(kHeadDim, kTile).block_n;
   static constexpr int kNWarps = 8;
   static constexpr int kNThreads = kNWarps * 32;
   // Per-warp tiles of the three products (m16 tiles x n8 tiles).
   static constexpr int kSdpMT = kBlockM / 2 / 16, kSdpNT = kBlockN / 4 / 8;
   static constexpr int kKvMT = kBlockN / 4 / 16, kKvNT = kHeadDim / 2 / 8;
   static constexpr int kDqMT = kBlockM / 2 / 16, kDqNT = kHeadDim / 4 / 8;
-  static_assert(kSdpNT % 2 == 0 && kKvNT % 2 == 0 && kDqNT % 2 == 0 && kKvMT >= 1 && kSdpMT >= 1,
+  static_assert(kSdpNT % 2 == 0 && kKvNT % 2 == 0 && kDqNT % 2 == 0 && kKvMT >= 1 && kSdpMT >= 1 && kDqMT >= 1,
                 "B operands are loaded as pairs of n8 tiles");
 
   static constexpr int kPitch = kHeadDim + 8;   // Element: Q, dO, K, V
@@ -104,6 +99,8 @@ struct BwdTraits {
   static constexpr int kSmemP = kSmemdO + 2 * kQTileBytes;
   static constexpr int kSmemdS = kSmemP + align128(kBlockM * kPitchP * 2);
   static constexpr int kSmemBytes = kSmemdS + align128(kBlockM * kPitchP * 2);
+  static_assert(kSmemBytes == bwd_smem_bytes(kHeadDim, BwdTile{kBlockM, kBlockN}),
+                "bwd_tiles.h chooses tiles by this layout's size");
 };
 
 }  // namespace sluice::flash

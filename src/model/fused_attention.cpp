@@ -146,6 +146,15 @@ std::string fused_attention_unsupported(const at::Tensor& q, const at::Tensor& k
 #endif
 }
 
+std::string fused_backward_tile(int64_t head_dim, const at::Device& device) {
+#ifdef SLUICE_HAVE_CUDA_KERNELS
+  return kernels::flash_backward_tile(head_dim, device);
+#else
+  (void)head_dim, (void)device;
+  return "";
+#endif
+}
+
 std::tuple<at::Tensor, at::Tensor> attention_with_lse_reference(const at::Tensor& q, const at::Tensor& k,
                                                                 const at::Tensor& v, const AttentionMask& mask,
                                                                 double scale, const at::Tensor& gate_logits) {
