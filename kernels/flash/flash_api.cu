@@ -171,11 +171,17 @@ int bwd_tile_index(int64_t D, const at::Device& device) {
   return tile;
 }
 
+static_assert(flash::bwd_tile_count(64) == 2 && flash::bwd_tile_count(128) == 3,
+              "each tile of bwd_tiles.h needs its declaration (launch.h), .cu file and branch below");
+
 template <int D, typename E>
 void run_bwd_tile(const BwdParams& p, int tile, cudaStream_t s) {
   if (tile == 0) return flash::run_flash_bwd<D, E, 0>(p, s);
   if (tile == 1) return flash::run_flash_bwd<D, E, 1>(p, s);
-  if constexpr (flash::bwd_tile_count(D) > 2) return flash::run_flash_bwd<D, E, 2>(p, s);
+  if constexpr (flash::bwd_tile_count(D) > 2) {
+    if (tile == 2) return flash::run_flash_bwd<D, E, 2>(p, s);
+  }
+  TORCH_CHECK(false, "flash attention backward: no tile ", tile, " at head dim ", D);  // choose_bwd_tile never returns one
 }
 
 void run_bwd(const BwdParams& p, int64_t D, at::ScalarType t, int tile, cudaStream_t s) {
