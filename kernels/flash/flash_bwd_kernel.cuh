@@ -126,9 +126,10 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
   const uint32_t adS = smem_addr(sdS + (dq_row0 + a_row) * kPitchP + a_col);
   const uint32_t aKb = smem_addr(sK + b_row * kPitch + dq_col0 + b_col);
 
-  auto load_q_tile = [&](int it, int stage, int b, int kvh) {
-    const int h = kvh * group + it / m_count;
-    const int q0 = (m_begin + it % m_count) * kBlockM;
+  // Iteration (head_i, m_i): query head kvh·group + head_i, query tile m_begin + m_i.
+  auto load_q_tile = [&](int head_i, int m_i, int stage, int b, int kvh) {
+    const int h = kvh * group + head_i;
+    const int q0 = (m_begin + m_i) * kBlockM;
     const E* gq = static_cast<const E*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
     const E* gdo = static_cast<const E*>(p.dout) + b * p.do_batch_stride + h * p.do_head_stride;
     cp_async_rows<kBlockM, D, kPitch, kNThreads>(sQ + stage * kQStage, gq, p.q_row_stride, q0, T, tid);
@@ -137,7 +138,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
 
   cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0, S, tid);
   cp_async_rows<kBlockN, D, kPitch, kNThreads>(sV, gv, p.v_row_stride, k0, S, tid);
-  if (n_iters > 0) load_q_tile(0, 0, b, kvh);
+  if (n_iters > 0) load_q_tile(0, 0, 0, b, kvh);
   cp_async_commit();
   __syncthreads();  // s_block
 
@@ -149,11 +150,15 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
 #pragma unroll
       for (int r = 0; r < 4; ++r) dk[mt][nt][r] = 0.f, dv[mt][nt][r] = 0.f;
 
+  // Counters instead of it / m_count and it % m_count: an integer division per iteration.
+  int head_i = 0, m_i = 0;
   for (int it = 0; it < n_iters; ++it) {
+    int next_head = head_i, next_m = m_i + 1;
+    if (next_m == m_count) next_m = 0, ++next_head;
     const int stage = it % 2;
     const int b = block_of[0], kvh = block_of[1];
-    const int h = kvh * group + it / m_count;
-    const int q0 = (m_begin + it % m_count) * kBlockM;
+    const int h = kvh * group + head_i;
+    const int q0 = (m_begin + m_i) * kBlockM;
     const uint32_t qoff = stage * kQStage * 2;  // bytes
 
     // This thread's rows of S: L·log2 e (+inf past the end: P = 0 there) and D.
@@ -187,7 +192,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
 
     cp_async_wait<0>();
     __syncthreads();  // this Q/dO stage (and K/V) landed; the previous tile's P/dS are consumed
-    if (it + 1 < n_iters) load_q_tile(it + 1, stage ^ 1, block_of[0], block_of[1]);
+    if (it + 1 < n_iters) load_q_tile(next_head, next_m, stage ^ 1, block_of[0], block_of[1]);
     cp_async_commit();
 
     float s[kSdpMT][kSdpNT][4], dp[kSdpMT][kSdpNT][4];
@@ -328,6 +333,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
         for (int nt = 0; nt < kDqNT; ++nt)
           atomic_add2(dq_tile + (mt * 16 + 8 * half) * D + nt * 8, dq[mt][nt][2 * half] * p.scale,
                       dq[mt][nt][2 * half + 1] * p.scale);
+    head_i = next_head, m_i = next_m;
   }
 
   // Epilogue: dK = scale·Σ dSᵀQ and dV, cast once; each quad writes 16 contiguous bytes.
