@@ -24,6 +24,7 @@
 #pragma once
 #include <cmath>
 
+#include "flash/key_range.h"
 #include "flash/mma.cuh"
 #include "flash/params.h"
 #include "flash/traits.h"
@@ -234,21 +235,20 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
     // Hidden scores become -inf (so P = exp2(-inf) = 0) in one uniform branch: a test inside
     // the element loop below compiled to one divergent branch per element.
     if (need_mask) {
+      // Each row's visible keys as one interval (key_range.h): two compares per score.
+      KeyRange rows[kSdpMT][2];
+#pragma unroll
+      for (int mt = 0; mt < kSdpMT; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+          rows[mt][half] = visible_keys(qpos_first + mt * 16 + g + 8 * half, S, p.window, kDocs ? row_lo[mt][half] : 0);
 #pragma unroll
       for (int mt = 0; mt < kSdpMT; ++mt)
 #pragma unroll
         for (int nt = 0; nt < kSdpNT; ++nt)
 #pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const int half = r / 2;
-            const int qpos = qpos_first + mt * 16 + g + 8 * half;
-            const int key = key_first + nt * 8 + 2 * t + (r & 1);
-            // The document test joins with a bitwise |: short-circuited behind the others it
-            // compiled to a divergent branch per element.
-            const bool hidden = (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window)) |
-                                (kDocs && key < row_lo[mt][half]);
-            if (hidden) s[mt][nt][r] = -INFINITY;
-          }
+          for (int r = 0; r < 4; ++r)
+            if (rows[mt][r / 2].hides(key_first + nt * 8 + 2 * t + (r & 1))) s[mt][nt][r] = -INFINITY;
     }
     if constexpr (kAlibi) add_alibi(s, alibi, key_first + 2 * t - qpos_first);
 #pragma unroll

@@ -24,6 +24,7 @@
 #include <type_traits>
 
 #include "flash/gate.cuh"
+#include "flash/key_range.h"
 #include "flash/mma.cuh"
 #include "flash/params.h"
 #include "flash/traits.h"
@@ -191,24 +192,23 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
     // right of the diagonal, or left of the window.
     const int qpos_first = offset + warp_row0;
     const int qpos_last = offset + warp_row0 + kWarpM - 1;
-    bool need_mask = k0 + kBlockN > S || k0 + kBlockN - 1 > qpos_first ||
-                     (p.window > 0 && qpos_last - k0 >= p.window);
+    // Bitwise |: one branch below, not one per condition.
+    bool need_mask = (k0 + kBlockN > S) | (k0 + kBlockN - 1 > qpos_first) |
+                     ((p.window > 0) & (qpos_last - k0 >= p.window));
     if constexpr (kDocs) need_mask = need_mask || __any_sync(0xffffffffu, k0 < thread_lo);
     if (need_mask) {
+      // Each row's visible keys as one interval (key_range.h): two compares per score.
+      KeyRange rows[2 * kMT];
+#pragma unroll
+      for (int i = 0; i < 2 * kMT; ++i)
+        rows[i] = visible_keys(qpos_first + (i / 2) * 16 + g + (i % 2) * 8, S, p.window, kDocs ? row_lo[i] : 0);
 #pragma unroll
       for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-          for (int r = 0; r < 4; ++r) {
-            const int qpos = qpos_first + mt * 16 + g + (r >= 2 ? 8 : 0);
-            const int key = k0 + nt * 8 + 2 * t + (r & 1);
-            // The document test joins with a bitwise |: short-circuited behind the others it
-            // compiled to a divergent branch per element.
-            const bool hidden = (key >= S || key > qpos || (p.window > 0 && qpos - key >= p.window)) |
-                                (kDocs && key < row_lo[2 * mt + r / 2]);
-            if (hidden) s[mt][nt][r] = -INFINITY;
-          }
+          for (int r = 0; r < 4; ++r)
+            if (rows[2 * mt + r / 2].hides(k0 + nt * 8 + 2 * t + (r & 1))) s[mt][nt][r] = -INFINITY;
     }
     if constexpr (kAlibi) add_alibi(s, alibi, k0 + 2 * t - qpos_first);
 
