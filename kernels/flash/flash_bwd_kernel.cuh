@@ -127,10 +127,10 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
   const uint32_t adS = smem_addr(sdS + (dq_row0 + a_row) * kPitchP + a_col);
   const uint32_t aKb = smem_addr(sK + b_row * kPitch + dq_col0 + b_col);
 
-  // Iteration (head_i, m_i): query head kvh·group + head_i, query tile m_begin + m_i.
-  auto load_q_tile = [&](int head_i, int m_i, int stage, int b, int kvh) {
-    const int h = kvh * group + head_i;
-    const int q0 = (m_begin + m_i) * kBlockM;
+  // The walk's step (head, tile): query head kvh·group + head, query tile m_begin + tile.
+  auto load_q_tile = [&](int head, int tile, int stage, int b, int kvh) {
+    const int h = kvh * group + head;
+    const int q0 = (m_begin + tile) * kBlockM;
     const E* gq = static_cast<const E*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
     const E* gdo = static_cast<const E*>(p.dout) + b * p.do_batch_stride + h * p.do_head_stride;
     cp_async_rows<kBlockM, D, kPitch, kNThreads>(sQ + stage * kQStage, gq, p.q_row_stride, q0, T, tid);
