@@ -12,7 +12,8 @@
 // H100) as "bwd_tiles".
 //
 // Besides the plain rows: the G1 gate fused and unfused (fused_g1, fused+aten_g1), ALiBi fused
-// in the kernels and through sdpa's float bias (fused_alibi, sdpa_alibi), and the CoCA
+// in the kernels and through sdpa's float bias (fused_alibi, sdpa_alibi), the backward with
+// the deterministic dQ kernel (fused_det, torch.use_deterministic_algorithms), and the CoCA
 // prologue (coca_* fused elementwise kernels, coca_*_aten the ATen composition, rope the
 // baseline it replaces). --bars keeps only the plain and G1 rows (issue 8's bars), for A/B runs.
 //
@@ -317,6 +318,20 @@ int main(int argc, char** argv) {
             },
             [&](const Timing& t) { return "ALiBi; " + vs_fused(t, fused_ms, "plain fused"); }));
       }
+      // torch.use_deterministic_algorithms(True): the fused backward adds the deterministic dQ
+      // kernel (kernels/flash/flash_bwd_dq_kernel.cuh); the forward is unchanged.
+      at::Context& ctx = at::globalContext();
+      const bool was = ctx.deterministicAlgorithms(), warn_only = ctx.deterministicAlgorithmsWarnOnly();
+      ctx.setDeterministicAlgorithms(true, false);
+      results.push_back(timed_row(
+          s, shape_name, "fused_det", fwd_flops,
+          [&] {
+            return measure([&](const at::Tensor& a, const at::Tensor& b,
+                               const at::Tensor& c) { return fused->forward(a, b, c, {}, scale); },
+                           q, k, v, dout, warmup, iters);
+          },
+          [&](const Timing& t) { return "deterministic dQ; " + vs_fused(t, fused_ms, "plain fused"); }));
+      ctx.setDeterministicAlgorithms(was, warn_only);
     }
     struct Prologue {
       std::optional<CocaMode> mode;

@@ -277,7 +277,25 @@ Expected expected(const Case& c, const Inputs& in, const AttentionMask& mask, do
   return e;
 }
 
-void check_case(const Case& c, bool check_grads) {
+// torch.use_deterministic_algorithms(True) (not warn_only) for a scope: the fused backward then
+// computes dQ with the deterministic dQ kernel (kernels/flash/flash_bwd_dq_kernel.cuh).
+class ScopedDeterministicAlgorithms {
+ public:
+  ScopedDeterministicAlgorithms()
+      : was_(at::globalContext().deterministicAlgorithms()),
+        warn_only_(at::globalContext().deterministicAlgorithmsWarnOnly()) {
+    at::globalContext().setDeterministicAlgorithms(true, false);
+  }
+  ~ScopedDeterministicAlgorithms() { at::globalContext().setDeterministicAlgorithms(was_, warn_only_); }
+
+ private:
+  bool was_, warn_only_;
+};
+
+// deterministic: the kernels run under ScopedDeterministicAlgorithms, twice, and dQ must be
+// bitwise the same both times (the reference runs outside: cuBLAS refuses deterministic mode
+// without CUBLAS_WORKSPACE_CONFIG).
+void check_case(const Case& c, bool check_grads, bool deterministic = false) {
   // LibTorch's default, pinned: a TF32 reference would be less precise than the bounds assume.
   at::globalContext().setAllowTF32CuBLAS(false);
   const Inputs in = make_inputs(c, 1234 + static_cast<uint64_t>(c.T * 7 + c.D + c.KV));
@@ -290,9 +308,17 @@ void check_case(const Case& c, bool check_grads) {
                                         heads_view(in.vb, c.bthd), mask),
             "")
       << "the case must run the kernels, not a fallback";
-  const Result f = run_fused(c, in, mask, scale);
-  const Expected x = expected(c, in, mask, scale, f.out);
   const std::string name = case_name(c);
+  Result f;
+  if (deterministic) {
+    const ScopedDeterministicAlgorithms on;
+    f = run_fused(c, in, mask, scale);
+    const Result again = run_fused(c, in, mask, scale);
+    EXPECT_TRUE(at::equal(f.dq, again.dq)) << name << ": deterministic dQ differs between two runs";
+  } else {
+    f = run_fused(c, in, mask, scale);
+  }
+  const Expected x = expected(c, in, mask, scale, f.out);
 
   EXPECT_EQ(f.out.scalar_type(), c.dtype);
   EXPECT_EQ(f.lse.scalar_type(), at::kFloat);
@@ -552,6 +578,50 @@ TEST(FlashAttentionDeterminism, ForwardBitwiseBackwardDkDvBitwiseDqToRounding) {
   const at::Tensor dq_a = a.dq.to(at::kFloat), dq_b = b.dq.to(at::kFloat);
   EXPECT_LE(((dq_a - dq_b).abs() - 2 * unit_roundoff(c.dtype) * dq_b.abs()).max().item<double>(), 1e-6);
   std::cout << "dQ bitwise equal across two runs: " << (at::equal(a.dq, b.dq) ? "yes" : "no") << "\n";
+}
+
+// torch.use_deterministic_algorithms(True): dQ from the deterministic dQ kernel is bitwise the
+// same over two runs and meets the reference bounds; everything else (out, lse, dK, dV, the
+// gate's gradient) is bitwise what the default path computes, since only dQ's kernel changes.
+// Both head dims, odd lengths, GQA 4:1 and 8:1, windows, fp16, decoding (T < S), both gates,
+// documents and ALiBi.
+TEST(FlashAttentionDeterminism, DeterministicAlgorithmsMakeDqBitwiseReproducible) {
+  REQUIRE_FLASH();
+  for (int64_t D : {64, 128}) {
+    std::vector<Case> cases = {{3, 8, 2, 17, 17, D, 37, at::kBFloat16},
+                               {1, 8, 1, 1000, 1000, D, 0, at::kBFloat16},
+                               {2, 8, 8, 300, 300, D, 200, at::kHalf},
+                               {2, 8, 2, 150, 1000, D, 37, at::kBFloat16},
+                               {2, 8, 2, 1000, 1000, D, 37, at::kBFloat16, true, Gate::Elementwise},
+                               {3, 8, 2, 300, 300, D, 0, at::kBFloat16, true, Gate::Headwise}};
+    Case docs{3, 8, 2, 1000, 1000, D, 0, at::kBFloat16};
+    docs.docs = true;
+    Case alibi{2, 8, 2, 300, 300, D, 37, at::kBFloat16};
+    alibi.alibi = true;
+    cases.push_back(docs);
+    cases.push_back(alibi);
+    for (const Case& c : cases) {
+      check_case(c, /*check_grads=*/true, /*deterministic=*/true);
+      const Inputs in = make_inputs(c, 31);
+      AttentionMask mask;
+      mask.window = c.window;
+      if (c.docs) mask.segments = make_segments(c);
+      if (c.alibi) mask.alibi_slopes = alibi_slopes_tensor(c.H, at::Device(at::kCUDA));
+      const double scale = 1.0 / std::sqrt(static_cast<double>(c.D));
+      const Result plain = run_fused(c, in, mask, scale);
+      Result det;
+      {
+        const ScopedDeterministicAlgorithms on;
+        det = run_fused(c, in, mask, scale);
+      }
+      const std::string name = case_name(c);
+      EXPECT_TRUE(at::equal(det.out, plain.out)) << name;
+      EXPECT_TRUE(at::equal(det.lse, plain.lse)) << name;
+      EXPECT_TRUE(at::equal(det.dk, plain.dk)) << name;
+      EXPECT_TRUE(at::equal(det.dv, plain.dv)) << name;
+      if (c.gate != Gate::None) EXPECT_TRUE(at::equal(det.dg, plain.dg)) << name;
+    }
+  }
 }
 
 // SLUICE_FLASH_TILE_ORDER=sectioned (kernels/flash/tile_order.h) only reorders the blocks:

@@ -13,10 +13,12 @@ synchronisation or fragment-indexing bugs), only the arithmetic. It compares aga
 reference with the bounds of tests/test_flash_attention.cpp and prints max |err|/bound (must
 stay below 1).
 
-    .venv/bin/python kernels/flash/emulate.py [all|ungated|gated|docs|alibi] [--bwd-tile MxN]
+    .venv/bin/python kernels/flash/emulate.py [all|ungated|gated|docs|alibi] [--bwd-tile MxN] [--deterministic-dq]
 
 --bwd-tile replays the backward with another of bwd_tiles.h's tiles (e.g. 64x64, 32x64: the
 A100's and sm_86's at head dim 128), as SLUICE_FLASH_BWD_TILE makes the kernels run it.
+--deterministic-dq computes dQ as the deterministic dQ kernel does (flash_bwd_dq_kernel.cuh;
+what the fused backend runs under torch.use_deterministic_algorithms(True)).
 """
 import itertools
 import math
@@ -30,6 +32,7 @@ def fwd_tiles(D):
 
 
 BWD_BM, BWD_BN = 64, 128  # BwdTraits kBlockM, kBlockN
+DETERMINISTIC_DQ = False  # --deterministic-dq: dQ as flash_bwd_dq_kernel.cuh computes it
 LOG2E = 1.4426950408889634
 
 
@@ -177,7 +180,55 @@ def backward(dO, q, k, v, O, L, w, scale, dt, g=None, seg=None, slopes=None):
                     dQ[b, q0:q0 + n, h] += (ds @ Kt * scale)[:n]
             dK[b, kv, k0:k0 + nk] = rnd(dk[:nk] * scale, dt)
             dV[b, kv, k0:k0 + nk] = rnd(dv[:nk], dt)
+    if DETERMINISTIC_DQ:
+        return dq_deterministic(dO, q, k, v, L, dsum, w, scale, dt, seg, slopes), dK, dV, dg
     return rnd(dQ.transpose(1, 2), dt), dK, dV, dg
+
+
+def dq_deterministic(dO, q, k, v, L, dsum, w, scale, dt, seg=None, slopes=None):
+    """flash_bwd_dq_kernel.cuh (BwdDqTraits): 64-query tiles of 4 warps x 16 rows walk their
+    64-key tiles from the last down like the forward, dS rounded, dQ summed in fp32 in that order
+    and scaled once at the end. dO is the attention's own (gated: dY ⊙ σ(g), rounded)."""
+    BM = BN = 64
+    warp_rows = 16
+    starts = document_bounds(seg)[0] if seg is not None else None
+    B, H, T, D = q.shape
+    KV, S = k.shape[1], k.shape[2]
+    G = H // KV
+    sl2 = scale * LOG2E
+    dQ = torch.zeros(B, H, T, D)
+    for b, h in itertools.product(range(B), range(H)):
+        kv = h // G
+        for mb in range((T + BM - 1) // BM):
+            q0, off = mb * BM, S - T
+            q_last = min(q0 + BM, T) - 1
+            key_end = min(S, off + q_last + 1)
+            key_begin = max(0, off + q0 - w + 1) if w > 0 else 0
+            lo = starts[b] if starts is not None else None
+            if lo is not None:
+                key_begin = max(key_begin, int(lo[q0]))
+            n = min(BM, T - q0)
+            Qt, dOt, Lt, Dt = torch.zeros(BM, D), torch.zeros(BM, D), torch.full((BM,), math.inf), torch.zeros(BM)
+            Qt[:n], dOt[:n] = q[b, h, q0:q0 + n], dO[b, h, q0:q0 + n]
+            Lt[:n], Dt[:n] = L[b, h, q0:q0 + n] * LOG2E, dsum[b, h, q0:q0 + n]
+            if slopes is not None:
+                Lt = Lt + float(slopes[h]) * LOG2E * alibi_ref_offsets(BM, warp_rows)
+            acc = torch.zeros(BM, D)
+            for nb in reversed(range(key_begin // BN, (key_end + BN - 1) // BN)):
+                k0 = nb * BN
+                nk = min(BN, S - k0)
+                Kt, Vt = torch.zeros(BN, D), torch.zeros(BN, D)
+                Kt[:nk], Vt[:nk] = k[b, kv, k0:k0 + nk], v[b, kv, k0:k0 + nk]
+                s, dp = Qt @ Kt.T, dOt @ Vt.T
+                if slopes is not None:
+                    q_ref = off + q0 + (torch.arange(BM) // warp_rows) * warp_rows
+                    dist = (k0 + torch.arange(BN))[None, :] - q_ref[:, None]
+                    s = s + torch.tensor(float(slopes[h]) / scale, dtype=torch.float32) * dist.float()
+                vis = visible(torch.arange(q0, q0 + BM), torch.arange(k0, k0 + BN), T, S, w, lo)
+                p = torch.where(vis, torch.exp2(s * sl2 - Lt[:, None]), torch.zeros(()))
+                acc += rnd(p * (dp - Dt[:, None]), dt) @ Kt
+            dQ[b, h, q0:q0 + n] = (acc * scale)[:n]
+    return rnd(dQ, dt)
 
 
 def allowed(T, S, w, seg=None):
@@ -300,8 +351,11 @@ def main():
                  (2, 4, 1, 400, 400, 128, 200)]
     alibi_cases = [(1, 8, 8, 1, 1, 64, 0), (3, 8, 2, 17, 17, 64, 37), (1, 8, 1, 300, 300, 128, 0),
                    (2, 4, 1, 300, 300, 128, 200), (1, 8, 2, 150, 1000, 64, 37), (1, 4, 1, 1000, 1000, 128, 0)]
-    global BWD_BM, BWD_BN
+    global BWD_BM, BWD_BN, DETERMINISTIC_DQ
     args = sys.argv[1:]
+    if "--deterministic-dq" in args:
+        DETERMINISTIC_DQ = True
+        args.remove("--deterministic-dq")
     if "--bwd-tile" in args:
         i = args.index("--bwd-tile")
         BWD_BM, BWD_BN = (int(x) for x in args[i + 1].split("x"))
@@ -325,7 +379,8 @@ def main():
         print(f"{str(dt):15} {gate or 'ungated':11} {'docs' if docs else '':4} {'alibi' if alibi else '':5} "
               f"B,H,KV,T,S,D,w={c}: " +
               " ".join(f"{k} {x:.3f}" for k, x in r.items()), flush=True)
-    print(f"worst |err|/bound: {worst:.3f} ({'ok' if worst < 1 else 'FAIL'}; backward tile {BWD_BM}x{BWD_BN})")
+    print(f"worst |err|/bound: {worst:.3f} ({'ok' if worst < 1 else 'FAIL'}; backward tile {BWD_BM}x{BWD_BN}"
+          f"{', deterministic dQ' if DETERMINISTIC_DQ else ''})")
 
 
 if __name__ == "__main__":

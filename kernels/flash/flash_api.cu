@@ -192,6 +192,14 @@ void run_bwd(const BwdParams& p, int64_t D, at::ScalarType t, int tile, cudaStre
   }
 }
 
+void run_bwd_dq(const BwdParams& p, int64_t D, at::ScalarType t, cudaStream_t s) {
+  if (t == at::kBFloat16) {
+    D == 64 ? flash::run_flash_bwd_dq<64, __nv_bfloat16>(p, s) : flash::run_flash_bwd_dq<128, __nv_bfloat16>(p, s);
+  } else {
+    D == 64 ? flash::run_flash_bwd_dq<64, __half>(p, s) : flash::run_flash_bwd_dq<128, __half>(p, s);
+  }
+}
+
 }  // namespace
 
 std::string flash_backward_tile(int64_t head_dim, const at::Device& device) {
@@ -234,7 +242,7 @@ std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q_in, const a
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     const at::Tensor& dout_in, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const at::Tensor& out_in, const at::Tensor& lse, int64_t window, double scale, const at::Tensor& gate_in,
-    const FlashDocuments& docs, const at::Tensor& alibi_slopes) {
+    const FlashDocuments& docs, const at::Tensor& alibi_slopes, bool deterministic) {
   check_qkv(q_in, k_in, v_in, window);
   check_docs(docs, q_in, k_in);
   check_alibi(alibi_slopes, q_in);
@@ -293,8 +301,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
   fill_docs(p, docs);
   if (alibi_slopes.defined()) p.alibi_slopes = alibi_slopes.data_ptr<float>();
   p.sectioned_order = sectioned_order_from_env();
-  run_bwd(p, D, q.scalar_type(), tile, at::cuda::getCurrentCUDAStream());
-  dq.copy_(dq_accum.narrow(2, 0, T));  // one pass, fp32 [B, H, T(+pad), D] -> q's dtype, [B, T, H, D] memory
+  const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  if (deterministic) {  // the key-tile kernel's atomics go to dq_accum, which nothing reads
+    p.dq = dq.data_ptr();
+    p.dq_batch_stride = dq.stride(0), p.dq_head_stride = dq.stride(1), p.dq_row_stride = dq.stride(2);
+  }
+  run_bwd(p, D, q.scalar_type(), tile, stream);
+  if (deterministic) {
+    run_bwd_dq(p, D, q.scalar_type(), stream);
+  } else {
+    dq.copy_(dq_accum.narrow(2, 0, T));  // one pass, fp32 [B, H, T(+pad), D] -> q's dtype, [B, T, H, D] memory
+  }
   return {dq, dk, dv, dgate};
 }
 

@@ -37,11 +37,14 @@ std::tuple<at::Tensor, at::Tensor> flash_forward(const at::Tensor& q, const at::
 
 // (dq, dk, dv, dgate) for the gradient dout of flash_forward's out; out, lse and gate as it took
 // and returned them (gated: out is the gated Y, the only output saved). dgate is shaped like
-// gate, undefined when ungated. dq is not bitwise deterministic (fp32 atomics); dk, dv and dgate are.
+// gate, undefined when ungated. dk, dv and dgate are bitwise deterministic. dq is not by default
+// (fp32 atomics from the key-tile blocks); `deterministic` computes it in a third kernel that
+// sums each row in one fixed order (flash_bwd_dq_kernel.cuh), at the cost of recomputing the
+// scores and dP once more.
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
     const at::Tensor& lse, int64_t window, double scale, const at::Tensor& gate = {},
-    const FlashDocuments& docs = {}, const at::Tensor& alibi_slopes = {});
+    const FlashDocuments& docs = {}, const at::Tensor& alibi_slopes = {}, bool deterministic = false);
 
 // The backward's tile, "queries x keys" (bwd_tiles.h), that flash_backward runs at this head
 // dim on `device`: SLUICE_FLASH_BWD_TILE if set, else the largest whose shared memory the device

@@ -2,6 +2,7 @@
 #pragma once
 #include <c10/cuda/CUDAException.h>
 
+#include "flash/flash_bwd_dq_kernel.cuh"
 #include "flash/flash_bwd_kernel.cuh"
 #include "flash/flash_bwd_preprocess.cuh"
 #include "flash/flash_fwd_kernel.cuh"
@@ -48,6 +49,26 @@ auto bwd_kernel_for(bool docs, bool alibi) {
 }
 
 template <typename Traits>
+auto bwd_dq_kernel_for(bool docs, bool alibi) {
+  using Kernel = decltype(&flash_bwd_dq_kernel<Traits, false, false>);
+  constexpr Kernel kTable[2][2] = {
+      {&flash_bwd_dq_kernel<Traits, false, false>, &flash_bwd_dq_kernel<Traits, false, true>},
+      {&flash_bwd_dq_kernel<Traits, true, false>, &flash_bwd_dq_kernel<Traits, true, true>}};
+  return kTable[docs][alibi];
+}
+
+// The parameters with dout the attention's own dO: gated, dY ⊙ σ(g) (dout_attn, which the
+// preprocess kernel wrote); ungated, dout itself.
+inline BwdParams with_attention_dout(const BwdParams& p) {
+  BwdParams pm = p;
+  if (p.gate != nullptr) {
+    pm.dout = p.dout_attn;
+    pm.do_batch_stride = p.doa_batch_stride, pm.do_head_stride = p.doa_head_stride, pm.do_row_stride = p.doa_row_stride;
+  }
+  return pm;
+}
+
+template <typename Traits>
 void launch_fwd(const FwdParams& params, cudaStream_t stream) {
   FwdParams p = params;
   const bool gated = p.gate != nullptr;
@@ -76,17 +97,27 @@ void launch_bwd(const BwdParams& p, cudaStream_t stream) {
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
   // Gated: the attention's own gradient dO = dY ⊙ σ(g) is what the main kernel differentiates.
-  BwdParams pm = p;
-  if (gated) {
-    pm.dout = p.dout_attn;
-    pm.do_batch_stride = p.doa_batch_stride, pm.do_head_stride = p.doa_head_stride, pm.do_row_stride = p.doa_row_stride;
-  }
+  BwdParams pm = with_attention_dout(p);
   auto kernel = bwd_kernel_for<Traits>(p.doc_start != nullptr, p.alibi_slopes != nullptr);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   // Per group: Q and dO of every query head of the kv head (2-byte elements).
   const int64_t group_bytes = 4ll * Traits::kHeadDim * p.seqlen_q * (p.heads / p.kv_heads);
   pm.order = launch_order(p.sectioned_order, kernel, Traits::kNThreads, Traits::kSmemBytes,
                           (p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, p.batch * p.kv_heads, group_bytes);
+  kernel<<<pm.order.tiles * pm.order.groups, Traits::kNThreads, Traits::kSmemBytes, stream>>>(pm);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// After launch_bwd (dsum and, gated, dout_attn written): dQ into p.dq, deterministically.
+template <typename Traits>
+void launch_bwd_dq(const BwdParams& p, cudaStream_t stream) {
+  BwdParams pm = with_attention_dout(p);
+  auto kernel = bwd_dq_kernel_for<Traits>(p.doc_start != nullptr, p.alibi_slopes != nullptr);
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
+  // Per group: Q and dO once, and K and V of its kv head, shared by heads / kv_heads groups.
+  const int64_t group_bytes = 4ll * Traits::kHeadDim * (p.seqlen_q + 1ll * p.seqlen_k * p.kv_heads / p.heads);
+  pm.order = launch_order(p.sectioned_order, kernel, Traits::kNThreads, Traits::kSmemBytes,
+                          (p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.batch * p.heads, group_bytes);
   kernel<<<pm.order.tiles * pm.order.groups, Traits::kNThreads, Traits::kSmemBytes, stream>>>(pm);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

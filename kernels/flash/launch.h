@@ -19,6 +19,11 @@ void run_flash_fwd(const FwdParams& params, cudaStream_t stream);
 template <int kHeadDim, typename Element, int kTile>
 void run_flash_bwd(const BwdParams& params, cudaStream_t stream);
 
+// After run_flash_bwd: dQ written to params.dq, each row summed in one fixed order
+// (flash_bwd_dq_kernel.cuh); params.dq must be set.
+template <int kHeadDim, typename Element>
+void run_flash_bwd_dq(const BwdParams& params, cudaStream_t stream);
+
 #define SLUICE_FLASH_DECLARE_FWD(D, E) \
   template <>                          \
   void run_flash_fwd<D, E>(const FwdParams& params, cudaStream_t stream);
@@ -40,6 +45,14 @@ SLUICE_FLASH_DECLARE_BWD(128, __nv_bfloat16, 2)
 SLUICE_FLASH_DECLARE_BWD(128, __half, 0)
 SLUICE_FLASH_DECLARE_BWD(128, __half, 1)
 SLUICE_FLASH_DECLARE_BWD(128, __half, 2)
+#define SLUICE_FLASH_DECLARE_BWD_DQ(D, E) \
+  template <>                           \
+  void run_flash_bwd_dq<D, E>(const BwdParams& params, cudaStream_t stream);
+SLUICE_FLASH_DECLARE_BWD_DQ(64, __nv_bfloat16)
+SLUICE_FLASH_DECLARE_BWD_DQ(64, __half)
+SLUICE_FLASH_DECLARE_BWD_DQ(128, __nv_bfloat16)
+SLUICE_FLASH_DECLARE_BWD_DQ(128, __half)
+#undef SLUICE_FLASH_DECLARE_BWD_DQ
 #undef SLUICE_FLASH_DECLARE_FWD
 #undef SLUICE_FLASH_DECLARE_BWD
 

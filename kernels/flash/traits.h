@@ -103,4 +103,31 @@ struct BwdTraits {
                 "bwd_tiles.h chooses tiles by this layout's size");
 };
 
+// Deterministic dQ (flash_bwd_dq_kernel.cuh), the backward's optional third kernel: a block owns
+// kBlockM queries of one (batch, head) and walks their key tiles like the forward, so each dQ row
+// is summed in registers in one fixed order (no atomics). 4 warps of 16 rows; per key tile the
+// warp recomputes S and dP [16 x kBlockN] and adds dS·K to its fp32 dQ [16 x D]. K is
+// double-buffered (the next tile's load overlaps the whole step), V single (reloaded once the
+// dP product is done): 87 KB at head dim 128, within every sm_80+ device's opt-in limit.
+template <int kHeadDim_, typename Element_>
+struct BwdDqTraits {
+  using Element = Element_;
+  static constexpr int kHeadDim = kHeadDim_;
+  static constexpr int kBlockM = 64;
+  static constexpr int kBlockN = 64;
+  static constexpr int kNWarps = 4;
+  static constexpr int kNThreads = kNWarps * 32;
+  static constexpr int kWarpM = kBlockM / kNWarps;
+  static_assert(kWarpM == 16 && kHeadDim % 16 == 0 && kBlockN % 16 == 0, "one m16 tile per warp");
+
+  static constexpr int kPitch = kHeadDim + 8;  // Element
+  static constexpr int kTileBytes = align128(kBlockM * kPitch * 2);
+  static_assert(kBlockM == kBlockN, "Q, dO, K and V tiles share one size");
+  static constexpr int kSmemQ = 0;
+  static constexpr int kSmemdO = kSmemQ + kTileBytes;
+  static constexpr int kSmemK = kSmemdO + kTileBytes;  // 2 stages
+  static constexpr int kSmemV = kSmemK + 2 * kTileBytes;
+  static constexpr int kSmemBytes = kSmemV + kTileBytes;
+};
+
 }  // namespace sluice::flash

@@ -33,6 +33,23 @@ void warn_fallback_once(const std::string& reason) {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
+// PyTorch's switch for bitwise-reproducible kernels, read as SDPA's flash backward reads it:
+// torch.use_deterministic_algorithms(True) (at::globalContext().setDeterministicAlgorithms)
+// runs the deterministic dQ kernel; with warn_only the default kernels run and a warning says so.
+bool deterministic_backward() {
+  const at::Context& ctx = at::globalContext();
+  if (!ctx.deterministicAlgorithms()) return false;
+  if (!ctx.deterministicAlgorithmsWarnOnly()) return true;
+  static std::once_flag warned;
+  std::call_once(warned, [] {
+    log::warn(
+        "attention backend 'fused': the default backward's dQ is not deterministic (fp32 atomics); "
+        "deterministic algorithms are on with warn_only, so it runs anyway (without warn_only a "
+        "deterministic dQ kernel runs)");
+  });
+  return false;
+}
+
 // Outputs (out, lse); lse is not differentiable (nothing upstream of the sink statistics needs
 // its gradient). With G1 gate logits, out = O ⊙ σ(gate) and only out is saved: the backward
 // needs O only as dY ⊙ O ⊙ σ(g) = dY ⊙ Y (kernels/flash/flash_bwd_preprocess.cuh).
@@ -54,10 +71,11 @@ struct FlashAttentionFunction : public torch::autograd::Function<FlashAttentionF
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto s = ctx->get_saved_variables();
+    const bool deterministic = deterministic_backward();
     auto [dq, dk, dv, dgate] = kernels::flash_backward(grads[0], s[0], s[1], s[2], s[3], s[4],
                                                        ctx->saved_data["window"].toInt(),
                                                        ctx->saved_data["scale"].toDouble(), s[5],
-                                                       kernels::FlashDocuments{s[6], s[7]}, s[8]);
+                                                       kernels::FlashDocuments{s[6], s[7]}, s[8], deterministic);
     return {dq, dk, dv, dgate, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
