@@ -62,7 +62,10 @@
 #include "model/fused_attention.h"
 #include "model/fused_ops.h"
 #include "sluice/attention.h"
+#include "sluice/config.h"
 #include "sluice/model.h"
+#include "sluice/trainer.h"
+#include "test_util.h"
 #include "train/adamw.h"
 #include "train/device.h"
 #include "train/train_step.h"
@@ -888,6 +891,33 @@ TEST(FusedBackend, ModelTrainsInBf16AndMatchesSdpa) {
     // (a few 2^-8 relative), which moves a cross-entropy of ~ln 128 by far less than 0.02.
     EXPECT_NEAR(first_loss[0], first_loss[1], 0.02);
   }
+}
+
+// train.deterministic on the GPU (torch.use_deterministic_algorithms for the run): two runs of
+// one config, `fused` attention (its deterministic dQ kernel) with GQA and a window under bf16
+// autocast, give bitwise the same loss curve, and none of the model's CUDA operations stops the
+// run for want of a deterministic implementation.
+TEST(FusedBackend, TrainDeterministicReproducesTheLossCurveBitwise) {
+  REQUIRE_FLASH();
+  const testing::TempDir dir;
+  const std::string corpus = testing::write_file(dir.file("corpus.txt"), testing::make_corpus(60000));
+  const LoadedConfig cfg = load_config_text(
+      "{}", "test",
+      {"data.train=" + corpus, "model.d_model=128", "model.n_layers=2", "model.n_heads=2", "model.n_kv_heads=1",
+       "model.ffn_hidden=256", "model.attention.backend=fused", "model.attention.window_pattern=[24, 0]",
+       "data.seq_len=96", "train.micro_batch=4", "train.steps=12", "train.log_every=1", "train.eval_every=6",
+       "train.eval_batches=2", "train.device=cuda", "train.deterministic=true", "log.level=warn"});
+  std::vector<TrainSummary> runs;
+  for (const char* name : {"a", "b"}) {
+    TrainOptions opts;
+    opts.run_dir = dir.file(name);
+    runs.push_back(train(cfg, opts));
+  }
+  ASSERT_EQ(runs[0].logged_losses.size(), 12u);
+  ASSERT_EQ(runs[1].logged_losses.size(), 12u);
+  for (size_t i = 0; i < 12; ++i) EXPECT_EQ(runs[0].logged_losses[i], runs[1].logged_losses[i]) << "step " << i + 1;
+  EXPECT_EQ(runs[0].final_val_loss, runs[1].final_val_loss);
+  EXPECT_FALSE(at::globalContext().deterministicAlgorithms());
 }
 
 }  // namespace

@@ -169,6 +169,22 @@ TEST_F(TrainRun, SameSeedSameLossCurveBitwise) {
   EXPECT_NE(a.logged_losses.back(), c.logged_losses.back());
 }
 
+// train.deterministic turns PyTorch's deterministic algorithms on for the run only (restored
+// after) and says so in train.log; on the CPU, whose path is deterministic anyway, the loss
+// curve is bitwise the default's.
+TEST_F(TrainRun, DeterministicAlgorithmsForTheRunOnly) {
+  ASSERT_FALSE(at::globalContext().deterministicAlgorithms());
+  const TrainSummary plain = run(config(), "plain");
+  const TrainSummary det = run(config({"train.deterministic=true", "log.level=info"}), "det");
+  EXPECT_FALSE(at::globalContext().deterministicAlgorithms()) << "the setting must not outlive the run";
+  ASSERT_EQ(plain.logged_losses.size(), det.logged_losses.size());
+  for (size_t i = 0; i < plain.logged_losses.size(); ++i) EXPECT_EQ(plain.logged_losses[i], det.logged_losses[i]) << i;
+  EXPECT_EQ(plain.final_val_loss, det.final_val_loss);
+  const std::string log_text = testing::read_file(dir.file("det/train.log"));
+  EXPECT_NE(log_text.find("train.deterministic: PyTorch's deterministic algorithms on"), std::string::npos) << log_text;
+  EXPECT_EQ(testing::read_file(dir.file("plain/train.log")).find("train.deterministic"), std::string::npos);
+}
+
 TEST(TrainStep, GradAccumulationEqualsOneLargeBatch) {
   ModelConfig m;
   m.vocab_size = 64;

@@ -130,6 +130,7 @@ struct TrainConfig {
   int64_t seed = 1234;
   int64_t threads = 0;
   std::string on_nonfinite = "abort";
+  bool deterministic = false;  // torch.use_deterministic_algorithms for the run (reproducible GPU kernels)
 };
 
 struct OptimConfig {

@@ -357,6 +357,13 @@ std::vector<Field> build_schema() {
                                  "line, write RUN_DIR/nonfinite.json and exit 1 (checkpoints stay as they were); "
                                  "`skip`: drop the update, count it (`skipped_steps` in metrics) and go on.")
       .choices({"abort", "skip"});
+  b.add(KEY(train.deterministic), "PyTorch's deterministic algorithms for the run "
+                                  "(`torch.use_deterministic_algorithms(True)`), so that on a GPU too the same seed "
+                                  "and config give the same loss curve: the `fused` attention backward computes dQ "
+                                  "with its deterministic kernel (slower backward, docs/attention.md), "
+                                  "CUBLAS_WORKSPACE_CONFIG is set to `:4096:8` unless already set, and an operation "
+                                  "without a deterministic implementation stops the run with PyTorch's error naming "
+                                  "it. The CPU path is deterministic either way. May change on resume.");
   // optim
   b.add(KEY(optim.name), "Optimizer: `adamw` (decoupled weight decay).").choices({"adamw"});
   b.add(KEY(optim.lr), "Peak learning rate.").min(0.0, true);

@@ -7,6 +7,8 @@
 #include <cuda_runtime_api.h>
 #include <torch/cuda.h>
 
+#include <cstdlib>
+
 #include "sluice/errors.h"
 
 namespace sluice {
@@ -56,6 +58,19 @@ AutocastScope::~AutocastScope() {
   at::autocast::set_autocast_enabled(type_, prev_enabled_);
   at::autocast::set_autocast_dtype(type_, prev_dtype_);
   if (!prev_enabled_) at::autocast::clear_cache();
+}
+
+DeterministicAlgorithmsScope::DeterministicAlgorithmsScope(bool enabled) : enabled_(enabled) {
+  if (!enabled_) return;
+  at::Context& ctx = at::globalContext();
+  prev_ = ctx.deterministicAlgorithms();
+  prev_warn_only_ = ctx.deterministicAlgorithmsWarnOnly();
+  setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8", /*overwrite=*/0);
+  ctx.setDeterministicAlgorithms(true, /*warn_only=*/false);
+}
+
+DeterministicAlgorithmsScope::~DeterministicAlgorithmsScope() {
+  if (enabled_) at::globalContext().setDeterministicAlgorithms(prev_, prev_warn_only_);
 }
 
 int64_t peak_device_memory(const c10::Device& device) {

@@ -32,6 +32,22 @@ class AutocastScope {
   at::ScalarType prev_dtype_ = at::kFloat;
 };
 
+// train.deterministic: PyTorch's deterministic algorithms (not warn-only) for the scope, the
+// previous setting restored after. Sets CUBLAS_WORKSPACE_CONFIG=:4096:8 first when unset
+// (cuBLAS refuses deterministic mode without it; read when PyTorch creates its handles, after
+// this). No-op when disabled.
+class DeterministicAlgorithmsScope {
+ public:
+  explicit DeterministicAlgorithmsScope(bool enabled);
+  ~DeterministicAlgorithmsScope();
+  DeterministicAlgorithmsScope(const DeterministicAlgorithmsScope&) = delete;
+  DeterministicAlgorithmsScope& operator=(const DeterministicAlgorithmsScope&) = delete;
+
+ private:
+  bool enabled_;
+  bool prev_ = false, prev_warn_only_ = false;
+};
+
 // Peak bytes allocated on a CUDA device since the last reset (0 on CPU).
 int64_t peak_device_memory(const c10::Device& device);
 void reset_peak_device_memory(const c10::Device& device);

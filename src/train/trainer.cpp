@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -113,6 +114,7 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
 
   // --- everything that can fail on bad input, before the disk is touched ---
   const c10::Device device = resolve_device(cfg.train.device);
+  const DeterministicAlgorithmsScope determinism(cfg.train.deterministic);
   const bool bf16 = use_bf16(cfg.train.precision, device);
   if (cfg.train.threads > 0) at::set_num_threads(static_cast<int>(cfg.train.threads));
   const std::unique_ptr<Tokenizer> tok = load_tokenizer(cfg.data.tokenizer);
@@ -167,6 +169,11 @@ TrainSummary train(const LoadedConfig& loaded, const TrainOptions& opts) {
   if (resume) log::info(fmt::format("resuming from {} (step {})", resume->dir, state.step));
   log::info(fmt::format("device {} ({}), precision {}, attention backend {}", device.str(), device_name(device),
                         bf16 ? "bf16 autocast" : "fp32", cfg.model.attention.backend));
+  if (cfg.train.deterministic) {
+    const char* cublas = std::getenv("CUBLAS_WORKSPACE_CONFIG");
+    log::info(fmt::format("train.deterministic: PyTorch's deterministic algorithms on (CUBLAS_WORKSPACE_CONFIG={})",
+                          cublas != nullptr ? cublas : ""));
+  }
   if (cfg.data.respect_documents) {
     uint64_t docs = 0;
     for (size_t i = 0; i < data.train->segments(); ++i) docs += data.train->segment(i).documents();
