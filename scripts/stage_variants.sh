@@ -57,5 +57,25 @@ std::string flash_backward_tile(int64_t head_dim, const at::Device&) {
 PY
     echo "[variants] .variants/$name: flash_backward_tile added to its host API"
   fi
+  # Revisions before the deterministic dQ kernel lack flash_backward's `deterministic` parameter,
+  # which src/model/fused_attention.cpp passes: add it, refusing true.
+  if ! grep -q "bool deterministic" ".variants/$name/flash_api.h"; then
+    python3 - ".variants/$name" <<'PY'
+import sys
+d = sys.argv[1]
+h = open(d + "/flash_api.h").read()
+old = "const at::Tensor& alibi_slopes = {});"
+i = h.rindex(old)  # flash_backward's, declared after flash_forward's
+h = h[:i] + "const at::Tensor& alibi_slopes = {}, bool deterministic = false);" + h[i + len(old):]
+open(d + "/flash_api.h", "w").write(h)
+c = open(d + "/flash_api.cu").read()
+i = c.index("> flash_backward(")
+j = c.index(") {", i)
+c = c[:j] + (", bool deterministic) {\n  TORCH_CHECK(!deterministic, \"this kernel variant predates the deterministic dQ "
+             "kernel\");") + c[j + 3:]
+open(d + "/flash_api.cu", "w").write(c)
+PY
+    echo "[variants] .variants/$name: flash_backward's deterministic parameter added to its host API (refuses true)"
+  fi
   echo "[variants] .variants/$name <- kernels/flash at $(git rev-parse --short "$rev")"
 done
