@@ -583,27 +583,33 @@ TEST(FlashAttentionDeterminism, ForwardBitwiseBackwardDkDvBitwiseDqToRounding) {
   std::cout << "dQ bitwise equal across two runs: " << (at::equal(a.dq, b.dq) ? "yes" : "no") << "\n";
 }
 
+// One case per feature at head dim D, for checks that repeat the suite's coverage on another
+// code path: odd lengths, GQA 4:1 and 8:1, windows, fp16, decoding (T < S), both gates,
+// documents and ALiBi.
+std::vector<Case> feature_cases(int64_t D) {
+  std::vector<Case> cases = {{3, 8, 2, 17, 17, D, 37, at::kBFloat16},
+                             {1, 8, 1, 1000, 1000, D, 0, at::kBFloat16},
+                             {2, 8, 8, 300, 300, D, 200, at::kHalf},
+                             {2, 8, 2, 150, 1000, D, 37, at::kBFloat16},
+                             {2, 8, 2, 1000, 1000, D, 37, at::kBFloat16, true, Gate::Elementwise},
+                             {3, 8, 2, 300, 300, D, 0, at::kBFloat16, true, Gate::Headwise}};
+  Case docs{3, 8, 2, 1000, 1000, D, 0, at::kBFloat16};
+  docs.docs = true;
+  Case alibi{2, 8, 2, 300, 300, D, 37, at::kBFloat16};
+  alibi.alibi = true;
+  cases.push_back(docs);
+  cases.push_back(alibi);
+  return cases;
+}
+
 // torch.use_deterministic_algorithms(True): dQ from the deterministic dQ kernel is bitwise the
 // same over two runs and meets the reference bounds; everything else (out, lse, dK, dV, the
 // gate's gradient) is bitwise what the default path computes, since only dQ's kernel changes.
-// Both head dims, odd lengths, GQA 4:1 and 8:1, windows, fp16, decoding (T < S), both gates,
-// documents and ALiBi.
+// Both head dims, feature_cases.
 TEST(FlashAttentionDeterminism, DeterministicAlgorithmsMakeDqBitwiseReproducible) {
   REQUIRE_FLASH();
   for (int64_t D : {64, 128}) {
-    std::vector<Case> cases = {{3, 8, 2, 17, 17, D, 37, at::kBFloat16},
-                               {1, 8, 1, 1000, 1000, D, 0, at::kBFloat16},
-                               {2, 8, 8, 300, 300, D, 200, at::kHalf},
-                               {2, 8, 2, 150, 1000, D, 37, at::kBFloat16},
-                               {2, 8, 2, 1000, 1000, D, 37, at::kBFloat16, true, Gate::Elementwise},
-                               {3, 8, 2, 300, 300, D, 0, at::kBFloat16, true, Gate::Headwise}};
-    Case docs{3, 8, 2, 1000, 1000, D, 0, at::kBFloat16};
-    docs.docs = true;
-    Case alibi{2, 8, 2, 300, 300, D, 37, at::kBFloat16};
-    alibi.alibi = true;
-    cases.push_back(docs);
-    cases.push_back(alibi);
-    for (const Case& c : cases) {
+    for (const Case& c : feature_cases(D)) {
       check_case(c, /*check_grads=*/true, /*deterministic=*/true);
       const Inputs in = make_inputs(c, 31);
       AttentionMask mask;
@@ -726,19 +732,7 @@ TEST(FlashAttentionBwdTile, EveryTileMeetsTheBoundsAndTheDefaultIsTheLargestThat
     EXPECT_EQ(fused_backward_tile(D, device), tiles.front()) << "the default is the largest tile that fits";
     for (const std::string& tile : tiles) {
       const ScopedEnv env("SLUICE_FLASH_BWD_TILE", tile.c_str());
-      std::vector<Case> cases = {{3, 8, 2, 17, 17, D, 37, at::kBFloat16},
-                                 {1, 8, 1, 1000, 1000, D, 0, at::kBFloat16},
-                                 {2, 8, 8, 300, 300, D, 200, at::kHalf},
-                                 {2, 8, 2, 150, 1000, D, 37, at::kBFloat16},
-                                 {2, 8, 2, 1000, 1000, D, 37, at::kBFloat16, true, Gate::Elementwise},
-                                 {3, 8, 2, 300, 300, D, 0, at::kBFloat16, true, Gate::Headwise}};
-      Case docs{3, 8, 2, 1000, 1000, D, 0, at::kBFloat16};
-      docs.docs = true;
-      Case alibi{2, 8, 2, 300, 300, D, 37, at::kBFloat16};
-      alibi.alibi = true;
-      cases.push_back(docs);
-      cases.push_back(alibi);
-      for (const Case& c : cases) {
+      for (const Case& c : feature_cases(D)) {
         SCOPED_TRACE("backward tile " + tile);
         check_case(c, /*check_grads=*/true);
       }

@@ -71,6 +71,18 @@ def document_bounds(seg):
     return start, end
 
 
+def key_tiles(q0, BM, T, S, w, lo, BN):
+    """key_range.h visible_key_tiles: the key tiles [begin, end) query tile q0 can see; lo: the
+    first key each query index may see (documents), or None."""
+    off = S - T
+    q_last = min(q0 + BM, T) - 1
+    key_end = min(S, off + q_last + 1)
+    key_begin = max(0, off + q0 - w + 1) if w > 0 else 0
+    if lo is not None:
+        key_begin = max(key_begin, int(lo[q0]))
+    return key_begin // BN, (key_end + BN - 1) // BN
+
+
 def alibi_ref_offsets(n_rows, rows_per_warp):
     """qpos - q_ref for the rows of a tile: q_ref is the first query of each warp's rows."""
     return (torch.arange(n_rows) % rows_per_warp).float()
@@ -89,17 +101,12 @@ def forward(q, k, v, w, scale, dt, g=None, seg=None, slopes=None):
         kv = h // G
         for mb in range((T + BM - 1) // BM):
             q0, off = mb * BM, S - T
-            q_last = min(q0 + BM, T) - 1
-            key_end = min(S, off + q_last + 1)
-            key_begin = max(0, off + q0 - w + 1) if w > 0 else 0
             lo = starts[b] if starts is not None else None
-            if lo is not None:
-                key_begin = max(key_begin, int(lo[q0]))
             n = min(BM, T - q0)
             Qt = torch.zeros(BM, D)
             Qt[:n] = q[b, h, q0:q0 + n]
             m, l, acc = torch.full((BM,), -math.inf), torch.zeros(BM), torch.zeros(BM, D)
-            for nb in range(key_begin // BN, (key_end + BN - 1) // BN):
+            for nb in range(*key_tiles(q0, BM, T, S, w, lo, BN)):
                 k0 = nb * BN
                 nk = min(BN, S - k0)
                 Kt, Vt = torch.zeros(BN, D), torch.zeros(BN, D)
@@ -201,12 +208,7 @@ def dq_deterministic(dO, q, k, v, L, dsum, w, scale, dt, seg=None, slopes=None):
         kv = h // G
         for mb in range((T + BM - 1) // BM):
             q0, off = mb * BM, S - T
-            q_last = min(q0 + BM, T) - 1
-            key_end = min(S, off + q_last + 1)
-            key_begin = max(0, off + q0 - w + 1) if w > 0 else 0
             lo = starts[b] if starts is not None else None
-            if lo is not None:
-                key_begin = max(key_begin, int(lo[q0]))
             n = min(BM, T - q0)
             Qt, dOt, Lt, Dt = torch.zeros(BM, D), torch.zeros(BM, D), torch.full((BM,), math.inf), torch.zeros(BM)
             Qt[:n], dOt[:n] = q[b, h, q0:q0 + n], dO[b, h, q0:q0 + n]
@@ -214,7 +216,7 @@ def dq_deterministic(dO, q, k, v, L, dsum, w, scale, dt, seg=None, slopes=None):
             if slopes is not None:
                 Lt = Lt + float(slopes[h]) * LOG2E * alibi_ref_offsets(BM, warp_rows)
             acc = torch.zeros(BM, D)
-            for nb in reversed(range(key_begin // BN, (key_end + BN - 1) // BN)):
+            for nb in reversed(range(*key_tiles(q0, BM, T, S, w, lo, BN))):
                 k0 = nb * BN
                 nk = min(BN, S - k0)
                 Kt, Vt = torch.zeros(BN, D), torch.zeros(BN, D)

@@ -67,14 +67,10 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_dq_kernel(const B
   const E* gk = static_cast<const E*>(p.k) + b * p.k_batch_stride + kvh * p.k_head_stride;
   const E* gv = static_cast<const E*>(p.v) + b * p.v_batch_stride + kvh * p.v_head_stride;
 
-  // Keys any row of this tile can see (as the forward).
-  const int q_last = min(q0 + kBlockM, T) - 1;
-  const int key_end = min(S, offset + q_last + 1);
-  int key_begin = p.window > 0 ? max(0, offset + q0 - p.window + 1) : 0;
+  // Key tiles any row of this tile can see (key_range.h).
   const int* doc_start = kDocs ? p.doc_start + b * p.doc_batch_stride : nullptr;
-  if constexpr (kDocs) key_begin = max(key_begin, doc_start[q0]);  // rows' starts never decrease
-  const int n_begin = key_begin / kBlockN;
-  const int n_end = (key_end + kBlockN - 1) / kBlockN;
+  const TileSpan key_tiles = visible_key_tiles<kDocs>(q0, kBlockM, T, S, p.window, kDocs ? doc_start[q0] : 0, kBlockN);
+  const int n_begin = key_tiles.begin, n_end = key_tiles.end;
 
   cp_async_rows<kBlockM, D, kPitch, kNThreads>(sQ, gq, p.q_row_stride, q0, T, tid);
   cp_async_rows<kBlockM, D, kPitch, kNThreads>(sdO, gdo, p.do_row_stride, q0, T, tid);
