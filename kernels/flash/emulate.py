@@ -184,12 +184,12 @@ def backward(dO, q, k, v, O, L, w, scale, dt, g=None, seg=None, slopes=None):
                     ds = rnd(p * (dp - Dt[:, None]), dt)
                     dv += rnd(p, dt).T @ dOt
                     dk += ds.T @ Qt
-                    dQ[b, q0:q0 + n, h] += (ds @ Kt * scale)[:n]
+                    dQ[b, q0:q0 + n, h] += (ds @ Kt)[:n]  # scaled in the conversion
             dK[b, kv, k0:k0 + nk] = rnd(dk[:nk] * scale, dt)
             dV[b, kv, k0:k0 + nk] = rnd(dv[:nk], dt)
     if DETERMINISTIC_DQ:
         return dq_deterministic(dO, q, k, v, L, dsum, w, scale, dt, seg, slopes), dK, dV, dg
-    return rnd(dQ.transpose(1, 2), dt), dK, dV, dg
+    return rnd(dQ.transpose(1, 2) * scale, dt), dK, dV, dg
 
 
 def dq_deterministic(dO, q, k, v, L, dsum, w, scale, dt, seg=None, slopes=None):

@@ -273,7 +273,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     return {dq, dk, dv, dgate};
   }
   const int64_t dq_rows = (T + kDqAccumRowMultiple - 1) / kDqAccumRowMultiple * kDqAccumRowMultiple;
-  const at::Tensor dq_accum = at::zeros({B, H, dq_rows, D}, q.options().dtype(at::kFloat));
+  // Deterministic: only the key-tile kernel's atomics land here, nothing reads it.
+  const at::Tensor dq_accum = deterministic ? at::empty({B, H, dq_rows, D}, q.options().dtype(at::kFloat))
+                                            : at::zeros({B, H, dq_rows, D}, q.options().dtype(at::kFloat));
   const at::Tensor dsum = at::empty({B, H, T}, q.options().dtype(at::kFloat));
 
   BwdParams p{};
@@ -283,6 +285,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
   p.dsum = dsum.data_ptr<float>();
   p.dq_accum = dq_accum.data_ptr<float>();
   p.dq_accum_rows = static_cast<int>(dq_rows);
+  p.dq = dq.data_ptr();
+  p.dq_batch_stride = dq.stride(0), p.dq_head_stride = dq.stride(1), p.dq_row_stride = dq.stride(2);
+  p.deterministic_dq = deterministic;
   p.dk = dk.data_ptr();
   p.dv = dv.data_ptr();
   p.dk_batch_stride = dk.stride(0), p.dk_head_stride = dk.stride(1), p.dk_row_stride = dk.stride(2);
@@ -302,16 +307,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
   if (alibi_slopes.defined()) p.alibi_slopes = alibi_slopes.data_ptr<float>();
   p.sectioned_order = sectioned_order_from_env();
   const cudaStream_t stream = at::cuda::getCurrentCUDAStream();
-  if (deterministic) {  // the key-tile kernel's atomics go to dq_accum, which nothing reads
-    p.dq = dq.data_ptr();
-    p.dq_batch_stride = dq.stride(0), p.dq_head_stride = dq.stride(1), p.dq_row_stride = dq.stride(2);
-  }
   run_bwd(p, D, q.scalar_type(), tile, stream);
-  if (deterministic) {
-    run_bwd_dq(p, D, q.scalar_type(), stream);
-  } else {
-    dq.copy_(dq_accum.narrow(2, 0, T));  // one pass, fp32 [B, H, T(+pad), D] -> q's dtype, [B, T, H, D] memory
-  }
+  if (deterministic) run_bwd_dq(p, D, q.scalar_type(), stream);
   return {dq, dk, dv, dgate};
 }
 

@@ -11,7 +11,8 @@
 //    in registers, stores P and dS (rounded to the input type, as FlashAttention-2) to shared
 //    memory, and accumulates dV += Pᵀ·dO and dK += dSᵀ·Q in fp32 registers for the whole walk,
 //    so dK/dV of a kv head sum over its query heads before the single cast at the end.
-//    dQ_i += scale·dS·K is added to a global fp32 buffer with atomics, cast afterwards.
+//    dQ_i += dS·K is added to a global fp32 buffer with atomics; flash_bwd_convert_dq.cuh scales
+//    and casts it afterwards.
 //    Warp tilings: traits.h (BwdTraits). ALiBi as in the forward (flash_fwd_kernel.cuh): the
 //    scores get (slope/scale)·(key - q_ref), q_ref the warp's first query position, and each
 //    row's L·log2 e the row part slope·log2 e·(qpos - q_ref); the bias is constant, so dS and
@@ -295,7 +296,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
       }
     }
 
-    // dQ += scale·dS·K for this warp's rows and columns.
+    // dQ += dS·K for this warp's rows and columns (the scale comes in the conversion).
     float dq[kDqMT][kDqNT][4];
 #pragma unroll
     for (int mt = 0; mt < kDqMT; ++mt)
@@ -331,8 +332,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdP
       for (int half = 0; half < 2; ++half)
 #pragma unroll
         for (int nt = 0; nt < kDqNT; ++nt)
-          atomic_add2(dq_tile + (mt * 16 + 8 * half) * D + nt * 8, dq[mt][nt][2 * half] * p.scale,
-                      dq[mt][nt][2 * half + 1] * p.scale);
+          atomic_add2(dq_tile + (mt * 16 + 8 * half) * D + nt * 8, dq[mt][nt][2 * half], dq[mt][nt][2 * half + 1]);
     head_i = next_head, m_i = next_m;
   }
 

@@ -2,6 +2,7 @@
 #pragma once
 #include <c10/cuda/CUDAException.h>
 
+#include "flash/flash_bwd_convert_dq.cuh"
 #include "flash/flash_bwd_dq_kernel.cuh"
 #include "flash/flash_bwd_kernel.cuh"
 #include "flash/flash_bwd_preprocess.cuh"
@@ -106,6 +107,12 @@ void launch_bwd(const BwdParams& p, cudaStream_t stream) {
                           (p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, p.batch * p.kv_heads, group_bytes);
   kernel<<<pm.order.tiles * pm.order.groups, Traits::kNThreads, Traits::kSmemBytes, stream>>>(pm);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
+
+  if (!p.deterministic_dq) {  // else launch_bwd_dq writes dq
+    flash_bwd_convert_dq_kernel<E, Traits::kHeadDim>
+        <<<static_cast<unsigned>((n_rows + kRowsPerBlock - 1) / kRowsPerBlock), kThreads, 0, stream>>>(p);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
 }
 
 // After launch_bwd (dsum and, gated, dout_attn written): dQ into p.dq, deterministically.

@@ -15,12 +15,13 @@ template <int kHeadDim, typename Element>
 void run_flash_fwd(const FwdParams& params, cudaStream_t stream);
 
 // Fills params.dsum (and, gated, dout_attn and dgate), then runs the key-tile kernel with tile
-// kTile of bwd_tiles.h's list for the head dim; params.dq_accum must be zeroed.
+// kTile of bwd_tiles.h's list for the head dim and, unless params.deterministic_dq, writes
+// params.dq from params.dq_accum, which must be zeroed.
 template <int kHeadDim, typename Element, int kTile>
 void run_flash_bwd(const BwdParams& params, cudaStream_t stream);
 
-// After run_flash_bwd: dQ written to params.dq, each row summed in one fixed order
-// (flash_bwd_dq_kernel.cuh); params.dq must be set.
+// After run_flash_bwd with params.deterministic_dq: dQ written to params.dq, each row summed
+// in one fixed order (flash_bwd_dq_kernel.cuh).
 template <int kHeadDim, typename Element>
 void run_flash_bwd_dq(const BwdParams& params, cudaStream_t stream);
 
