@@ -46,7 +46,7 @@ __device__ __forceinline__ void atomic_add2(float* dq, float x, float y) {
 // kDocs: documents packed in rows (params.h doc_start/doc_end); kAlibi: the ALiBi bias
 // (params.h alibi_slopes). Template flags.
 template <typename Traits, bool kDocs, bool kAlibi>
-__global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_kernel(const BwdParams p) {
+__global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) flash_bwd_kernel(const BwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 mma.sync and cp.async need sm_80; the host API never launches below it
 #else

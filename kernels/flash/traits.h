@@ -101,6 +101,13 @@ struct BwdTraits {
   static constexpr int kSmemBytes = kSmemdS + align128(kBlockM * kPitchP * 2);
   static_assert(kSmemBytes == bwd_smem_bytes(kHeadDim, BwdTile{kBlockM, kBlockN}),
                 "bwd_tiles.h chooses tiles by this layout's size");
+  // Blocks per SM the kernel is compiled for (__launch_bounds__; 0 leaves ptxas free, up to 255
+  // registers). Tiles whose shared memory lets two blocks share an A100's SM (164 KB, 1 KB
+  // reserved per block; an H100's too) are capped at 128 registers so that two do: 32x64 at
+  // head dim 128 and 64x64 at 64, which left free took 158-174 registers (one block, 8 warps
+  // per SM) and capped spill nothing (ptxas, sm_80 and sm_90a; +0-4% key-loop instructions).
+  // The larger tiles need far more than 128.
+  static constexpr int kMinBlocksPerSm = 2 * (kSmemBytes + 1024) <= 164 * 1024 ? 2 : 0;
 };
 
 // Deterministic dQ (flash_bwd_dq_kernel.cuh), the backward's optional third kernel: a block owns
