@@ -273,9 +273,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
     return {dq, dk, dv, dgate};
   }
   const int64_t dq_rows = (T + kDqAccumRowMultiple - 1) / kDqAccumRowMultiple * kDqAccumRowMultiple;
-  // Deterministic: only the key-tile kernel's atomics land here, nothing reads it.
-  const at::Tensor dq_accum = deterministic ? at::empty({B, H, dq_rows, D}, q.options().dtype(at::kFloat))
-                                            : at::zeros({B, H, dq_rows, D}, q.options().dtype(at::kFloat));
+  // Deterministic: the dQ kernel computes dQ, no accumulation buffer.
+  const at::Tensor dq_accum = deterministic ? at::Tensor() : at::zeros({B, H, dq_rows, D}, q.options().dtype(at::kFloat));
   const at::Tensor dsum = at::empty({B, H, T}, q.options().dtype(at::kFloat));
 
   BwdParams p{};
@@ -283,7 +282,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> flash_backward(
   p.dout = dout.data_ptr();
   p.do_batch_stride = dout.stride(0), p.do_head_stride = dout.stride(1), p.do_row_stride = dout.stride(2);
   p.dsum = dsum.data_ptr<float>();
-  p.dq_accum = dq_accum.data_ptr<float>();
+  p.dq_accum = deterministic ? nullptr : dq_accum.data_ptr<float>();
   p.dq_accum_rows = static_cast<int>(dq_rows);
   p.dq = dq.data_ptr();
   p.dq_batch_stride = dq.stride(0), p.dq_head_stride = dq.stride(1), p.dq_row_stride = dq.stride(2);

@@ -10,9 +10,8 @@
 //     dS = P ⊙ (dP - D),  dQ += dS·K
 // with dS rounded to the input type from the score registers (as the key-tile kernel rounds
 // it into shared memory), and writes scale·dQ once, cast to q's dtype. Every row's sum runs in
-// one order: bitwise reproducible. The price is S and dP once more (the key-tile kernel still
-// runs its own dQ product and atomics into a scratch buffer: it is shared with the default
-// path unchanged). Masks and ALiBi as the forward (flash_fwd_kernel.cuh): the scores get
+// one order: bitwise reproducible. The price is S and dP once more; the key-tile kernel then
+// runs without its dQ product and atomics (its kDq flag false). Masks and ALiBi as the forward (flash_fwd_kernel.cuh): the scores get
 // (slope/scale)·(key - q_ref), q_ref the warp's first query position, and L·log2 e the row part.
 #pragma once
 #include <cmath>

@@ -20,8 +20,8 @@
 //
 // Determinism: dK and dV are bitwise reproducible (one block per key tile, fixed order). dQ is
 // NOT: fp32 atomic adds from the key-tile blocks land in an unspecified order, so dQ can differ
-// in the last bits between runs. (A separate dQ kernel looping over key tiles would make it
-// deterministic at the cost of recomputing S and dP once more.)
+// in the last bits between runs. Under deterministic dQ this kernel runs with kDq false and
+// flash_bwd_dq_kernel.cuh computes dQ over key tiles in a fixed order instead.
 #pragma once
 #include <cmath>
 
@@ -44,8 +44,9 @@ __device__ __forceinline__ void atomic_add2(float* dq, float x, float y) {
 }
 
 // kDocs: documents packed in rows (params.h doc_start/doc_end); kAlibi: the ALiBi bias
-// (params.h alibi_slopes). Template flags.
-template <typename Traits, bool kDocs, bool kAlibi>
+// (params.h alibi_slopes); kDq: dQ into dq_accum (false under deterministic dQ, which
+// flash_bwd_dq_kernel.cuh computes). Template flags.
+template <typename Traits, bool kDocs, bool kAlibi, bool kDq>
 __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) flash_bwd_kernel(const BwdParams p) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   __trap();  // bf16 mma.sync and cp.async need sm_80; the host API never launches below it
@@ -296,43 +297,46 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
       }
     }
 
-    // dQ += dS·K for this warp's rows and columns (the scale comes in the conversion).
-    float dq[kDqMT][kDqNT][4];
+    // dQ += dS·K for this warp's rows and columns (the scale comes in the conversion); kDq
+    // false: the deterministic dQ kernel computes dQ instead.
+    if constexpr (kDq) {
+      float dq[kDqMT][kDqNT][4];
 #pragma unroll
-    for (int mt = 0; mt < kDqMT; ++mt)
-#pragma unroll
-      for (int nt = 0; nt < kDqNT; ++nt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) dq[mt][nt][r] = 0.f;
-#pragma unroll
-    for (int kc = 0; kc < kBlockN / 16; ++kc) {
-      uint32_t da[kDqMT][4];
-#pragma unroll
-      for (int mt = 0; mt < kDqMT; ++mt) ldmatrix_x4(da[mt], adS + (mt * 16 * kPitchP + kc * 16) * 2);
-#pragma unroll
-      for (int np = 0; np < kDqNT / 2; ++np) {
-        uint32_t kb[4];
-        ldmatrix_x4_trans(kb, aKb + (kc * 16 * kPitch + np * 16) * 2);
-#pragma unroll
-        for (int mt = 0; mt < kDqMT; ++mt) {
-          mma_16816<E>(dq[mt][2 * np], da[mt], kb[0], kb[1]);
-          mma_16816<E>(dq[mt][2 * np + 1], da[mt], kb[2], kb[3]);
-        }
-      }
-    }
-    // dq_accum is [B, H, T rounded up to kBlockM, D]: every row of a tile exists, so the 16
-    // reductions need no bounds test and address one base plus compile-time offsets. With
-    // [B, T, H, D] and a test per row, each row rebuilt a 64-bit address in registers the
-    // previous row's reductions were still reading (Nsight Compute: ~8% of the stall samples).
-    const int64_t dq_row = (static_cast<int64_t>(block_of[0]) * p.heads + h) * p.dq_accum_rows + q0 + dq_row0 + g;
-    float* dq_tile = p.dq_accum + dq_row * D + dq_col0 + 2 * t;
-#pragma unroll
-    for (int mt = 0; mt < kDqMT; ++mt)
-#pragma unroll
-      for (int half = 0; half < 2; ++half)
+      for (int mt = 0; mt < kDqMT; ++mt)
 #pragma unroll
         for (int nt = 0; nt < kDqNT; ++nt)
-          atomic_add2(dq_tile + (mt * 16 + 8 * half) * D + nt * 8, dq[mt][nt][2 * half], dq[mt][nt][2 * half + 1]);
+#pragma unroll
+          for (int r = 0; r < 4; ++r) dq[mt][nt][r] = 0.f;
+#pragma unroll
+      for (int kc = 0; kc < kBlockN / 16; ++kc) {
+        uint32_t da[kDqMT][4];
+#pragma unroll
+        for (int mt = 0; mt < kDqMT; ++mt) ldmatrix_x4(da[mt], adS + (mt * 16 * kPitchP + kc * 16) * 2);
+#pragma unroll
+        for (int np = 0; np < kDqNT / 2; ++np) {
+          uint32_t kb[4];
+          ldmatrix_x4_trans(kb, aKb + (kc * 16 * kPitch + np * 16) * 2);
+#pragma unroll
+          for (int mt = 0; mt < kDqMT; ++mt) {
+            mma_16816<E>(dq[mt][2 * np], da[mt], kb[0], kb[1]);
+            mma_16816<E>(dq[mt][2 * np + 1], da[mt], kb[2], kb[3]);
+          }
+        }
+      }
+      // dq_accum is [B, H, T rounded up to kBlockM, D]: every row of a tile exists, so the 16
+      // reductions need no bounds test and address one base plus compile-time offsets. With
+      // [B, T, H, D] and a test per row, each row rebuilt a 64-bit address in registers the
+      // previous row's reductions were still reading (Nsight Compute: ~8% of the stall samples).
+      const int64_t dq_row = (static_cast<int64_t>(block_of[0]) * p.heads + h) * p.dq_accum_rows + q0 + dq_row0 + g;
+      float* dq_tile = p.dq_accum + dq_row * D + dq_col0 + 2 * t;
+#pragma unroll
+      for (int mt = 0; mt < kDqMT; ++mt)
+#pragma unroll
+        for (int half = 0; half < 2; ++half)
+#pragma unroll
+          for (int nt = 0; nt < kDqNT; ++nt)
+            atomic_add2(dq_tile + (mt * 16 + 8 * half) * D + nt * 8, dq[mt][nt][2 * half], dq[mt][nt][2 * half + 1]);
+    }
     head_i = next_head, m_i = next_m;
   }
 

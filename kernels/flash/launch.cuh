@@ -29,7 +29,8 @@ TileOrder launch_order(bool sectioned, Kernel kernel, int threads, int smem, int
   return plan_tile_order(tiles, groups, group_bytes, sms * (per_sm > 0 ? per_sm : 1), kTileOrderL2Budget);
 }
 
-// The instantiation for one feature set: [docs][gated][alibi] (forward), [docs][alibi] (backward).
+// The instantiation for one feature set: [docs][gated][alibi] (forward), [docs][alibi][dq]
+// (backward; dq false under deterministic dQ).
 template <typename Traits>
 auto fwd_kernel_for(bool docs, bool gated, bool alibi) {
   using Kernel = decltype(&flash_fwd_kernel<Traits, false, false, false>);
@@ -42,11 +43,14 @@ auto fwd_kernel_for(bool docs, bool gated, bool alibi) {
 }
 
 template <typename Traits>
-auto bwd_kernel_for(bool docs, bool alibi) {
-  using Kernel = decltype(&flash_bwd_kernel<Traits, false, false>);
-  constexpr Kernel kTable[2][2] = {{&flash_bwd_kernel<Traits, false, false>, &flash_bwd_kernel<Traits, false, true>},
-                                   {&flash_bwd_kernel<Traits, true, false>, &flash_bwd_kernel<Traits, true, true>}};
-  return kTable[docs][alibi];
+auto bwd_kernel_for(bool docs, bool alibi, bool dq) {
+  using Kernel = decltype(&flash_bwd_kernel<Traits, false, false, true>);
+  constexpr Kernel kTable[2][2][2] = {
+      {{&flash_bwd_kernel<Traits, false, false, false>, &flash_bwd_kernel<Traits, false, false, true>},
+       {&flash_bwd_kernel<Traits, false, true, false>, &flash_bwd_kernel<Traits, false, true, true>}},
+      {{&flash_bwd_kernel<Traits, true, false, false>, &flash_bwd_kernel<Traits, true, false, true>},
+       {&flash_bwd_kernel<Traits, true, true, false>, &flash_bwd_kernel<Traits, true, true, true>}}};
+  return kTable[docs][alibi][dq];
 }
 
 template <typename Traits>
@@ -99,7 +103,7 @@ void launch_bwd(const BwdParams& p, cudaStream_t stream) {
 
   // Gated: the attention's own gradient dO = dY ⊙ σ(g) is what the main kernel differentiates.
   BwdParams pm = with_attention_dout(p);
-  auto kernel = bwd_kernel_for<Traits>(p.doc_start != nullptr, p.alibi_slopes != nullptr);
+  auto kernel = bwd_kernel_for<Traits>(p.doc_start != nullptr, p.alibi_slopes != nullptr, !p.deterministic_dq);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
   // Per group: Q and dO of every query head of the kv head (2-byte elements).
   const int64_t group_bytes = 4ll * Traits::kHeadDim * p.seqlen_q * (p.heads / p.kv_heads);

@@ -46,12 +46,12 @@ struct FwdParams {
 struct BwdParams : FwdParams {
   const void* dout;     // [B, H, T, D], strides below
   float* dsum;          // [B, H, T] contiguous fp32 scratch: D_i = rowsum(dO ⊙ O) = rowsum(dY ⊙ Y), written by the preprocess kernel
-  float* dq_accum;      // [B, H, dq_accum_rows, D] contiguous fp32, zeroed: Σ dS·K, added atomically by the key-tile kernel
+  float* dq_accum;      // [B, H, dq_accum_rows, D] contiguous fp32, zeroed: Σ dS·K, added atomically by the key-tile kernel (null under deterministic dQ)
   int dq_accum_rows;    // T rounded up to a multiple of every backward query tile: rows past T take the tiles' zero padding
   void* dq;             // [B, H, T, D] in q's dtype, strides below: scale·dq_accum (flash_bwd_convert_dq.cuh)
   int64_t dq_batch_stride, dq_head_stride, dq_row_stride;
-  // Deterministic dQ: the dQ kernel (flash_bwd_dq_kernel.cuh) writes dq instead, each row summed
-  // in one fixed order; dq_accum then only absorbs the key-tile kernel's atomics (not zeroed, not read).
+  // Deterministic dQ: the key-tile kernel skips dQ (its kDq flag) and the dQ kernel
+  // (flash_bwd_dq_kernel.cuh) writes dq, each row summed in one fixed order.
   bool deterministic_dq = false;
   void* dk;             // [B, KV, S, D], strides below
   void* dv;             // [B, KV, S, D], strides below
