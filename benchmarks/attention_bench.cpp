@@ -330,9 +330,7 @@ int main(int argc, char** argv) {
       }
       // torch.use_deterministic_algorithms(True): the fused backward adds the deterministic dQ
       // kernel (kernels/flash/flash_bwd_dq_kernel.cuh); the forward is unchanged.
-      at::Context& ctx = at::globalContext();
-      const bool was = ctx.deterministicAlgorithms(), warn_only = ctx.deterministicAlgorithmsWarnOnly();
-      ctx.setDeterministicAlgorithms(true, false);
+      const DeterministicAlgorithmsScope deterministic(true);
       results.push_back(timed_row(
           s, shape_name, "fused_det", fwd_flops,
           [&] {
@@ -341,7 +339,6 @@ int main(int argc, char** argv) {
                            q, k, v, dout, warmup, iters);
           },
           [&](const Timing& t) { return "deterministic dQ; " + vs_fused(t, fused_ms, "plain fused"); }));
-      ctx.setDeterministicAlgorithms(was, warn_only);
     }
     struct Prologue {
       std::optional<CocaMode> mode;

@@ -280,24 +280,10 @@ Expected expected(const Case& c, const Inputs& in, const AttentionMask& mask, do
   return e;
 }
 
-// torch.use_deterministic_algorithms(True) (not warn_only) for a scope: the fused backward then
-// computes dQ with the deterministic dQ kernel (kernels/flash/flash_bwd_dq_kernel.cuh).
-class ScopedDeterministicAlgorithms {
- public:
-  ScopedDeterministicAlgorithms()
-      : was_(at::globalContext().deterministicAlgorithms()),
-        warn_only_(at::globalContext().deterministicAlgorithmsWarnOnly()) {
-    at::globalContext().setDeterministicAlgorithms(true, false);
-  }
-  ~ScopedDeterministicAlgorithms() { at::globalContext().setDeterministicAlgorithms(was_, warn_only_); }
-
- private:
-  bool was_, warn_only_;
-};
-
-// deterministic: the kernels run under ScopedDeterministicAlgorithms, twice, and dQ must be
-// bitwise the same both times (the reference runs outside: cuBLAS refuses deterministic mode
-// without CUBLAS_WORKSPACE_CONFIG).
+// deterministic: the kernels run under DeterministicAlgorithmsScope (train/device.h, what
+// train.deterministic sets: the fused backward then computes dQ with the deterministic dQ
+// kernel, kernels/flash/flash_bwd_dq_kernel.cuh), twice, and dQ must be bitwise the same both
+// times; the fp32 reference runs outside the scope, with the default kernels.
 void check_case(const Case& c, bool check_grads, bool deterministic = false) {
   // LibTorch's default, pinned: a TF32 reference would be less precise than the bounds assume.
   at::globalContext().setAllowTF32CuBLAS(false);
@@ -314,7 +300,7 @@ void check_case(const Case& c, bool check_grads, bool deterministic = false) {
   const std::string name = case_name(c);
   Result f;
   if (deterministic) {
-    const ScopedDeterministicAlgorithms on;
+    const DeterministicAlgorithmsScope on(true);
     f = run_fused(c, in, mask, scale);
     const Result again = run_fused(c, in, mask, scale);
     EXPECT_TRUE(at::equal(f.dq, again.dq)) << name << ": deterministic dQ differs between two runs";
@@ -620,7 +606,7 @@ TEST(FlashAttentionDeterminism, DeterministicAlgorithmsMakeDqBitwiseReproducible
       const Result plain = run_fused(c, in, mask, scale);
       Result det;
       {
-        const ScopedDeterministicAlgorithms on;
+        const DeterministicAlgorithmsScope on(true);
         det = run_fused(c, in, mask, scale);
       }
       const std::string name = case_name(c);

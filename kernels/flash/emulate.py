@@ -83,6 +83,14 @@ def key_tiles(q0, BM, T, S, w, lo, BN):
     return key_begin // BN, (key_end + BN - 1) // BN
 
 
+def kv_tile(k, v, b, kv, k0, BN):
+    """Keys k0 .. k0 + BN - 1 of K and V, rows past the end zero (as cp_async_rows fills them)."""
+    nk = min(BN, k.shape[2] - k0)
+    Kt, Vt = torch.zeros(BN, k.shape[3]), torch.zeros(BN, k.shape[3])
+    Kt[:nk], Vt[:nk] = k[b, kv, k0:k0 + nk], v[b, kv, k0:k0 + nk]
+    return Kt, Vt
+
+
 def alibi_ref_offsets(n_rows, rows_per_warp):
     """qpos - q_ref for the rows of a tile: q_ref is the first query of each warp's rows."""
     return (torch.arange(n_rows) % rows_per_warp).float()
@@ -108,9 +116,7 @@ def forward(q, k, v, w, scale, dt, g=None, seg=None, slopes=None):
             m, l, acc = torch.full((BM,), -math.inf), torch.zeros(BM), torch.zeros(BM, D)
             for nb in range(*key_tiles(q0, BM, T, S, w, lo, BN)):
                 k0 = nb * BN
-                nk = min(BN, S - k0)
-                Kt, Vt = torch.zeros(BN, D), torch.zeros(BN, D)
-                Kt[:nk], Vt[:nk] = k[b, kv, k0:k0 + nk], v[b, kv, k0:k0 + nk]
+                Kt, Vt = kv_tile(k, v, b, kv, k0, BN)
                 s = Qt @ Kt.T
                 if slopes is not None:  # raw units: (slope/scale)·(key - q_ref), q_ref per warp
                     q_ref = off + q0 + (torch.arange(BM) // warp_rows) * warp_rows
@@ -155,8 +161,7 @@ def backward(dO, q, k, v, O, L, w, scale, dt, g=None, seg=None, slopes=None):
             k0, off = nb * BN, S - T
             nk = min(BN, S - k0)
             k_last = k0 + nk - 1
-            Kt, Vt = torch.zeros(BN, D), torch.zeros(BN, D)
-            Kt[:nk], Vt[:nk] = k[b, kv, k0:k0 + nk], v[b, kv, k0:k0 + nk]
+            Kt, Vt = kv_tile(k, v, b, kv, k0, BN)
             q_begin = max(0, k0 - off)
             q_end = min(T, k_last + w - off) if w > 0 else T
             lo = starts[b] if starts is not None else None
@@ -218,9 +223,7 @@ def dq_deterministic(dO, q, k, v, L, dsum, w, scale, dt, seg=None, slopes=None):
             acc = torch.zeros(BM, D)
             for nb in reversed(range(*key_tiles(q0, BM, T, S, w, lo, BN))):
                 k0 = nb * BN
-                nk = min(BN, S - k0)
-                Kt, Vt = torch.zeros(BN, D), torch.zeros(BN, D)
-                Kt[:nk], Vt[:nk] = k[b, kv, k0:k0 + nk], v[b, kv, k0:k0 + nk]
+                Kt, Vt = kv_tile(k, v, b, kv, k0, BN)
                 s, dp = Qt @ Kt.T, dOt @ Vt.T
                 if slopes is not None:
                     q_ref = off + q0 + (torch.arange(BM) // warp_rows) * warp_rows

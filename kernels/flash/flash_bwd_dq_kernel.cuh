@@ -129,11 +129,12 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_dq_kernel(const B
       cp_async_commit();
     }
 
-    float s[kNT][4], dp[kNT][4];
+    // The warp's one m16 tile of scores (as [1][...]: the shared helpers take m-tiles) and dP.
+    float s[1][kNT][4], dp[kNT][4];
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-      for (int r = 0; r < 4; ++r) s[nt][r] = 0.f, dp[nt][r] = 0.f;
+      for (int r = 0; r < 4; ++r) s[0][nt][r] = 0.f, dp[nt][r] = 0.f;
 #pragma unroll
     for (int kk = 0; kk < D / 16; ++kk) {
       uint32_t qa[4], da[4];
@@ -144,8 +145,8 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_dq_kernel(const B
         uint32_t kb[4], vb[4];
         ldmatrix_x4(kb, aKt + kst + (np * 16 * kPitch + kk * 16) * 2);
         ldmatrix_x4(vb, aVt + (np * 16 * kPitch + kk * 16) * 2);
-        mma_16816<E>(s[2 * np], qa, kb[0], kb[1]);
-        mma_16816<E>(s[2 * np + 1], qa, kb[2], kb[3]);
+        mma_16816<E>(s[0][2 * np], qa, kb[0], kb[1]);
+        mma_16816<E>(s[0][2 * np + 1], qa, kb[2], kb[3]);
         mma_16816<E>(dp[2 * np], da, vb[0], vb[1]);
         mma_16816<E>(dp[2 * np + 1], da, vb[2], vb[3]);
       }
@@ -172,37 +173,26 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_dq_kernel(const B
       for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
         for (int r = 0; r < 4; ++r)
-          if (rows[r / 2].hides(k0 + nt * 8 + 2 * t + (r & 1))) s[nt][r] = -INFINITY;
+          if (rows[r / 2].hides(k0 + nt * 8 + 2 * t + (r & 1))) s[0][nt][r] = -INFINITY;
     }
-    if constexpr (kAlibi) {
-      float s3[1][kNT][4];  // add_alibi takes m-tiles
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) s3[0][nt][r] = s[nt][r];
-      add_alibi(s3, alibi, k0 + 2 * t - qpos_first);
-#pragma unroll
-      for (int nt = 0; nt < kNT; ++nt)
-#pragma unroll
-        for (int r = 0; r < 4; ++r) s[nt][r] = s3[0][nt][r];
-    }
+    if constexpr (kAlibi) add_alibi(s, alibi, k0 + 2 * t - qpos_first);
     // dS = P ⊙ (dP - D) in fp32, kept in s.
 #pragma unroll
     for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
       for (int r = 0; r < 4; ++r) {
-        const float pv = fast_exp2(fmaf(s[nt][r], p.scale_log2, -lse2[r / 2]));
-        s[nt][r] = pv * (dp[nt][r] - dsum[r / 2]);
+        const float pv = fast_exp2(fmaf(s[0][nt][r], p.scale_log2, -lse2[r / 2]));
+        s[0][nt][r] = pv * (dp[nt][r] - dsum[r / 2]);
       }
 
     // dQ += dS·K: two adjacent score tiles are one A fragment over 16 keys, rounded to E.
 #pragma unroll
     for (int kc = 0; kc < kBlockN / 16; ++kc) {
       uint32_t a[4];
-      a[0] = pack2<E>(s[2 * kc][0], s[2 * kc][1]);
-      a[1] = pack2<E>(s[2 * kc][2], s[2 * kc][3]);
-      a[2] = pack2<E>(s[2 * kc + 1][0], s[2 * kc + 1][1]);
-      a[3] = pack2<E>(s[2 * kc + 1][2], s[2 * kc + 1][3]);
+      a[0] = pack2<E>(s[0][2 * kc][0], s[0][2 * kc][1]);
+      a[1] = pack2<E>(s[0][2 * kc][2], s[0][2 * kc][3]);
+      a[2] = pack2<E>(s[0][2 * kc + 1][0], s[0][2 * kc + 1][1]);
+      a[3] = pack2<E>(s[0][2 * kc + 1][2], s[0][2 * kc + 1][3]);
 #pragma unroll
       for (int dp2 = 0; dp2 < D / 16; ++dp2) {
         uint32_t kb[4];

@@ -71,15 +71,14 @@ struct FwdTraits {
 //   dV += Pᵀ·dO, dK += dSᵀ·Q [kBlockN x D]      4 x 2  (fp32 registers for the whole walk)
 //   dQ = dS·K               [kBlockM x D]       2 x 4  (added to a global fp32 buffer)
 // P and dS go through shared memory: the dV/dK products read them transposed.
-// kTile: the index into bwd_tiles.h's list of tile sizes for the head dim (0, the largest, on
+// kTile_: the index into bwd_tiles.h's list of tile sizes for the head dim (0, the largest, on
 // the H100; smaller ones where shared memory is scarcer).
 template <int kHeadDim_, typename Element_, int kTile_ = 0>
 struct BwdTraits {
   using Element = Element_;
   static constexpr int kHeadDim = kHeadDim_;
-  static constexpr int kTile = kTile_;
-  static constexpr int kBlockM = bwd_tile(kHeadDim, kTile).block_m;
-  static constexpr int kBlockN = bwd_tile(kHeadDim, kTile).block_n;
+  static constexpr int kBlockM = bwd_tile(kHeadDim, kTile_).block_m;
+  static constexpr int kBlockN = bwd_tile(kHeadDim, kTile_).block_n;
   static constexpr int kNWarps = 8;
   static constexpr int kNThreads = kNWarps * 32;
   // Per-warp tiles of the three products (m16 tiles x n8 tiles).
