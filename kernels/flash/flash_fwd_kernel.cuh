@@ -21,7 +21,6 @@
 // L = (m·scale·log2 e + log2 l)·ln 2 are written. Deterministic: no atomics.
 #pragma once
 #include <cmath>
-#include <type_traits>
 
 #include "flash/gate.cuh"
 #include "flash/key_range.h"
@@ -137,10 +136,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
   const uint32_t aV = smem_addr(sV + (lane % 8 + ((lane / 8) % 2) * 8) * kPitch + (lane / 16) * 8);
 
   // kGated, elementwise: the warp's [kWarpM, D] logits, copied over its own rows of sQ once
-  // its last Q·Kᵀ has read them (no other warp reads those rows). The copy then overlaps
-  // the last tile's softmax and P·V, and the gate costs no shared memory of its own:
-  // prefetching it with Q took 34 KB more per block (less L1 beside it) and delayed the
-  // first tile.
+  // every warp is past its last Q·Kᵀ (no other warp reads those rows), where the other tiles
+  // start the next K copy. The copy then overlaps the last tile's P·V, and the gate costs no
+  // shared memory of its own: prefetching it with Q took 34 KB more per block (less L1 beside
+  // it) and delayed the first tile. Issued earlier, right after the last Q·Kᵀ, it needed
+  // either a branch that split every iteration's schedule or the last tile peeled off the
+  // loop, whose second copy of the tile's code left ptxas short of registers at head dim 128
+  // (15 local-memory accesses per iteration against the plain loop's 1; sass_report --loops).
   const bool elementwise_gate = kGated && !p.gate_headwise;
   auto load_gate_rows = [&] {
     __syncwarp();
@@ -150,12 +152,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
     cp_async_commit();
   };
 
-  // One key tile. kGateTile: the block's last tile under the G1 gate, whose elementwise logits
-  // are copied in after its Q·Kᵀ. That tile is peeled off the loop so the loop body is the
-  // ungated kernel's: a branch for the copy inside it split Q·Kᵀ from the softmax in every
-  // iteration's instruction schedule.
-  auto key_tile = [&](const int n_block, auto gate_tile) {
-    constexpr bool kGateTile = decltype(gate_tile)::value;
+  for (int n_block = n_end - 1; n_block >= n_begin; --n_block) {
     const int k0 = n_block * kBlockN;
     cp_async_wait<0>();
     __syncthreads();  // K (and Q) landed; every warp is done with the previous V
@@ -185,8 +182,6 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
         }
       }
     }
-    const bool gate_now = kGateTile && elementwise_gate;
-    if (gate_now) load_gate_rows();
 
     // Masking only where some (row, key) of the tile is hidden: past the end of the keys,
     // right of the diagonal, or left of the window.
@@ -241,14 +236,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
         for (int dt = 0; dt < kDT; ++dt) acc_o[mt][dt][2 * half] *= alpha, acc_o[mt][dt][2 * half + 1] *= alpha;
       }
 
-    if (gate_now)
-      cp_async_wait<1>();  // the gate's copy (the newest group) may still be in flight
-    else
-      cp_async_wait<0>();
+    cp_async_wait<0>();
     __syncthreads();  // V landed; every warp is done with this K
     if (n_block > n_begin) {
       cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0 - kBlockN, S, tid);
       cp_async_commit();
+    } else if (elementwise_gate) {
+      load_gate_rows();  // the last tile: K and this warp's rows of Q are done with
     }
 
     // O += P·V: two adjacent score tiles are one A fragment over 16 keys.
@@ -273,12 +267,6 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
         }
       }
     }
-  };
-  if constexpr (kGated) {
-    for (int n_block = n_end - 1; n_block > n_begin; --n_block) key_tile(n_block, std::false_type{});
-    if (n_end > n_begin) key_tile(n_begin, std::true_type{});
-  } else {
-    for (int n_block = n_end - 1; n_block >= n_begin; --n_block) key_tile(n_block, std::false_type{});
   }
 
   // Epilogue. Every valid row sees at least its own key, so l > 0 there; padding rows
