@@ -116,6 +116,7 @@ struct Case {
   Gate gate = Gate::None;
   bool docs = false;  // documents packed in rows (AttentionMask::segments, make_segments)
   bool alibi = false;  // ALiBi slopes of c.H heads (alibi_slopes_tensor)
+  bool jumps = false;  // keys every query aligns with (make_inputs): the row maximum jumps
 };
 
 std::string case_name(const Case& c) {
@@ -123,7 +124,7 @@ std::string case_name(const Case& c) {
          std::to_string(c.T) + "S" + std::to_string(c.S) + "D" + std::to_string(c.D) + "W" + std::to_string(c.window) +
          "_" + (c.dtype == at::kBFloat16 ? "bf16" : "fp16") + (c.bthd ? "" : "_bhtd") +
          (c.gate == Gate::Elementwise ? "_gate" : c.gate == Gate::Headwise ? "_headgate" : "") +
-         (c.docs ? "_docs" : "") + (c.alibi ? "_alibi" : "");
+         (c.docs ? "_docs" : "") + (c.alibi ? "_alibi" : "") + (c.jumps ? "_jumps" : "");
 }
 
 // Document indices [B, T] for c.docs: row 0 random boundaries (about one per 150 positions, so
@@ -165,6 +166,22 @@ Inputs make_inputs(const Case& c, uint64_t seed) {
   // inputs stay what they were).
   if (c.gate != Gate::None)
     in.gb = (2 * at::randn({c.B, c.T, c.H, c.gate == Gate::Headwise ? 1 : c.D}, opts)).to(c.dtype);
+  // c.jumps: every query gets 3·u (u a random unit vector) and key 0 is 4.6·√D·u, keys S/3 and
+  // 2S/3 half that, like attention sinks: scaled by 1/√D, key 0 scores ~20 ± 7 powers of two
+  // above a row's other keys and the middle ones ~10 ± 3, against ~2^1.5 spread elsewhere. The
+  // forward walks keys from the diagonal down, so a row's maximum jumps past the lazy rescaling's
+  // slack (2^8, flash_fwd_kernel.cuh) at key 0 and mostly stays within it at the middle keys,
+  // whose probabilities then reach ~2^7 against the stale reference.
+  if (c.jumps) {
+    at::Tensor u = at::randn({c.D}, opts);
+    u = u / u.norm();
+    in.qb = (in.qb.to(at::kFloat) + 3 * u).to(c.dtype);
+    const int64_t key_dim = c.bthd ? 1 : 2;
+    const double big = 4.6 * std::sqrt(static_cast<double>(c.D));
+    in.kb.select(key_dim, 0).copy_((big * u).expand_as(in.kb.select(key_dim, 0)));
+    for (int64_t key : {c.S / 3, 2 * c.S / 3})
+      in.kb.select(key_dim, key).copy_((big / 2 * u).expand_as(in.kb.select(key_dim, key)));
+  }
   return in;
 }
 
@@ -567,6 +584,23 @@ TEST(FlashAttentionDeterminism, ForwardBitwiseBackwardDkDvBitwiseDqToRounding) {
   const at::Tensor dq_a = a.dq.to(at::kFloat), dq_b = b.dq.to(at::kFloat);
   EXPECT_LE(((dq_a - dq_b).abs() - 2 * unit_roundoff(c.dtype) * dq_b.abs()).max().item<double>(), 1e-6);
   std::cout << "dQ bitwise equal across two runs: " << (at::equal(a.dq, b.dq) ? "yes" : "no") << "\n";
+}
+
+// Row maxima that jump by more than the forward's lazy-rescaling slack part way through the
+// key walk, and by less (probabilities up to ~2^7 against a stale reference max): Case::jumps.
+// Both head dims and dtypes, and the gated head-dim-128 kernel (its own register allocation).
+TEST(FlashAttentionSoftmax, RowMaximumJumpsMatchMath) {
+  REQUIRE_FLASH();
+  std::vector<Case> cases;
+  for (int64_t D : {64, 128})
+    for (at::ScalarType t : {at::kBFloat16, at::kHalf}) cases.push_back({2, 8, 2, 1000, 1000, D, 0, t});
+  cases.push_back({2, 8, 2, 1000, 1000, 128, 0, at::kBFloat16, true, Gate::Elementwise});
+  cases.push_back({1, 8, 2, 300, 1000, 64, 200, at::kHalf});  // decoding, a window
+  for (Case c : cases) {
+    c.jumps = true;
+    SCOPED_TRACE(case_name(c));
+    check_case(c, /*check_grads=*/true);
+  }
 }
 
 // One case per feature at head dim D, for checks that repeat the suite's coverage on another

@@ -13,12 +13,15 @@ synchronisation or fragment-indexing bugs), only the arithmetic. It compares aga
 reference with the bounds of tests/test_flash_attention.cpp and prints max |err|/bound (must
 stay below 1).
 
-    .venv/bin/python kernels/flash/emulate.py [all|ungated|gated|docs|alibi] [--bwd-tile MxN] [--deterministic-dq]
+    .venv/bin/python kernels/flash/emulate.py [all|ungated|gated|docs|alibi|jumps] [--bwd-tile MxN] [--deterministic-dq]
+        [--rescale-slack X]
 
 --bwd-tile replays the backward with another of bwd_tiles.h's tiles (e.g. 64x64, 32x64: the
 A100's and sm_86's at head dim 128), as SLUICE_FLASH_BWD_TILE makes the kernels run it.
 --deterministic-dq computes dQ as the deterministic dQ kernel does (flash_bwd_dq_kernel.cuh;
 what the fused backend runs under torch.use_deterministic_algorithms(True)).
+--rescale-slack replays the forward with another lazy-rescaling slack (flash_fwd_kernel.cuh
+kRescaleSlack, built from SLUICE_FWD_RESCALE_SLACK; default 8, 0 raises the max on any increase).
 """
 import itertools
 import math
@@ -32,6 +35,7 @@ def fwd_tiles(D):
 
 
 BWD_BM, BWD_BN = 64, 128  # BwdTraits kBlockM, kBlockN
+RESCALE_SLACK = 8.0  # flash_fwd_kernel.cuh kRescaleSlack (SLUICE_FWD_RESCALE_SLACK); --rescale-slack
 DETERMINISTIC_DQ = False  # --deterministic-dq: dQ as flash_bwd_dq_kernel.cuh computes it
 LOG2E = 1.4426950408889634
 
@@ -125,11 +129,15 @@ def forward(q, k, v, w, scale, dt, g=None, seg=None, slopes=None):
                 s = s * sl2
                 s = torch.where(visible(torch.arange(q0, q0 + BM), torch.arange(k0, k0 + BN), T, S, w, lo), s,
                                 torch.tensor(-math.inf))
+                # Lazy rescaling (flash_fwd_kernel.cuh kRescaleSlack): a row's reference max is
+                # raised only when the tile's exceeds it by more than RESCALE_SLACK.
                 m_new = torch.maximum(m, s.max(1).values)
-                m_use = torch.where(m_new == -math.inf, torch.zeros(()), m_new)
-                alpha = torch.exp2(m - m_use)
+                raise_ = (m_new - m) > RESCALE_SLACK  # -inf - -inf is NaN: no
+                alpha = torch.where(raise_, torch.exp2(m - m_new), torch.ones(()))
+                m = torch.where(raise_, m_new, m)
+                m_use = torch.where(m == -math.inf, torch.zeros(()), m)
                 p = torch.exp2(s - m_use[:, None])
-                l, m = l * alpha + p.sum(1), m_new
+                l = l * alpha + p.sum(1)
                 acc = acc * alpha[:, None] + rnd(p, dt) @ Vt
             o = acc[:n] / l[:n, None]
             if g is not None:
@@ -271,12 +279,22 @@ def alibi_bias(T, S, slopes):
     return -slopes.float()[:, None, None] * dist
 
 
-def check(B, H, KV, T, S, D, w, dt, gate=None, docs=False, alibi=False):
+def check(B, H, KV, T, S, D, w, dt, gate=None, docs=False, alibi=False, jumps=False):
     """max |err|/bound per quantity, bounds as in tests/test_flash_attention.cpp. gate: None,
-    "elementwise" or "headwise" (G1 logits 2·N(0, 1): scores from near 0 to near 1)."""
+    "elementwise" or "headwise" (G1 logits 2·N(0, 1): scores from near 0 to near 1). jumps: the
+    test's Case::jumps (keys every query aligns with: row maxima that jump past the lazy
+    rescaling's slack at key 0 and mostly stay within it at keys S/3 and 2S/3)."""
     scale = 1 / math.sqrt(D)
     slopes = alibi_slopes(H) if alibi else None
     q, k, v = (rnd(torch.randn(*shape), dt) for shape in [(B, H, T, D), (B, KV, S, D), (B, KV, S, D)])
+    if jumps:
+        u = torch.randn(D)
+        u = u / u.norm()
+        q = rnd(q + 3 * u, dt)
+        big = 4.6 * math.sqrt(D)
+        k[:, :, 0] = rnd(big * u, dt)
+        for key in (S // 3, 2 * S // 3):
+            k[:, :, key] = rnd(big / 2 * u, dt)
     dY = rnd(torch.randn(B, H, T, D), dt)
     g = None if gate is None else rnd(2 * torch.randn(B, H, T, D if gate == "elementwise" else 1), dt)
     seg = make_segments(B, T) if docs else None
@@ -354,10 +372,15 @@ def main():
                    (1, 4, 1, 1000, 1000, 128, 0), (1, 8, 2, 17, 1000, 64, 37)]
     doc_cases = [(3, 8, 2, 17, 17, 64, 0), (3, 8, 2, 300, 300, 128, 37), (3, 4, 4, 300, 300, 64, 0),
                  (2, 4, 1, 400, 400, 128, 200)]
+    jump_cases = [(2, 8, 2, 1000, 1000, 64, 0), (2, 8, 2, 1000, 1000, 128, 0), (1, 8, 2, 300, 1000, 64, 200)]
     alibi_cases = [(1, 8, 8, 1, 1, 64, 0), (3, 8, 2, 17, 17, 64, 37), (1, 8, 1, 300, 300, 128, 0),
                    (2, 4, 1, 300, 300, 128, 200), (1, 8, 2, 150, 1000, 64, 37), (1, 4, 1, 1000, 1000, 128, 0)]
-    global BWD_BM, BWD_BN, DETERMINISTIC_DQ
+    global BWD_BM, BWD_BN, DETERMINISTIC_DQ, RESCALE_SLACK
     args = sys.argv[1:]
+    if "--rescale-slack" in args:
+        i = args.index("--rescale-slack")
+        RESCALE_SLACK = float(args[i + 1])
+        del args[i:i + 2]
     if "--deterministic-dq" in args:
         DETERMINISTIC_DQ = True
         args.remove("--deterministic-dq")
@@ -365,27 +388,33 @@ def main():
         i = args.index("--bwd-tile")
         BWD_BM, BWD_BN = (int(x) for x in args[i + 1].split("x"))
         del args[i:i + 2]
-    only = args[0] if args else "all"  # all | ungated | gated | docs | alibi
+    only = args[0] if args else "all"  # all | ungated | gated | docs | alibi | jumps
     runs = []
     for dt in (torch.bfloat16, torch.float16):
         if only in ("all", "ungated"):
-            runs += [(c, dt, None, False, False) for c in cases]
+            runs += [(c, dt, None, False, False, False) for c in cases]
         if only in ("all", "gated"):
-            runs += [(c, dt, gate, False, False) for c in gated_cases for gate in ("elementwise", "headwise")]
+            runs += [(c, dt, gate, False, False, False) for c in gated_cases for gate in ("elementwise", "headwise")]
         if only in ("all", "docs"):
-            runs += [(c, dt, None, True, False) for c in doc_cases] + [(doc_cases[1], dt, "elementwise", True, False)]
+            runs += [(c, dt, None, True, False, False) for c in doc_cases]
+            runs += [(doc_cases[1], dt, "elementwise", True, False, False)]
         if only in ("all", "alibi"):
-            runs += [(c, dt, None, False, True) for c in alibi_cases]
-            runs += [(alibi_cases[1], dt, "elementwise", True, True), (alibi_cases[3], dt, "headwise", False, True)]
+            runs += [(c, dt, None, False, True, False) for c in alibi_cases]
+            runs += [(alibi_cases[1], dt, "elementwise", True, True, False),
+                     (alibi_cases[3], dt, "headwise", False, True, False)]
+        if only in ("all", "jumps"):
+            runs += [(c, dt, None, False, False, True) for c in jump_cases]
+            runs += [(jump_cases[1], dt, "elementwise", False, False, True)]
     worst = 0.0
-    for c, dt, gate, docs, alibi in runs:
-        r = check(*c, dt, gate, docs, alibi)
+    for c, dt, gate, docs, alibi, jumps in runs:
+        r = check(*c, dt, gate, docs, alibi, jumps)
         worst = max(worst, *r.values())
         print(f"{str(dt):15} {gate or 'ungated':11} {'docs' if docs else '':4} {'alibi' if alibi else '':5} "
+              f"{'jumps' if jumps else '':5} "
               f"B,H,KV,T,S,D,w={c}: " +
               " ".join(f"{k} {x:.3f}" for k, x in r.items()), flush=True)
     print(f"worst |err|/bound: {worst:.3f} ({'ok' if worst < 1 else 'FAIL'}; backward tile {BWD_BM}x{BWD_BN}"
-          f"{', deterministic dQ' if DETERMINISTIC_DQ else ''})")
+          f"{', deterministic dQ' if DETERMINISTIC_DQ else ''}, rescale slack {RESCALE_SLACK:g})")
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 // output accumulator O. Per key tile (walked from the last visible one down, so the masked
 // diagonal tile comes first):
 //   wait K; barrier; start loading V          (cp.async, overlaps Q·Kᵀ)
-//   S = Q·Kᵀ; mask; m_new = max(m, rowmax S); O, l *= exp2(m - m_new); P = exp2(S - m_new)
+//   S = Q·Kᵀ; mask; m_new = max(m, rowmax S); if m_new exceeds m by more than the slack
+//   (kRescaleSlack): O, l *= exp2(m - m_new), m = m_new; P = exp2(S - m)
 //   wait V; barrier; start loading the next K (overlaps P·V)
 //   O += P·V with P rounded to the input type straight from the score registers.
 // Scores stay in raw units; exp2 takes (s - m)·scale·log2(e) as one FMA.
@@ -30,6 +31,20 @@
 #include "flash/utils.cuh"
 
 namespace sluice::flash {
+
+// Lazy rescaling (FlashAttention-4's): each row's probabilities are taken against a reference max
+// that is raised only when a key tile's max exceeds it by more than this many powers of two, so
+// P <= 2^kRescaleSlack, and l and O grow by at most that factor (fp32 holds it; P's rounding to
+// bf16/fp16 is relative, so no less exact). O/l and L are exact for any reference. A warp
+// whose rows all keep their reference skips the rescale of O (kMT·D/2 multiplies per thread,
+// 128 at head dim 128): with random scores nearly every tile after the first, where skipping
+// only when no row's max grew at all skipped 10% of the head-dim-128 tiles at 2k keys (that
+// variant measured slower than rescaling always: docs/performance.md). 0 raises m on any
+// increase, i.e. that variant.
+#ifndef SLUICE_FWD_RESCALE_SLACK
+#define SLUICE_FWD_RESCALE_SLACK 8
+#endif
+constexpr float kRescaleSlack = SLUICE_FWD_RESCALE_SLACK;
 
 // kDocs: documents packed in rows (params.h doc_start); kGated: the G1 output gate in the
 // epilogue (params.h gate); kAlibi: the ALiBi bias (params.h alibi_slopes). Template flags, so
@@ -68,9 +83,10 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
   // The gate copy and the epilogue re-read b and h from shared memory (written here, read after
   // the key loop's first barrier): decoded from blockIdx.x (a division) the compiler would hold
   // them, or the output and gate pointers, in registers through the loop, where the former
-  // blockIdx.y/z could be re-read for free.
-  __shared__ int s_block[2];
-  if (tid == 0) s_block[0] = b, s_block[1] = h;
+  // blockIdx.y/z could be re-read for free. Likewise the block's first query for the elementwise
+  // gate's copy: its row bounds, hoisted out of the loop, held registers at head dim 128.
+  __shared__ int s_block[3];
+  if (tid == 0) s_block[0] = b, s_block[1] = h, s_block[2] = m_block * kBlockM;
   const volatile int* block_of = s_block;
   const int T = p.seqlen_q, S = p.seqlen_k;
   const int q0 = m_block * kBlockM;
@@ -148,7 +164,8 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
     __syncwarp();
     const E* gate =
         static_cast<const E*>(p.gate) + block_of[0] * p.gate_batch_stride + block_of[1] * p.gate_head_stride;
-    cp_async_rows<kWarpM, D, kPitch, 32>(sQ + warp * kWarpM * kPitch, gate, p.gate_row_stride, warp_row0, T, lane);
+    cp_async_rows<kWarpM, D, kPitch, 32>(sQ + warp * kWarpM * kPitch, gate, p.gate_row_stride,
+                                         block_of[2] + warp * kWarpM, p.seqlen_q, lane);
     cp_async_commit();
   };
 
@@ -207,7 +224,12 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
     }
     if constexpr (kAlibi) add_alibi(s, alibi, k0 + 2 * t - qpos_first);
 
-    // Online softmax.
+    // Online softmax against each row's reference max m (see kRescaleSlack): raised to the
+    // tile's max only when that exceeds it by more than the slack; a warp whose rows all keep
+    // theirs skips the rescale of O (kMT·D/2 multiplies per thread). The rescale comes before
+    // the exponentials so that the four factors are dead before those need registers.
+    float alpha[2 * kMT];
+    bool rescale = false;
 #pragma unroll
     for (int mt = 0; mt < kMT; ++mt)
 #pragma unroll
@@ -218,11 +240,29 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
         for (int nt = 0; nt < kNT; ++nt) mx = fmaxf(mx, fmaxf(s[mt][nt][2 * half], s[mt][nt][2 * half + 1]));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
         mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        // A row with no visible key so far keeps m = -inf; scaling by 0 instead keeps
-        // exp2(-inf - m) = 0 rather than NaN.
-        const float m_scaled = mx == -INFINITY ? 0.f : mx * p.scale_log2;
-        const float alpha = fast_exp2(row_max[i] * p.scale_log2 - m_scaled);
-        row_max[i] = mx;
+        // A row's first visible key raises m from -inf (alpha = 0; its O and l are still 0, so
+        // no rescale is needed); a row with none so far keeps -inf (-inf - -inf is NaN, not >).
+        const bool raise = (mx - row_max[i]) * p.scale_log2 > kRescaleSlack;
+        rescale |= raise && row_max[i] != -INFINITY;
+        alpha[i] = raise ? fast_exp2((row_max[i] - mx) * p.scale_log2) : 1.f;
+        if (raise) row_max[i] = mx;
+        row_sum[i] *= alpha[i];
+      }
+    if (__any_sync(0xffffffffu, rescale)) {
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int dt = 0; dt < kDT; ++dt)
+#pragma unroll
+          for (int r = 0; r < 4; ++r) acc_o[mt][dt][r] *= alpha[2 * mt + r / 2];
+    }
+#pragma unroll
+    for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+      for (int half = 0; half < 2; ++half) {
+        const int i = 2 * mt + half;
+        // Scaling by 0 for a row at -inf keeps exp2(-inf - m) = 0 rather than NaN.
+        const float m_scaled = row_max[i] == -INFINITY ? 0.f : row_max[i] * p.scale_log2;
         float sum = 0.f;
 #pragma unroll
         for (int nt = 0; nt < kNT; ++nt) {
@@ -231,9 +271,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
           s[mt][nt][2 * half] = e0, s[mt][nt][2 * half + 1] = e1;
           sum += e0 + e1;
         }
-        row_sum[i] = row_sum[i] * alpha + sum;
-#pragma unroll
-        for (int dt = 0; dt < kDT; ++dt) acc_o[mt][dt][2 * half] *= alpha, acc_o[mt][dt][2 * half + 1] *= alpha;
+        row_sum[i] += sum;
       }
 
     cp_async_wait<0>();
