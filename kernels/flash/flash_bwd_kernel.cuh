@@ -129,19 +129,20 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
   const uint32_t adS = smem_addr(sdS + (dq_row0 + a_row) * kPitchP + a_col);
   const uint32_t aKb = smem_addr(sK + b_row * kPitch + dq_col0 + b_col);
 
-  // The walk's step (head, tile): query head kvh·group + head, query tile m_begin + tile.
-  auto load_q_tile = [&](int head, int tile, int stage, int b, int kvh) {
+  // The walk's step (head, tile): query head kvh·group + head, query tile m_begin + tile; rows
+  // from n_rows on are zero-filled without reading global memory.
+  auto load_q_tile = [&](int head, int tile, int stage, int b, int kvh, int n_rows) {
     const int h = kvh * group + head;
     const int q0 = (m_begin + tile) * kBlockM;
     const E* gq = static_cast<const E*>(p.q) + b * p.q_batch_stride + h * p.q_head_stride;
     const E* gdo = static_cast<const E*>(p.dout) + b * p.do_batch_stride + h * p.do_head_stride;
-    cp_async_rows<kBlockM, D, kPitch, kNThreads>(sQ + stage * kQStage, gq, p.q_row_stride, q0, T, tid);
-    cp_async_rows<kBlockM, D, kPitch, kNThreads>(sdO + stage * kQStage, gdo, p.do_row_stride, q0, T, tid);
+    cp_async_rows<kBlockM, D, kPitch, kNThreads>(sQ + stage * kQStage, gq, p.q_row_stride, q0, n_rows, tid);
+    cp_async_rows<kBlockM, D, kPitch, kNThreads>(sdO + stage * kQStage, gdo, p.do_row_stride, q0, n_rows, tid);
   };
 
   cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0, S, tid);
   cp_async_rows<kBlockN, D, kPitch, kNThreads>(sV, gv, p.v_row_stride, k0, S, tid);
-  if (n_iters > 0) load_q_tile(0, 0, 0, b, kvh);
+  if (n_iters > 0) load_q_tile(0, 0, 0, b, kvh, T);
   cp_async_commit();
   __syncthreads();  // s_block
 
@@ -195,7 +196,13 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
 
     cp_async_wait<0>();
     __syncthreads();  // this Q/dO stage (and K/V) landed; the previous tile's P/dS are consumed
-    if (it + 1 < n_iters) load_q_tile(next_head, next_m, stage ^ 1, block_of[0], block_of[1]);
+    // The next step's Q and dO into the other stage, free since the barrier. Without a branch
+    // (after the last step the copy only zero-fills that stage) and with b and kvh already in
+    // registers, ptxas computes the copy's addresses before the barrier: behind a branch and
+    // shared-memory reads they held every warp (one block per SM) 106 instructions after each
+    // barrier before its first product at head dim 128, 77 at 64 (now 41 and 24).
+    const bool more = it + 1 < n_iters;
+    load_q_tile(more ? next_head : head_i, more ? next_m : m_i, stage ^ 1, b, kvh, more ? T : 0);
     cp_async_commit();
 
     float s[kSdpMT][kSdpNT][4], dp[kSdpMT][kSdpNT][4];
@@ -339,6 +346,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
     }
     head_i = next_head, m_i = next_m;
   }
+  cp_async_wait<0>();  // the last step's zero-fill: no copy outlives the block
 
   // Epilogue: dK = scale·Σ dSᵀQ and dV, cast once; each quad writes 16 contiguous bytes.
   const int b_out = block_of[0], kvh_out = block_of[1], k0_out = block_of[2];
