@@ -276,8 +276,15 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
 
     cp_async_wait<0>();
     __syncthreads();  // V landed; every warp is done with this K
-    if (n_block > n_begin) {
-      cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0 - kBlockN, S, tid);
+    // The next tile's K. The plain and document kernels copy without a branch (on the last
+    // tile the copy only zero-fills the free K buffer, reading no global memory): ptxas then gives
+    // the plain head-dim-128 loop 25 fewer instructions and no local access (sm_90a), and the
+    // head-dim-64 document kernels no spills. With the gate or ALiBi it spilled more (4-11 local
+    // accesses per iteration instead of 0-2), so those keep the branch.
+    constexpr bool kBranchFreeK = !kGated && !kAlibi;
+    const bool more = n_block > n_begin;
+    if (kBranchFreeK || more) {
+      cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0 - kBlockN, more ? S : 0, tid);
       cp_async_commit();
     } else if (elementwise_gate) {
       load_gate_rows();  // the last tile: K and this warp's rows of Q are done with
@@ -373,6 +380,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
       *reinterpret_cast<uint4*>(go + static_cast<int64_t>(qi) * p.o_row_stride + c) =
           *reinterpret_cast<const uint4*>(sOw + r * kPitch + c);
   }
+  cp_async_wait<0>();  // the last tile's zero-fill of sK: no copy outlives the block
 #endif
 }
 
