@@ -93,7 +93,8 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // Rows row0.. row0+kRows-1 of a [n_rows, kCols] matrix (row stride in elements) into shared
 // memory with row pitch kPitch, asynchronously; rows >= n_rows are zero-filled (padding must
-// be finite: 0·NaN would poison the products).
+// be finite: 0·NaN would poison the products) without reading global memory. Rows below 0 count
+// as valid: to zero-fill a tile whose row0 may be negative, pass n_rows = INT_MIN.
 template <int kRows, int kCols, int kPitch, int kNThreads, typename E>
 __device__ __forceinline__ void cp_async_rows(E* __restrict__ smem, const E* __restrict__ g, int64_t row_stride,
                                               int row0, int n_rows, int tid) {
