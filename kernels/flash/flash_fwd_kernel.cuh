@@ -21,7 +21,6 @@
 // No N×N matrix in global memory: only O (scaled by 1/l) and the per-row log-sum-exp
 // L = (m·scale·log2 e + log2 l)·ln 2 are written. Deterministic: no atomics.
 #pragma once
-#include <climits>
 #include <cmath>
 
 #include "flash/gate.cuh"
@@ -278,15 +277,14 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
     cp_async_wait<0>();
     __syncthreads();  // V landed; every warp is done with this K
     // The next tile's K. The plain and document kernels copy without a branch (on the last
-    // tile the copy only zero-fills the free K buffer, reading no global memory: its rows start
-    // at -kBlockN when n_begin is 0, so "no row is valid" must be INT_MIN, not 0): ptxas then gives
+    // tile the copy only zero-fills the free K buffer, reading no global memory): ptxas then gives
     // the plain head-dim-128 loop 25 fewer instructions and no local access (sm_90a), and the
     // head-dim-64 document kernels no spills. With the gate or ALiBi it spilled more (4-11 local
     // accesses per iteration instead of 0-2), so those keep the branch.
     constexpr bool kBranchFreeK = !kGated && !kAlibi;
     const bool more = n_block > n_begin;
     if (kBranchFreeK || more) {
-      cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0 - kBlockN, more ? S : INT_MIN, tid);
+      cp_async_rows<kBlockN, D, kPitch, kNThreads>(sK, gk, p.k_row_stride, k0 - kBlockN, more ? S : 0, tid);
       cp_async_commit();
     } else if (elementwise_gate) {
       load_gate_rows();  // the last tile: K and this warp's rows of Q are done with

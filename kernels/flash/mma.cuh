@@ -93,8 +93,8 @@ __device__ __forceinline__ void cp_async_wait() {
 
 // Rows row0.. row0+kRows-1 of a [n_rows, kCols] matrix (row stride in elements) into shared
 // memory with row pitch kPitch, asynchronously; rows >= n_rows are zero-filled (padding must
-// be finite: 0·NaN would poison the products) without reading global memory. Rows below 0 count
-// as valid: to zero-fill a tile whose row0 may be negative, pass n_rows = INT_MIN.
+// be finite: 0·NaN would poison the products) without reading global memory, and so are rows
+// below 0 (one unsigned compare), which a zero-filled tile before the first row may have.
 template <int kRows, int kCols, int kPitch, int kNThreads, typename E>
 __device__ __forceinline__ void cp_async_rows(E* __restrict__ smem, const E* __restrict__ g, int64_t row_stride,
                                               int row0, int n_rows, int tid) {
@@ -107,7 +107,7 @@ __device__ __forceinline__ void cp_async_rows(E* __restrict__ smem, const E* __r
   const uint32_t dst = smem_addr(smem + r0 * kPitch + c);
 #pragma unroll
   for (int i = 0; i < kRows / kRowStep; ++i) {
-    const bool valid = row0 + r0 + i * kRowStep < n_rows;
+    const bool valid = static_cast<unsigned>(row0 + r0 + i * kRowStep) < static_cast<unsigned>(n_rows);
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst + i * kRowStep * kPitch * 2),
                  "l"(valid ? src : g), "r"(valid ? 16 : 0));
     src += kRowStep * row_stride;
