@@ -42,7 +42,7 @@ __global__ void __launch_bounds__(Traits::kNThreads) flash_bwd_dq_kernel(const B
   constexpr int kDT = D / 8;        // n8 dQ tiles
   constexpr int kKStage = Traits::kTileBytes / 2;  // elements between the two K stages
 
-  extern __shared__ __align__(128) unsigned char smem[];
+  SLUICE_FLASH_DYNAMIC_SMEM(smem);
   E* sQ = reinterpret_cast<E*>(smem + Traits::kSmemQ);
   E* sdO = reinterpret_cast<E*>(smem + Traits::kSmemdO);
   E* sK = reinterpret_cast<E*>(smem + Traits::kSmemK);

@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
   constexpr int kDqMT = Traits::kDqMT, kDqNT = Traits::kDqNT;
   constexpr int kQStage = Traits::kQTileBytes / 2;  // elements between the two Q (dO) stages
 
-  extern __shared__ __align__(128) unsigned char smem[];
+  SLUICE_FLASH_DYNAMIC_SMEM(smem);
   E* sK = reinterpret_cast<E*>(smem + Traits::kSmemK);
   E* sV = reinterpret_cast<E*>(smem + Traits::kSmemV);
   E* sQ = reinterpret_cast<E*>(smem + Traits::kSmemQ);

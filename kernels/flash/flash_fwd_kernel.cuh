@@ -65,7 +65,7 @@ __global__ void __launch_bounds__(Traits::kNThreads, Traits::kMinBlocksPerSm) fl
   constexpr int kNT = kBlockN / 8;  // n8 score tiles per row block
   constexpr int kDT = D / 8;        // n8 output tiles
 
-  extern __shared__ __align__(128) unsigned char smem[];
+  SLUICE_FLASH_DYNAMIC_SMEM(smem);
   E* sQ = reinterpret_cast<E*>(smem + Traits::kSmemQ);
   E* sK = reinterpret_cast<E*>(smem + Traits::kSmemK);
   E* sV = reinterpret_cast<E*>(smem + Traits::kSmemV);

@@ -24,9 +24,13 @@ __device__ __forceinline__ float gate_logit(const FwdParams& p, int b, int h, in
 // 1/(1 + 0) = 1. IEEE division or __frcp_rn would add a slow-path branch per element, which
 // in the unrolled epilogue cost more than the gate's memory traffic (SASS: BSSY/BSYNC pairs).
 __device__ __forceinline__ float fast_rcp(float x) {
+#if defined(SLUICE_CUDA_SIM)
+  return 1.f / x;
+#else
   float y;
   asm("rcp.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
   return y;
+#endif
 }
 __device__ __forceinline__ float sigmoid(float x) { return fast_rcp(1.f + fast_exp2(x * -1.4426950408889634f)); }
 

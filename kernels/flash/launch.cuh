@@ -62,17 +62,6 @@ auto bwd_dq_kernel_for(bool docs, bool alibi) {
   return kTable[docs][alibi];
 }
 
-// The parameters with dout the attention's own dO: gated, dY ⊙ σ(g) (dout_attn, which the
-// preprocess kernel wrote); ungated, dout itself.
-inline BwdParams with_attention_dout(const BwdParams& p) {
-  BwdParams pm = p;
-  if (p.gate != nullptr) {
-    pm.dout = p.dout_attn;
-    pm.do_batch_stride = p.doa_batch_stride, pm.do_head_stride = p.doa_head_stride, pm.do_row_stride = p.doa_row_stride;
-  }
-  return pm;
-}
-
 template <typename Traits>
 void launch_fwd(const FwdParams& params, cudaStream_t stream) {
   FwdParams p = params;

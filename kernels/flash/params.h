@@ -67,4 +67,15 @@ struct BwdParams : FwdParams {
   int64_t dgate_batch_stride = 0, dgate_row_stride = 0, dgate_head_stride = 0;
 };
 
+// The parameters with dout the attention's own dO: gated, dY ⊙ σ(g) (dout_attn, which the
+// preprocess kernel wrote); ungated, dout itself.
+inline BwdParams with_attention_dout(const BwdParams& p) {
+  BwdParams pm = p;
+  if (p.gate != nullptr) {
+    pm.dout = p.dout_attn;
+    pm.do_batch_stride = p.doa_batch_stride, pm.do_head_stride = p.doa_head_stride, pm.do_row_stride = p.doa_row_stride;
+  }
+  return pm;
+}
+
 }  // namespace sluice::flash

@@ -5,6 +5,13 @@
 
 #include <cstdint>
 
+// The kernel's dynamic shared memory (one 128-byte-aligned byte array per block).
+#if defined(SLUICE_CUDA_SIM)
+#define SLUICE_FLASH_DYNAMIC_SMEM(name) unsigned char* name = ::sluice::sim::dynamic_smem()
+#else
+#define SLUICE_FLASH_DYNAMIC_SMEM(name) extern __shared__ __align__(128) unsigned char name[]
+#endif
+
 namespace sluice::flash {
 
 __device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
