@@ -67,7 +67,7 @@ enum class State { Ready, AtBarrier, AtWarp, Done };
 
 struct Fiber {
   ucontext_t context{};
-  std::unique_ptr<GuardedRegion> stack;
+  GuardedRegion* stack = nullptr;
   uint3 index{};
   State state = State::Ready;
   // cp.async: copies not yet landed, oldest first, and how many of them each committed group
@@ -104,6 +104,15 @@ struct Block {
 
 Block* g_block = nullptr;  // the block being run (one at a time)
 std::vector<std::pair<const unsigned char*, size_t>> g_globals;
+
+// Fiber stacks, kept for the process's life: mapping 256 of them per block cost more system
+// time than the kernels' emulation.
+GuardedRegion* stack_for(int thread) {
+  static std::vector<std::unique_ptr<GuardedRegion>> pool;
+  while (static_cast<int>(pool.size()) <= thread)
+    pool.push_back(std::make_unique<GuardedRegion>(kStackBytes, GuardedRegion::Guard::Before));
+  return pool[thread].get();
+}
 
 Fiber& me() { return g_block->fibers[g_block->current]; }
 
@@ -178,7 +187,7 @@ void run_block(Block& b) {
   for (int i = 0; i < n; ++i) {
     Fiber& f = b.fibers[i];
     f.index = uint3{static_cast<unsigned>(i), 0, 0};
-    f.stack = std::make_unique<GuardedRegion>(kStackBytes, GuardedRegion::Guard::Before);
+    f.stack = stack_for(i);
     getcontext(&f.context);
     f.context.uc_stack.ss_sp = f.stack->data();
     f.context.uc_stack.ss_size = f.stack->size();
