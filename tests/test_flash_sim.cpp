@@ -96,7 +96,10 @@ TEST_P(FlashSim, FeaturesMatchMath) {
       {1, 4, 2, 17, 17, D, 0, at::kBFloat16},            // one partial tile, GQA 2:1
       {1, 2, 1, 200, 200, D, 0, at::kBFloat16},          // several query and key tiles, MQA
       {2, 2, 2, 130, 130, D, 37, at::kHalf, false},      // window inside a tile, fp16, [B, H, T, D]
-      {1, 4, 1, 150, 200, D, 70, at::kBFloat16},         // decoding (T < S), window across tiles
+      // Decoding (T < S), a window across tiles that ends the backward's query walk one row past
+      // a query-tile edge (last key 127 + 52 - (S - T) = 129 = 1 mod 64): an off-by-one there
+      // changes how many query tiles it visits.
+      {1, 4, 1, 150, 200, D, 52, at::kBFloat16},
       {1, 2, 1, 130, 130, D, 0, at::kBFloat16, true, Gate::Elementwise},
       {1, 2, 2, 100, 100, D, 0, at::kHalf, true, Gate::Headwise},
   };
@@ -138,7 +141,9 @@ TEST_P(FlashSim, SchedulesAgree) {
 TEST_P(FlashSim, BackwardTilesDeterministicDqAndSectionedOrder) {
   const int64_t D = GetParam();
   Case c{1, 4, 2, 150, 150, D, 0, at::kBFloat16};
-  Case windowed{1, 4, 2, 150, 150, D, 37, at::kBFloat16, true, Gate::Headwise};
+  // Window 66: key tiles' query walks end one row past a query-tile edge (last key 63 or 127,
+  // + 66 = 1 mod 64), for every tile size.
+  Case windowed{1, 2, 1, 300, 300, D, 66, at::kBFloat16, true, Gate::Headwise};
   const int tiles = D == 64 ? 2 : 3;
   for (int tile = 1; tile < tiles; ++tile) {
     SimSetup s;
