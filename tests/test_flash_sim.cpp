@@ -100,6 +100,8 @@ TEST_P(FlashSim, FeaturesMatchMath) {
       // a query-tile edge (last key 127 + 52 - (S - T) = 129 = 1 mod 64): an off-by-one there
       // changes how many query tiles it visits.
       {1, 4, 1, 150, 200, D, 52, at::kBFloat16},
+      {2, 8, 1, 1, 77, D, 0, at::kHalf},                 // one query per row (decoding a token), GQA 8:1
+      {3, 8, 1, 65, 65, D, 9, at::kBFloat16},            // batch 3, GQA 8:1, one row past a tile
       {1, 2, 1, 130, 130, D, 0, at::kBFloat16, true, Gate::Elementwise},
       {1, 2, 2, 100, 100, D, 0, at::kHalf, true, Gate::Headwise},
   };
