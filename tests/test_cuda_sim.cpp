@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -44,6 +45,21 @@ TEST(CudaSim, ShuffleVoteAndBarrierSeeEveryThread) {
       EXPECT_EQ(seen[i], 64);
     }
   }
+}
+
+// Exited threads drop out of barriers and collectives, as in CUDA (the flash backward's row
+// kernels return early by whole rows, then shuffle within rows under a full mask); a shuffle
+// reading an exited lane gets NaN bits.
+TEST(CudaSim, ExitedThreadsDropOut) {
+  std::vector<float> got(32, 0.f);
+  sim::launch({1, 32, 0}, sim::Options{}, [&] {
+    const int tid = static_cast<int>(threadIdx.x);
+    if (tid < 16) return;
+    got[tid] = __shfl_xor_sync(0xffffffffu, static_cast<float>(tid), tid < 24 ? 1 : 16);
+    __syncthreads();
+  });
+  for (int i = 16; i < 24; ++i) EXPECT_EQ(got[i], static_cast<float>(i ^ 1));
+  for (int i = 24; i < 32; ++i) EXPECT_TRUE(std::isnan(got[i])) << i;  // lane i ^ 16 < 16 exited
 }
 
 // A copy lands at issue or only at the wait that covers its group, as the options say.

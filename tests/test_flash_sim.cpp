@@ -94,6 +94,8 @@ TEST_P(FlashSim, FeaturesMatchMath) {
   const int64_t D = GetParam();
   std::vector<Case> cases = {
       {1, 4, 2, 17, 17, D, 0, at::kBFloat16},            // one partial tile, GQA 2:1
+      // GQA 3:1, 51 rows: the backward's row kernels (preprocess, dQ conversion) end mid-warp
+      {1, 3, 1, 17, 17, D, 0, at::kBFloat16},
       {1, 2, 1, 200, 200, D, 0, at::kBFloat16},          // several query and key tiles, MQA
       {2, 2, 2, 130, 130, D, 37, at::kHalf, false},      // window inside a tile, fp16, [B, H, T, D]
       // Decoding (T < S), a window across tiles that ends the backward's query walk one row past
@@ -103,7 +105,7 @@ TEST_P(FlashSim, FeaturesMatchMath) {
       {2, 8, 1, 1, 77, D, 0, at::kHalf},                 // one query per row (decoding a token), GQA 8:1
       {3, 8, 1, 65, 65, D, 9, at::kBFloat16},            // batch 3, GQA 8:1, one row past a tile
       {1, 2, 1, 130, 130, D, 0, at::kBFloat16, true, Gate::Elementwise},
-      {1, 2, 2, 100, 100, D, 0, at::kHalf, true, Gate::Headwise},
+      {1, 3, 3, 33, 33, D, 0, at::kHalf, true, Gate::Headwise},  // 99 rows: mid-warp again
   };
   Case docs{2, 2, 1, 140, 140, D, 0, at::kBFloat16};  // row 1: length-1 documents, tile edges
   docs.docs = true;

@@ -2,7 +2,8 @@
 // launching OS thread; the scheduler resumes ready fibers in Options::order and each runs until
 // it blocks (barrier, warp collective) or ends. The last thread to arrive at a warp collective
 // computes every lane's result from pointers to the lanes' operands (their stacks outlive the
-// wait), so collectives need no copies or per-type storage.
+// wait), so collectives need no copies or per-type storage. As in CUDA, exited threads drop out
+// of barriers and collectives (a shuffle reading one gets NaN bits).
 #include "sim/cuda_sim.h"
 
 #include <sys/mman.h>
@@ -80,8 +81,9 @@ struct Fiber {
 struct WarpSlot {
   int arrived = 0;
   const char* kind = nullptr;  // the collective (a string literal, compared by address)
-  const void* in[32] = {};
+  const void* in[32] = {};     // null: the lane has not arrived (or exited)
   void* out[32] = {};
+  std::function<void()> complete;  // computes every arrived lane's result
 };
 
 struct Block {
@@ -155,6 +157,31 @@ void land(const Copy& c) {
   else std::memset(dst, 0, 16);
 }
 
+// Lanes of warp `warp` that have not exited (CUDA: a collective's mask may name exited lanes;
+// they just do not take part).
+int live_lanes(const Block& b, int warp) {
+  const int first = warp * 32, last = std::min(first + 32, b.shape->threads);
+  int n = 0;
+  for (int t = first; t < last; ++t) n += b.fibers[t].state != State::Done;
+  return n;
+}
+
+// Every live lane arrived: compute their results, wake them (the current fiber goes on).
+void finish_collective(int warp) {
+  Block& b = *g_block;
+  WarpSlot& w = b.warps[warp];
+  w.complete();
+  std::vector<int> waiting;
+  for (int l = 0; l < 32; ++l) {
+    const int t = warp * 32 + l;
+    if (t < b.shape->threads && b.fibers[t].state == State::AtWarp) waiting.push_back(t);
+    w.in[l] = nullptr, w.out[l] = nullptr;
+  }
+  w.arrived = 0;
+  w.complete = nullptr;
+  wake(std::move(waiting));
+}
+
 void fiber_main() {
   Block& b = *g_block;
   try {
@@ -168,9 +195,10 @@ void fiber_main() {
               " cp.async copies it never waited for (cp.async.wait_group)";
   f.state = State::Done;
   --b.live;
+  // Lanes waiting at a collective may now be all the live ones.
   const int warp = static_cast<int>(f.index.x) / 32;
-  if (b.error.empty() && b.warps[warp].arrived > 0)
-    b.error = who() + ": ended while lanes of its warp wait at " + b.warps[warp].kind;
+  if (b.error.empty() && b.warps[warp].arrived > 0 && b.warps[warp].arrived == live_lanes(b, warp))
+    finish_collective(warp);
   release_barrier_if_complete();
   setcontext(&b.scheduler);  // never returns
 }
@@ -210,38 +238,35 @@ void run_block(Block& b) {
   b.current = -1;
 }
 
-// The lanes' operands meet; the last to arrive computes all results.
+// The lanes' operands meet; the last to arrive computes all results. compute(ins, outs, lanes)
+// gets null for lanes that exited.
 template <typename In, typename Out, typename F>
 void warp_collective(const char* kind, const In& in, Out& out, F&& compute) {
   Block& b = *g_block;
   Fiber& f = me();
   const int lane = static_cast<int>(f.index.x % 32);
-  WarpSlot& w = b.warps[f.index.x / 32];
+  const int warp = static_cast<int>(f.index.x / 32);
+  WarpSlot& w = b.warps[warp];
   if (w.arrived > 0 && w.kind != kind)
     fail(std::string("divergent warp: lane ") + std::to_string(lane) + " reached " + kind + " while others wait at " +
          w.kind);
   w.kind = kind;
   w.in[lane] = &in;
   w.out[lane] = &out;
-  // Lanes of a warp: all threads of it that exist (a partial last warp has fewer).
-  const int first = static_cast<int>(f.index.x / 32) * 32;
-  const int lanes = std::min(32, b.shape->threads - first);
-  if (++w.arrived < lanes) {
+  if (w.arrived == 0) {
+    w.complete = [&w, compute] {
+      const In* ins[32];
+      Out* outs[32];
+      for (int l = 0; l < 32; ++l)
+        ins[l] = static_cast<const In*>(w.in[l]), outs[l] = static_cast<Out*>(w.out[l]);
+      compute(ins, outs, 32);
+    };
+  }
+  if (++w.arrived < live_lanes(b, warp)) {
     block_me(State::AtWarp);
     return;
   }
-  for (int l = 0; l < lanes; ++l)
-    if (b.fibers[first + l].state == State::Done) fail(std::string(kind) + " with an exited lane");
-  const In* ins[32];
-  Out* outs[32];
-  for (int l = 0; l < lanes; ++l) ins[l] = static_cast<const In*>(w.in[l]), outs[l] = static_cast<Out*>(w.out[l]);
-  compute(ins, outs, lanes);
-  w.arrived = 0;
-  std::vector<int> waiting;
-  for (int l = 0; l < lanes; ++l)
-    if (l != lane) waiting.push_back(first + l);
-  wake(std::move(waiting));
-  // The last lane goes on at once; the others when the scheduler reaches them.
+  finish_collective(warp);
 }
 
 void check_shared(uint32_t addr, uint32_t bytes, const char* what) {
@@ -342,19 +367,28 @@ bool any_sync(unsigned mask, bool predicate) {
   bool out = false;
   warp_collective("__any_sync", predicate, out, [](const bool* const* in, bool* const* out, int lanes) {
     bool any = false;
-    for (int l = 0; l < lanes; ++l) any = any || *in[l];
-    for (int l = 0; l < lanes; ++l) *out[l] = any;
+    for (int l = 0; l < lanes; ++l) any = any || (in[l] != nullptr && *in[l]);
+    for (int l = 0; l < lanes; ++l)
+      if (out[l] != nullptr) *out[l] = any;
   });
   return out;
 }
 
 uint32_t shfl_xor_bits(unsigned mask, uint32_t value, int lane_mask) {
   if (mask != 0xffffffffu) fail("__shfl_xor_sync with a partial mask is not modelled");
+  struct Operand {
+    uint32_t value;
+    int lane_mask;  // each lane's own: source lane = lane ^ lane_mask
+  };
+  const Operand in{value, lane_mask};
   uint32_t out = 0;
-  warp_collective("__shfl_xor_sync", value, out, [lane_mask](const uint32_t* const* in, uint32_t* const* out, int lanes) {
+  warp_collective("__shfl_xor_sync", in, out, [](const Operand* const* in, uint32_t* const* out, int lanes) {
     for (int l = 0; l < lanes; ++l) {
-      const int src = l ^ lane_mask;
-      *out[l] = src < lanes ? *in[src] : *in[l];
+      if (out[l] == nullptr) continue;
+      // A source outside the warp gives the lane its own value; an exited one, undefined (NaN
+      // bits here).
+      const int src = l ^ in[l]->lane_mask;
+      *out[l] = src >= lanes || src < 0 ? in[l]->value : in[src] != nullptr ? in[src]->value : 0xFFFFFFFFu;
     }
   });
   return out;
@@ -375,7 +409,8 @@ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr, bool trans) {
   using Regs = uint32_t[4];
   warp_collective(trans ? "ldmatrix.x4.trans" : "ldmatrix.x4", addr, r,
                   [trans](const uint32_t* const* in, Regs* const* out, int lanes) {
-                    if (lanes != 32) fail("ldmatrix needs a whole warp");
+                    for (int l = 0; l < lanes; ++l)
+                      if (in[l] == nullptr) fail("ldmatrix needs all 32 lanes (.aligned)");
                     const unsigned char* smem = g_block->smem->data();
                     auto element = [&](int matrix, int row, int col) {  // b16 element of matrix i
                       uint16_t e;
@@ -401,7 +436,8 @@ void mma_16816(float (&c)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1, 
   using Acc = float[4];
   warp_collective(bf16 ? "mma.m16n8k16.bf16" : "mma.m16n8k16.f16", in, c,
                   [bf16](const Operands* const* in, Acc* const* out, int lanes) {
-                    if (lanes != 32) fail("mma.sync needs a whole warp");
+                    for (int l = 0; l < lanes; ++l)
+                      if (in[l] == nullptr) fail("mma.sync needs all 32 lanes (.aligned)");
                     float A[16][16], B[16][8], C[16][8];
                     auto lo = [&](uint32_t x) { return element_to_float(static_cast<uint16_t>(x & 0xFFFF), bf16); };
                     auto hi = [&](uint32_t x) { return element_to_float(static_cast<uint16_t>(x >> 16), bf16); };
