@@ -183,10 +183,9 @@ FlashBackwardPlan plan_flash_backward(const at::Tensor& dout_in, const at::Tenso
   plan.dv = empty_bthd(B, KV, S, D, q.options());
   // Shaped like the gate, stored [B, T, H, W] like the logits SelfAttention passes.
   if (gate.defined()) plan.dgate = empty_bthd(B, H, T, gate.size(3), q.options());
-  if (B == 0 || H == 0 || T == 0 || S == 0) {
+  if (plan.empty()) {
     plan.dq.zero_(), plan.dk.zero_(), plan.dv.zero_();
     if (plan.dgate.defined()) plan.dgate.zero_();
-    plan.is_empty = true;
     return plan;
   }
   const int64_t dq_rows = (T + kDqAccumRowMultiple - 1) / kDqAccumRowMultiple * kDqAccumRowMultiple;

@@ -32,8 +32,8 @@ struct FlashBackwardPlan {
   at::Tensor dq, dk, dv, dgate;         // flash_backward's results: unwritten, or zeroed when empty()
   at::Tensor dq_accum, dsum, dout_attn;  // scratch (dq_accum zeroed; undefined under deterministic dQ)
   flash::BwdParams params{};
-  bool is_empty = false;  // nothing to launch
-  bool empty() const { return is_empty; }
+  // Nothing to launch (B, H, T or S is 0; KV > 0 and D is 64 or 128).
+  bool empty() const { return dq.numel() == 0 || dk.numel() == 0; }
 };
 FlashBackwardPlan plan_flash_backward(const at::Tensor& dout, const at::Tensor& q, const at::Tensor& k,
                                       const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse, int64_t window,

@@ -7,6 +7,7 @@
 #include "flash/flash_bwd_kernel.cuh"
 #include "flash/flash_bwd_preprocess.cuh"
 #include "flash/flash_fwd_kernel.cuh"
+#include "flash/grid.h"
 #include "flash/launch.h"
 #include "flash/traits.h"
 
@@ -16,17 +17,17 @@ namespace sluice::flash {
 // 40 MB), leaving room for the outputs and the other streams of the step.
 constexpr int64_t kTileOrderL2Budget = 16ll << 20;
 
-// p.order for a launch of `kernel` over `tiles` x `groups` blocks, each group reading about
-// group_bytes: the plain order, or sections sized to the blocks the device keeps in flight.
+// p.order for a launch of `kernel` over `grid`: the plain order, or sections sized to the blocks
+// the device keeps in flight.
 template <typename Kernel>
-TileOrder launch_order(bool sectioned, Kernel kernel, int threads, int smem, int tiles, int groups,
-                       int64_t group_bytes) {
-  if (!sectioned) return TileOrder{tiles, groups, 1};
+TileOrder launch_order(bool sectioned, Kernel kernel, int threads, int smem, const TileGrid& grid) {
+  if (!sectioned) return TileOrder{grid.tiles, grid.groups, 1};
   int device = 0, sms = 0, per_sm = 0;
   C10_CUDA_CHECK(cudaGetDevice(&device));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, threads, smem));
-  return plan_tile_order(tiles, groups, group_bytes, sms * (per_sm > 0 ? per_sm : 1), kTileOrderL2Budget);
+  return plan_tile_order(grid.tiles, grid.groups, grid.group_bytes, sms * (per_sm > 0 ? per_sm : 1),
+                         kTileOrderL2Budget);
 }
 
 // The instantiation for one feature set: [docs][gated][alibi] (forward), [docs][alibi][dq]
@@ -70,10 +71,7 @@ void launch_fwd(const FwdParams& params, cudaStream_t stream) {
   const int smem = gated ? Traits::kSmemBytesGated : Traits::kSmemBytes;
   // More than the default 48 KiB of dynamic shared memory must be opted into per kernel.
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  // Per group: Q once, and K and V of its kv head, shared by heads / kv_heads groups (2-byte elements).
-  const int64_t group_bytes = 2ll * Traits::kHeadDim * (p.seqlen_q + 2ll * p.seqlen_k * p.kv_heads / p.heads);
-  p.order = launch_order(p.sectioned_order, kernel, Traits::kNThreads, smem,
-                         (p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.batch * p.heads, group_bytes);
+  p.order = launch_order(p.sectioned_order, kernel, Traits::kNThreads, smem, fwd_grid<Traits>(p));
   kernel<<<p.order.tiles * p.order.groups, Traits::kNThreads, smem, stream>>>(p);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -94,10 +92,7 @@ void launch_bwd(const BwdParams& p, cudaStream_t stream) {
   BwdParams pm = with_attention_dout(p);
   auto kernel = bwd_kernel_for<Traits>(p.doc_start != nullptr, p.alibi_slopes != nullptr, !p.deterministic_dq);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
-  // Per group: Q and dO of every query head of the kv head (2-byte elements).
-  const int64_t group_bytes = 4ll * Traits::kHeadDim * p.seqlen_q * (p.heads / p.kv_heads);
-  pm.order = launch_order(p.sectioned_order, kernel, Traits::kNThreads, Traits::kSmemBytes,
-                          (p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, p.batch * p.kv_heads, group_bytes);
+  pm.order = launch_order(p.sectioned_order, kernel, Traits::kNThreads, Traits::kSmemBytes, bwd_grid<Traits>(p));
   kernel<<<pm.order.tiles * pm.order.groups, Traits::kNThreads, Traits::kSmemBytes, stream>>>(pm);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 
@@ -114,10 +109,7 @@ void launch_bwd_dq(const BwdParams& p, cudaStream_t stream) {
   BwdParams pm = with_attention_dout(p);
   auto kernel = bwd_dq_kernel_for<Traits>(p.doc_start != nullptr, p.alibi_slopes != nullptr);
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Traits::kSmemBytes));
-  // Per group: Q and dO once, and K and V of its kv head, shared by heads / kv_heads groups.
-  const int64_t group_bytes = 4ll * Traits::kHeadDim * (p.seqlen_q + 1ll * p.seqlen_k * p.kv_heads / p.heads);
-  pm.order = launch_order(p.sectioned_order, kernel, Traits::kNThreads, Traits::kSmemBytes,
-                          (p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.batch * p.heads, group_bytes);
+  pm.order = launch_order(p.sectioned_order, kernel, Traits::kNThreads, Traits::kSmemBytes, bwd_dq_grid<Traits>(p));
   kernel<<<pm.order.tiles * pm.order.groups, Traits::kNThreads, Traits::kSmemBytes, stream>>>(pm);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

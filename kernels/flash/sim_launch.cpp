@@ -13,6 +13,7 @@
 #include "flash/flash_bwd_kernel.cuh"
 #include "flash/flash_bwd_preprocess.cuh"
 #include "flash/flash_fwd_kernel.cuh"
+#include "flash/grid.h"
 #include "flash/tile_order.h"
 #include "flash/traits.h"
 
@@ -29,10 +30,10 @@ void with_flags(bool a, bool b, bool c, const F& f) {
 }
 
 // launch_order's plan for a small imaginary device (Config::sectioned_resident_blocks).
-TileOrder order_for(const Config& c, int tiles, int groups, int64_t group_bytes) {
-  if (c.sectioned_resident_blocks <= 0) return TileOrder{tiles, groups, 1};
+TileOrder order_for(const Config& c, const TileGrid& g) {
+  if (c.sectioned_resident_blocks <= 0) return TileOrder{g.tiles, g.groups, 1};
   // An L2 budget of 4 groups' bytes: sections of several groups even at tiny shapes.
-  return plan_tile_order(tiles, groups, group_bytes, c.sectioned_resident_blocks, 4 * group_bytes);
+  return plan_tile_order(g.tiles, g.groups, g.group_bytes, c.sectioned_resident_blocks, 4 * g.group_bytes);
 }
 
 template <int D, typename E>
@@ -40,8 +41,7 @@ void forward_for(const FwdParams& params, const Config& c) {
   using Traits = FwdTraits<D, E>;
   FwdParams p = params;
   const bool gated = p.gate != nullptr;
-  const int64_t group_bytes = 2ll * D * (p.seqlen_q + 2ll * p.seqlen_k * p.kv_heads / p.heads);
-  p.order = order_for(c, (p.seqlen_q + Traits::kBlockM - 1) / Traits::kBlockM, p.batch * p.heads, group_bytes);
+  p.order = order_for(c, fwd_grid<Traits>(p));
   const sim::LaunchShape shape{p.order.tiles * p.order.groups, Traits::kNThreads,
                                gated ? Traits::kSmemBytesGated : Traits::kSmemBytes};
   with_flags(p.doc_start != nullptr, gated, p.alibi_slopes != nullptr, [&](auto docs, auto gate, auto alibi) {
@@ -62,8 +62,7 @@ void backward_for(const BwdParams& p, const Config& c) {
   });
 
   BwdParams pm = with_attention_dout(p);
-  const int64_t group_bytes = 4ll * D * p.seqlen_q * (p.heads / p.kv_heads);
-  pm.order = order_for(c, (p.seqlen_k + Traits::kBlockN - 1) / Traits::kBlockN, p.batch * p.kv_heads, group_bytes);
+  pm.order = order_for(c, bwd_grid<Traits>(p));
   const sim::LaunchShape shape{pm.order.tiles * pm.order.groups, Traits::kNThreads, Traits::kSmemBytes};
   with_flags(p.doc_start != nullptr, p.alibi_slopes != nullptr, !p.deterministic_dq,
              [&](auto docs, auto alibi, auto dq) {
@@ -76,8 +75,7 @@ void backward_for(const BwdParams& p, const Config& c) {
   }
   using DqTraits = BwdDqTraits<D, E>;
   BwdParams pd = with_attention_dout(p);
-  const int64_t dq_group_bytes = 4ll * D * (p.seqlen_q + 1ll * p.seqlen_k * p.kv_heads / p.heads);
-  pd.order = order_for(c, (p.seqlen_q + DqTraits::kBlockM - 1) / DqTraits::kBlockM, p.batch * p.heads, dq_group_bytes);
+  pd.order = order_for(c, bwd_dq_grid<DqTraits>(p));
   const sim::LaunchShape dq_shape{pd.order.tiles * pd.order.groups, DqTraits::kNThreads, DqTraits::kSmemBytes};
   with_flags(p.doc_start != nullptr, p.alibi_slopes != nullptr, false, [&](auto docs, auto alibi, auto) {
     sim::launch(dq_shape, c.options, [&] { flash_bwd_dq_kernel<DqTraits, docs(), alibi()>(pd); });

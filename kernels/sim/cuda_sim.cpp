@@ -71,10 +71,10 @@ struct Fiber {
   GuardedRegion* stack = nullptr;
   uint3 index{};
   State state = State::Ready;
-  // cp.async: copies not yet landed, oldest first, and how many of them each committed group
-  // holds (the uncommitted tail belongs to the next commit).
-  std::deque<Copy> pending;
-  std::deque<size_t> group_sizes;
+  // cp.async copies not yet landed: committed groups, oldest first, and those the next commit
+  // will group.
+  std::deque<std::vector<Copy>> groups;
+  std::vector<Copy> uncommitted;
 };
 
 // A warp collective in progress: who arrived, with which operands.
@@ -190,9 +190,8 @@ void fiber_main() {
     if (b.error.empty()) b.error = who() + ": " + e.what();
   }
   Fiber& f = me();
-  if (b.error.empty() && !f.pending.empty())
-    b.error = who() + ": ended with " + std::to_string(f.pending.size()) +
-              " cp.async copies it never waited for (cp.async.wait_group)";
+  if (b.error.empty() && (!f.groups.empty() || !f.uncommitted.empty()))
+    b.error = who() + ": ended with cp.async copies it never waited for (cp.async.wait_group)";
   f.state = State::Done;
   --b.live;
   // Lanes waiting at a collective may now be all the live ones.
@@ -482,24 +481,20 @@ void cp_async_16(uint32_t dst, const void* src, int src_bytes) {
   }
   const Copy c{dst, src, src_bytes};
   if (g_block->options->copies == CopyTiming::AtIssue) land(c);
-  else me().pending.push_back(c);
+  else me().uncommitted.push_back(c);
 }
 
 void cp_async_commit() {
   Fiber& f = me();
-  size_t committed = 0;
-  for (size_t n : f.group_sizes) committed += n;
-  f.group_sizes.push_back(f.pending.size() - committed);
+  f.groups.push_back(std::move(f.uncommitted));
+  f.uncommitted.clear();
 }
 
 void cp_async_wait(int pending_groups) {
   Fiber& f = me();
-  while (static_cast<int>(f.group_sizes.size()) > pending_groups) {
-    for (size_t i = 0; i < f.group_sizes.front(); ++i) {
-      land(f.pending.front());
-      f.pending.pop_front();
-    }
-    f.group_sizes.pop_front();
+  while (static_cast<int>(f.groups.size()) > pending_groups) {
+    for (const Copy& c : f.groups.front()) land(c);
+    f.groups.pop_front();
   }
 }
 
