@@ -15,7 +15,7 @@ say() { echo "[setup] $*" >&2; }
 pkgs=(cmake ninja-build ccache g++ python3 python3-venv
       libyaml-cpp-dev libspdlog-dev libgtest-dev libgmock-dev googletest
       libsentencepiece-dev sentencepiece libcli11-dev nlohmann-json3-dev libbenchmark-dev
-      zlib1g-dev chromium)  # zlib and chromium: test_report renders the HTML report headless
+      libgloo-dev zlib1g-dev chromium)  # gloo: c10d ProcessGroupGloo headers; zlib and chromium: test_report renders the HTML report headless
 if [ "${SLUICE_SKIP_APT:-0}" != 1 ]; then
   missing=()
   for p in "${pkgs[@]}"; do

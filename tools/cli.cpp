@@ -13,8 +13,10 @@ int run(int argc, const char* const* argv, Io io) {
   CLI::App app{"Sluice: pretraining decoder transformers and studying attention.", "sluice"};
   app.set_version_flag("--version", "sluice " SLUICE_VERSION);
   app.require_subcommand(1);
-  app.footer("Exit codes: 0 success, 2 bad input (config, arguments, data files), 1 internal error.");
+  app.footer("Exit codes: 0 success, 2 bad input (config, arguments, data files), 1 internal error, 3 a distributed "
+             "run lost a rank (another rank died or hung).");
   add_train_command(app, io);
+  add_launch_command(app, io);
   add_config_commands(app, io);
   add_data_commands(app, io);
   add_eval_commands(app, io);
@@ -27,9 +29,14 @@ int run(int argc, const char* const* argv, Io io) {
     // --help / --version arrive here with exit code 0; everything else is a usage error.
     const int code = app.exit(e, io.out, io.err);
     return code == 0 ? kExitOk : kExitBadInput;
+  } catch (const ExitRequest& e) {
+    return e.code;
   } catch (const InputError& e) {
     io.err << "error: " << e.what() << "\n";
     return kExitBadInput;
+  } catch (const DistributedError& e) {
+    io.err << "distributed error: " << e.what() << "\n";
+    return kExitPeerLost;
   } catch (const c10::Error& e) {
     io.err << "internal error: " << e.what_without_backtrace() << "\n";
     return kExitInternal;

@@ -17,13 +17,20 @@ struct Io {
   std::ostream& err;  // error messages
 };
 
-// Runs the CLI; returns the process exit code (0 ok, 2 bad input, 1 internal error).
+// Thrown by a command that has already reported its outcome and wants this exit code
+// (`sluice launch` passing on a rank's).
+struct ExitRequest {
+  int code;
+};
+
+// Runs the CLI; returns the process exit code (0 ok, 2 bad input, 1 internal error, 3 a lost rank).
 int run(int argc, const char* const* argv, Io io);
 int run(const std::vector<std::string>& args, Io io);  // args without the program name
 
 // Subcommand registration; each file adds its commands to the app.
 void add_config_commands(CLI::App& app, Io io);
 void add_train_command(CLI::App& app, Io io);
+void add_launch_command(CLI::App& app, Io io);
 void add_data_commands(CLI::App& app, Io io);
 void add_eval_commands(CLI::App& app, Io io);
 void add_stats_commands(CLI::App& app, Io io);

@@ -2,11 +2,41 @@
 #include <CLI/CLI.hpp>
 #include <ostream>
 
+#include <c10/util/Exception.h>
+
 #include "cli.h"
+#include "dist/data_parallel.h"
 #include "sluice/config.h"
+#include "sluice/errors.h"
 #include "sluice/trainer.h"
+#include "train/parallel.h"
 
 namespace sluice::cli {
+
+namespace {
+
+// In a distributed run every message says which rank it comes from; a failed collective
+// (c10d's errors, most often a lost peer) becomes a DistributedError (exit 3).
+TrainSummary train_naming_the_rank(const LoadedConfig& cfg, const TrainOptions& opts) {
+  if (!opts.parallel || opts.parallel->world_size() == 1) return sluice::train(cfg, opts);
+  const std::string rank = "rank " + std::to_string(opts.parallel->rank()) + ": ";
+  try {
+    return sluice::train(cfg, opts);
+  } catch (const DistributedError&) {
+    throw;
+  } catch (const InputError& e) {
+    throw InputError(rank + e.what());
+  } catch (const c10::DistError& e) {
+    throw DistributedError(rank + "a collective failed (another rank has probably died or stalled): " +
+                           e.what_without_backtrace());
+  } catch (const c10::Error& e) {
+    throw std::runtime_error(rank + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw std::runtime_error(rank + e.what());
+  }
+}
+
+}  // namespace
 
 void add_train_command(CLI::App& app, Io io) {
   struct Args {
@@ -35,7 +65,9 @@ void add_train_command(CLI::App& app, Io io) {
     opts.run_dir = args->run_dir;
     opts.resume = args->resume;
     opts.stop_after = args->stop_after;
-    const TrainSummary s = sluice::train(cfg, opts);
+    opts.parallel = dist::connect(cfg);  // null without a launcher
+    const TrainSummary s = train_naming_the_rank(cfg, opts);
+    if (opts.parallel && !opts.parallel->is_main()) return;  // rank 0 reports for the job
     if (s.stopped_by_signal) io.out << "stopped after step " << s.steps << "; checkpoint " << s.last_checkpoint << "\n";
     io.out << "results: " << s.run_dir << " (metrics.jsonl, summary.json, config.yaml, train.log, checkpoints/)\n";
   });

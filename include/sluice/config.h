@@ -157,7 +157,12 @@ struct CheckpointConfig {
 };
 
 struct ParallelConfig {
-  int64_t data_parallel = 1;
+  int64_t data_parallel = 0;       // world size this config expects; 0 = whatever the launcher says
+  std::string backend = "auto";    // auto (nccl on CUDA, gloo on CPU) | gloo | nccl
+  int64_t zero = 0;                // 1: AdamW state sharded over the ranks (ZeRO-1)
+  double bucket_mb = 25.0;         // gradient all-reduce bucket size
+  double timeout_s = 600.0;        // rendezvous and every collective
+  int64_t check_every = 0;         // steps between cross-rank parameter checksums; 0 = off
 };
 
 struct LogConfig {

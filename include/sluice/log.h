@@ -15,6 +15,8 @@ Level parse_level(std::string_view name);
 // Console logging at `console`; when `file_path` is non-empty, also a full log file there.
 void init(Level console, const std::string& file_path = "");
 void set_console_level(Level level);
+// A tag after the time in every console and file line ("rank 3" in a distributed run); empty: none.
+void set_tag(const std::string& tag);
 // Stops writing to the log file (closes it).
 void close_file();
 

@@ -44,6 +44,16 @@ struct MoELayerStats {
   std::string gemm;                   // expert GEMM path of the last forward: grouped | loop
 };
 
+// Sums MoE routing counts over the processes that share one global batch (data parallelism
+// plugs one in from src/dist), so that the load-balancing loss and the aux-loss-free bias
+// see the counts one process holding the whole batch would see. Without one, a process
+// counts its own tokens. Every process routes the same number of tokens per micro-batch.
+struct RoutingCountReducer {
+  virtual ~RoutingCountReducer() = default;
+  virtual at::Tensor sum(const at::Tensor& counts) = 0;  // int64; returns the sum over the processes
+  virtual int64_t processes() const = 0;
+};
+
 class DecoderImpl : public torch::nn::Module {
  public:
   explicit DecoderImpl(const ModelConfig& cfg);
@@ -95,6 +105,8 @@ class CausalLMImpl : public torch::nn::Module {
   // Per-MoE-layer routing statistics since the previous call (one device sync for all layers,
   // then the accumulators restart). Empty for dense models. Call it at log time.
   std::vector<MoELayerStats> routing_stats();
+  // Installs (or, with null, removes) the reducer every MoE layer counts through in training.
+  void set_routing_count_reducer(std::shared_ptr<RoutingCountReducer> reducer);
   // Normal(0, init_std) for linear and embedding weights (the gate's g_proj included),
   // init_std/sqrt(2·n_layers) for the residual output projections (o_proj, down_proj), ones
   // for norms, zeros for biases. Uses the global RNG.

@@ -219,6 +219,9 @@ std::vector<Problem> check_consistency(const Config& c, bool check_paths) {
   check_positions(out, m);
   check_gate(out, m);
   check_moe(out, m);
+  if (c.parallel.backend == "nccl" && c.train.device == "cpu") {
+    out.push_back({"parallel.backend", "nccl runs on CUDA devices, but train.device is cpu; use gloo or auto"});
+  }
   if (check_paths) {
     check_data_path(out, "data.train", c.data.train, /*required=*/true);
     check_data_path(out, "data.val", c.data.val, /*required=*/false);

@@ -340,7 +340,9 @@ std::vector<Field> build_schema() {
   b.add(KEY(data.verify_checksums), "Check every shard's checksum when a run starts (reads all data once).");
   // train
   b.add(KEY(train.steps), "Optimizer steps.").min(1);
-  b.add(KEY(train.micro_batch), "Sequences per forward/backward pass.").min(1);
+  b.add(KEY(train.micro_batch), "Sequences per forward/backward pass on each rank; the global batch is "
+                                   "micro_batch x grad_accum x world size.")
+      .min(1);
   b.add(KEY(train.grad_accum), "Micro-batches accumulated per optimizer step.").min(1);
   b.add(KEY(train.device), "`auto` (CUDA when available), `cpu` or `cuda`.").choices({"auto", "cpu", "cuda"});
   b.add(KEY(train.precision), "`auto` (bf16 autocast on CUDA, fp32 on CPU), `fp32` or `bf16` (autocast; "
@@ -352,7 +354,9 @@ std::vector<Field> build_schema() {
   b.add(KEY(train.eval_batches), "Micro-batches per validation pass.").min(1);
   b.add(KEY(train.seed), "Seed for initialisation and data order; same seed and config give the same CPU loss curve.")
       .min(0);
-  b.add(KEY(train.threads), "CPU threads for LibTorch; 0 = LibTorch's default.").min(0);
+  b.add(KEY(train.threads), "CPU threads for LibTorch per process; 0 = OMP_NUM_THREADS when set, else the "
+                              "machine's cores divided by the ranks on this node.")
+      .min(0);
   b.add(KEY(train.on_nonfinite), "A step whose gradients are not finite is never applied. `abort`: at the next log "
                                  "line, write RUN_DIR/nonfinite.json and exit 1 (checkpoints stay as they were); "
                                  "`skip`: drop the update, count it (`skipped_steps` in metrics) and go on.")
@@ -392,9 +396,28 @@ std::vector<Field> build_schema() {
                                       "index layout) above it.")
       .min(1);
   // parallel
-  b.add(KEY(parallel.data_parallel), "Data-parallel ranks; 1 (single process) until distributed training lands.")
-      .min(1)
+  b.add(KEY(parallel.data_parallel), "World size this config expects (ranks started by `sluice launch`, torchrun or "
+                                     "srun); 0 = whatever the launcher says. A mismatch stops every rank before "
+                                     "training (exit 2). docs/distributed.md.")
+      .min(0);
+  b.add(KEY(parallel.backend), "Collectives: `auto` (NCCL on CUDA, Gloo on CPU), `gloo` or `nccl` (CUDA only).")
+      .choices({"auto", "gloo", "nccl"});
+  b.add(KEY(parallel.zero), "0: every rank holds the whole AdamW state; 1: ZeRO-1, the state is sharded over the "
+                            "ranks (gradients reduce-scattered, each rank updates its shard, parameters "
+                            "all-gathered). Checkpoints are the same either way; may change on resume.")
+      .min(0)
       .max(1);
+  b.add(KEY(parallel.bucket_mb), "Gradients are averaged in buckets of about this many MiB, each sent while "
+                                 "backward goes on (PyTorch DDP's bucket_cap_mb).")
+      .min(0.0, true);
+  b.add(KEY(parallel.timeout_s), "Seconds any rank waits for the others (rendezvous, every collective, the "
+                                 "barrier after a checkpoint) before it stops with an error naming what it "
+                                 "waited for; must exceed the time rank 0 needs to write a checkpoint.")
+      .min(0.0, true);
+  b.add(KEY(parallel.check_every), "Steps between checks that every rank holds bitwise the same parameters (a "
+                                   "checksum compared across ranks; a mismatch stops the run naming the rank); "
+                                   "0 = off.")
+      .min(0);
   // log
   b.add(KEY(log.level), "Console log level: `debug`, `info`, `warn`, `error`.")
       .choices({"debug", "info", "warn", "error"});

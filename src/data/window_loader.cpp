@@ -31,6 +31,20 @@ uint64_t WindowLoader::window_of(uint64_t epoch, uint64_t j) const {
   return RandomPermutation(windows(), mix64(opts_.seed, epoch))(pos);
 }
 
+uint64_t WindowLoader::convert_index(uint64_t index, uint64_t from_global_batch) const {
+  if (from_global_batch == global_batch()) return index;
+  const uint64_t from_per_epoch = windows() / from_global_batch;
+  if (from_per_epoch == 0) throw InputError("data position: a global batch of " + std::to_string(from_global_batch) +
+                                            " windows does not fit this corpus");
+  const uint64_t epoch = index / from_per_epoch, consumed = index % from_per_epoch * from_global_batch;
+  if (consumed % global_batch() != 0) {
+    throw InputError("--resume: the checkpoint stopped " + std::to_string(consumed) + " windows into epoch " +
+                     std::to_string(epoch) + ", which is not a multiple of this run's " + std::to_string(global_batch()) +
+                     " windows per micro-batch (train.micro_batch x world size); choose sizes whose product divides it");
+  }
+  return epoch * batches_per_epoch() + consumed / global_batch();
+}
+
 Batch WindowLoader::batch(uint64_t index) const {
   const uint64_t epoch = index / batches_per_epoch(), b = index % batches_per_epoch();
   std::vector<uint64_t> w(static_cast<size_t>(opts_.batch));

@@ -30,6 +30,14 @@ class WindowLoader {
   uint64_t windows() const { return window_starts_.back(); }  // in the whole corpus
   uint64_t windows_per_rank() const { return windows() / static_cast<uint64_t>(opts_.world); }
   uint64_t batches_per_epoch() const { return windows_per_rank() / static_cast<uint64_t>(opts_.batch); }
+  // Windows all ranks together take per batch index (batch x world): the loader's position
+  // in windows is index x global_batch(), whatever the split over ranks.
+  uint64_t global_batch() const { return static_cast<uint64_t>(opts_.batch * opts_.world); }
+  // This loader's batch index for the position that `index` was in a loader over the same
+  // corpus and seed with global batch `from_global_batch` (another world size or micro-batch):
+  // the same epoch and the same windows consumed in it, so the data order goes on unchanged.
+  // Throws InputError when that position falls inside one of this loader's batches.
+  uint64_t convert_index(uint64_t index, uint64_t from_global_batch) const;
   // Global window index of the j-th window of this rank in epoch `epoch`.
   uint64_t window_of(uint64_t epoch, uint64_t j) const;
   Batch batch(uint64_t index) const;  // thread-safe

@@ -25,6 +25,7 @@ spdlog::level::level_enum to_spd(Level l) {
 
 struct State {
   std::mutex mu;
+  std::string tag;  // "[rank 3] " or empty
   std::shared_ptr<spdlog::logger> logger;
   std::shared_ptr<spdlog::sinks::sink> console;
   std::shared_ptr<spdlog::sinks::sink> file;
@@ -41,7 +42,7 @@ std::shared_ptr<spdlog::logger> logger() {
   if (!s.logger) {
     // Logs go to stderr so that stdout stays clean for machine-readable output.
     s.console = std::make_shared<spdlog::sinks::stderr_color_sink_mt>();
-    s.console->set_pattern("%^[%H:%M:%S %L]%$ %v");
+    s.console->set_pattern("%^[%H:%M:%S %L]%$ " + s.tag + "%v");
     s.console->set_level(spdlog::level::info);
     s.logger = std::make_shared<spdlog::logger>("sluice", s.console);
     s.logger->set_level(spdlog::level::trace);
@@ -73,7 +74,7 @@ void init(Level console, const std::string& file_path) {
   }
   if (!file_path.empty()) {
     s.file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(file_path, /*truncate=*/false);
-    s.file->set_pattern("[%Y-%m-%d %H:%M:%S.%e %l] %v");
+    s.file->set_pattern("[%Y-%m-%d %H:%M:%S.%e %l] " + s.tag + "%v");
     s.file->set_level(spdlog::level::debug);
     lg->sinks().push_back(s.file);
   }
@@ -85,6 +86,15 @@ void set_console_level(Level level) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mu);
   s.console->set_level(to_spd(level));
+}
+
+void set_tag(const std::string& tag) {
+  logger();
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.mu);
+  s.tag = tag.empty() ? "" : "[" + tag + "] ";
+  s.console->set_pattern("%^[%H:%M:%S %L]%$ " + s.tag + "%v");
+  if (s.file) s.file->set_pattern("[%Y-%m-%d %H:%M:%S.%e %l] " + s.tag + "%v");
 }
 
 void close_file() {

@@ -113,6 +113,10 @@ void CausalLMImpl::after_optimizer_step(const at::Tensor& skipped) {
 
 std::vector<MoELayerStats> CausalLMImpl::routing_stats() { return take_routing_stats(moe_layers_); }
 
+void CausalLMImpl::set_routing_count_reducer(std::shared_ptr<RoutingCountReducer> reducer) {
+  for (auto& [i, moe] : moe_layers_) moe->set_count_reducer(reducer);
+}
+
 void CausalLMImpl::reset_parameters() {
   torch::NoGradGuard no_grad;
   const double out_std = cfg_.init_std / std::sqrt(2.0 * static_cast<double>(cfg_.n_layers));

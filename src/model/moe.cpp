@@ -42,6 +42,8 @@ at::Tensor MoEImpl::forward(const at::Tensor& x) {
   }
 
   const bool training = is_training();
+  at::Tensor counts = plan.counts;  // assignments per expert the aux loss counts (micro_batch scope)
+  int64_t assignments = N * k;
   if (training) {
     at::NoGradGuard no_grad;
     if (!step_counts_.defined() || step_counts_.device() != flat.device()) {
@@ -52,8 +54,15 @@ at::Tensor MoEImpl::forward(const at::Tensor& x) {
       stat_entropy_ = at::zeros({}, i64.dtype(at::kDouble));
       step_assignments_ = stat_tokens_ = 0;
     }
-    step_counts_.add_(plan.counts);
-    step_assignments_ += N * k;
+    // The counts the balancing terms use: over every process's micro-batch under data
+    // parallelism (one small all-reduce per layer), so that W ranks behave like one process.
+    const bool counts_matter = cfg_.aux_loss_coef > 0 || cfg_.bias_update_rate > 0;
+    if (count_reducer_ && counts_matter) {
+      counts = count_reducer_->sum(plan.counts);
+      assignments = N * k * count_reducer_->processes();
+    }
+    step_counts_.add_(counts);
+    step_assignments_ += assignments;
     stat_counts_.add_(plan.counts);
     if (plan.kept.defined()) stat_dropped_.add_(plan.kept.logical_not().sum());
     stat_entropy_.add_(at::special_entr(r.probs.detach()).sum());
@@ -65,9 +74,8 @@ at::Tensor MoEImpl::forward(const at::Tensor& x) {
     // f_i: share of the assignments (before dropping) routed to expert i; P_i: mean router
     // probability. Only P_i carries gradient (f_i is a count), as in Switch / GShard.
     const bool global = training && cfg_.aux_loss_scope == "global_batch";
-    const at::Tensor counts = global ? step_counts_ : plan.counts;
-    const double assignments = static_cast<double>(global ? step_assignments_ : N * k);
-    const at::Tensor f = counts.to(at::kFloat) / assignments;
+    const at::Tensor f = (global ? step_counts_ : counts).to(at::kFloat) /
+                         static_cast<double>(global ? step_assignments_ : assignments);
     aux_loss_ = (f * r.probs.mean(0)).sum() * (cfg_.aux_loss_coef * static_cast<double>(E));
   }
   if (cfg_.z_loss_coef > 0) {

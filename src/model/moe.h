@@ -32,6 +32,8 @@ class MoEImpl : public torch::nn::Module {
   // [E + 2] fp64 = tokens per expert, dropped assignments, summed router entropy; `tokens`
   // gets the number of tokens routed. Resets the accumulators. Undefined if nothing was routed.
   at::Tensor take_stats(int64_t& tokens);
+  // Training forwards count expert assignments through `reducer` (CausalLMImpl::set_routing_count_reducer).
+  void set_count_reducer(std::shared_ptr<RoutingCountReducer> reducer) { count_reducer_ = std::move(reducer); }
   // The expert-GEMM path the last forward used.
   ExpertGemm last_gemm() const { return last_gemm_; }
 
@@ -45,6 +47,7 @@ class MoEImpl : public torch::nn::Module {
   int64_t d_model_, hidden_;
   at::Tensor aux_loss_, z_loss_;
   ExpertGemm last_gemm_ = ExpertGemm::Loop;
+  std::shared_ptr<RoutingCountReducer> count_reducer_;
   // Accumulators, allocated on the device of the first training forward.
   at::Tensor step_counts_;  // [E] int64 since the last optimizer step
   int64_t step_assignments_ = 0;

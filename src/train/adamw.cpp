@@ -2,6 +2,11 @@
 
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "sluice/errors.h"
+#include "train/grad_clip.h"
 
 namespace sluice {
 
@@ -53,6 +58,46 @@ void AdamW::step(double lr, const at::Tensor& found_inf) {
 void AdamW::zero_grad() {
   for (auto& g : groups_)
     for (auto& s : g.params) s.param.mutable_grad() = at::Tensor();
+}
+
+at::Tensor AdamW::clip_grad_norm(double max_norm) { return sluice::clip_grad_norm(params(), max_norm); }
+
+NamedTensors AdamW::state_tensors() {
+  NamedTensors out;
+  for (const auto& g : groups_) {
+    for (const auto& s : g.params) {
+      out.emplace_back("exp_avg." + s.name, s.exp_avg);
+      out.emplace_back("exp_avg_sq." + s.name, s.exp_avg_sq);
+      out.emplace_back("step." + s.name, s.step);
+    }
+  }
+  return out;
+}
+
+void AdamW::load_state_tensors(const std::map<std::string, at::Tensor>& tensors, const std::string& file) {
+  at::NoGradGuard no_grad;
+  for (auto& g : groups_) {
+    for (auto& s : g.params) {
+      for (auto [prefix, dst] : {std::pair<const char*, at::Tensor*>{"exp_avg.", &s.exp_avg},
+                                 {"exp_avg_sq.", &s.exp_avg_sq},
+                                 {"step.", &s.step}}) {
+        const auto it = tensors.find(prefix + s.name);
+        if (it == tensors.end())
+          throw InputError("checkpoint file '" + file + "': tensor '" + prefix + s.name + "' is missing");
+        if (it->second.sizes() != dst->sizes() || it->second.scalar_type() != dst->scalar_type())
+          throw InputError(fmt::format("checkpoint file '{}': tensor '{}{}' does not match the parameter (shape [{}])",
+                                       file, prefix, s.name, fmt::join(it->second.sizes(), ", ")));
+        dst->copy_(it->second);
+      }
+    }
+  }
+}
+
+int64_t AdamW::state_bytes() const {
+  int64_t n = 0;
+  for (const auto& g : groups_)
+    for (const auto& s : g.params) n += (s.exp_avg.numel() + s.exp_avg_sq.numel()) * s.exp_avg.element_size();
+  return n;
 }
 
 std::vector<at::Tensor> AdamW::params() const {

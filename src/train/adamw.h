@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "sluice/config.h"
+#include "train/optimizer.h"
 
 namespace sluice {
 
@@ -25,13 +26,17 @@ struct AdamWGroup {
 // Which parameters get no weight decay: "norm" (RMSNorm weights), "bias", "embedding".
 bool excluded_from_decay(const std::string& name, const std::vector<std::string>& no_decay);
 
-class AdamW {
+class AdamW : public Optimizer {
  public:
   AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params, const OptimConfig& cfg);
+  at::Tensor clip_grad_norm(double max_norm) override;
   // Parameters without a gradient are left alone. When `found_inf` (a device scalar) is
   // non-zero the update is skipped entirely, on the device, without a host sync.
-  void step(double lr, const at::Tensor& found_inf = {});
-  void zero_grad();
+  void step(double lr, const at::Tensor& found_inf = {}) override;
+  void zero_grad() override;
+  NamedTensors state_tensors() override;
+  void load_state_tensors(const std::map<std::string, at::Tensor>& tensors, const std::string& file) override;
+  int64_t state_bytes() const override;
   const std::vector<AdamWGroup>& groups() const { return groups_; }
   std::vector<AdamWGroup>& groups() { return groups_; }  // checkpoint loading
   std::vector<at::Tensor> params() const;

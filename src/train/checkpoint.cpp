@@ -60,10 +60,15 @@ NamedTensors model_tensors(CausalLMImpl& model) {
 std::string shape_str(at::IntArrayRef s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
 
 nlohmann::json to_json(const TrainingState& s) {
+  nlohmann::json interval = {{"loss_sum", s.interval_loss_sum}, {"finite_steps", s.interval_finite}, {"steps", s.interval_steps}};
+  if (!s.rank_loss_sums.empty()) {
+    interval["rank_loss_sums"] = s.rank_loss_sums;
+    interval["rank_finite_steps"] = s.rank_finite_steps;
+  }
   return {{"step", s.step},
           {"tokens", s.tokens},
-          {"loader", {{"next_batch", s.next_batch}}},
-          {"interval", {{"loss_sum", s.interval_loss_sum}, {"finite_steps", s.interval_finite}, {"steps", s.interval_steps}}},
+          {"loader", {{"next_batch", s.next_batch}, {"global_micro_batch", s.global_micro_batch}}},
+          {"interval", interval},
           {"skipped_steps", s.skipped_steps}};
 }
 
@@ -72,9 +77,13 @@ TrainingState state_from_json(const nlohmann::json& j) {
   s.step = j.at("step").get<int64_t>();
   s.tokens = j.at("tokens").get<int64_t>();
   s.next_batch = j.at("loader").at("next_batch").get<uint64_t>();
+  s.global_micro_batch = j.at("loader").value("global_micro_batch", uint64_t{0});  // 0: before distributed training
   s.interval_loss_sum = j.at("interval").at("loss_sum").get<double>();
   s.interval_finite = j.at("interval").at("finite_steps").get<int64_t>();
   s.interval_steps = j.at("interval").at("steps").get<int64_t>();
+  s.rank_loss_sums = j.at("interval").value("rank_loss_sums", std::vector<double>{});
+  s.rank_finite_steps = j.at("interval").value("rank_finite_steps", std::vector<int64_t>{});
+  if (s.rank_loss_sums.size() != s.rank_finite_steps.size()) throw InputError("rank_loss_sums and rank_finite_steps differ in length");
   s.skipped_steps = j.value("skipped_steps", int64_t{0});
   return s;
 }
@@ -105,8 +114,13 @@ std::vector<fs::path> complete_checkpoints(const std::string& run_dir) {
 
 }  // namespace
 
-std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model, const AdamW& opt,
+std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model, Optimizer& opt,
                             const TrainingState& state) {
+  return save_checkpoint(run_dir, cfg, model, opt.state_tensors(), state);
+}
+
+std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model,
+                            const NamedTensors& optimizer_state, const TrainingState& state) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   fs::create_directories(root);
   const std::string name = step_name(state.step);
@@ -117,15 +131,7 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, Causa
   write_safetensors_sharded(tmp.string(), "model", model_tensors(model), cfg.checkpoint.max_shard_mb << 20,
                             {{"format", "pt"}, {"producer", "sluice " SLUICE_VERSION}});
   test_delay();
-  NamedTensors opt_state;
-  for (const auto& g : opt.groups()) {
-    for (const auto& s : g.params) {
-      opt_state.emplace_back("exp_avg." + s.name, s.exp_avg);
-      opt_state.emplace_back("exp_avg_sq." + s.name, s.exp_avg_sq);
-      opt_state.emplace_back("step." + s.name, s.step);
-    }
-  }
-  write_safetensors((tmp / "optimizer.safetensors").string(), opt_state);
+  write_safetensors((tmp / "optimizer.safetensors").string(), optimizer_state);
   test_delay();
   NamedTensors rng = {{"cpu", at::detail::getDefaultCPUGenerator().get_state()}};
   if (torch::cuda::is_available()) rng.emplace_back("cuda", at::cuda::detail::getDefaultCUDAGenerator().get_state());
@@ -206,7 +212,7 @@ CheckpointInfo read_checkpoint_info(const std::string& dir) {
   return info;
 }
 
-void load_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW* opt, bool restore_rng) {
+void load_checkpoint(const std::string& dir, CausalLMImpl& model, Optimizer* opt, bool restore_rng) {
   at::NoGradGuard no_grad;
   SafetensorsFile weights = read_safetensors_sharded(dir, "model");
   const std::string file = (fs::path(dir) / "model.safetensors").string();
@@ -233,22 +239,7 @@ void load_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW* opt, bo
 
   if (opt) {
     const std::string opt_file = (fs::path(dir) / "optimizer.safetensors").string();
-    const SafetensorsFile st = read_safetensors(opt_file);
-    for (auto& g : opt->groups()) {
-      for (auto& s : g.params) {
-        for (auto [prefix, dst] : {std::pair<const char*, at::Tensor*>{"exp_avg.", &s.exp_avg},
-                                   {"exp_avg_sq.", &s.exp_avg_sq},
-                                   {"step.", &s.step}}) {
-          const auto it = st.tensors.find(prefix + s.name);
-          if (it == st.tensors.end())
-            throw InputError("checkpoint file '" + opt_file + "': tensor '" + prefix + s.name + "' is missing");
-          if (it->second.sizes() != dst->sizes() || it->second.scalar_type() != dst->scalar_type())
-            throw InputError("checkpoint file '" + opt_file + "': tensor '" + prefix + s.name +
-                             "' does not match the parameter (shape " + shape_str(it->second.sizes()) + ")");
-          dst->copy_(it->second);
-        }
-      }
-    }
+    opt->load_state_tensors(read_safetensors(opt_file).tensors, opt_file);
   }
   if (restore_rng) {
     const SafetensorsFile rng = read_safetensors((fs::path(dir) / "rng.safetensors").string());
@@ -267,11 +258,12 @@ ConfigDiff diff_for_resume(const Config& checkpoint, const Config& current) {
   // Changing these would make the weights, the optimizer state or the data position mean
   // something else, or change what the model computes (model.*, data.respect_documents: the
   // attention mask). Everything else (logging, evaluation, schedule length, checkpointing,
-  // attention backend, data paths) may change between a save and a resume.
+  // attention backend, data paths, the world size, micro-batch and accumulation, ZeRO) may
+  // change between a save and a resume; the trainer checks that the data position converts.
   auto fixed = [](const std::string& key) {
     if (key == "model.attention.backend" || key == "model.moe.gemm") return false;  // same math
-    for (const char* p : {"model.", "data.tokenizer", "data.seq_len", "data.respect_documents", "train.micro_batch",
-                          "train.grad_accum", "train.seed", "optim.name", "parallel."})
+    for (const char* p : {"model.", "data.tokenizer", "data.seq_len", "data.respect_documents", "train.seed",
+                          "optim.name"})
       if (key.rfind(p, 0) == 0) return true;
     return false;
   };

@@ -25,15 +25,26 @@ constexpr int kCheckpointFormat = 1;
 struct TrainingState {
   int64_t step = 0;          // optimizer steps completed
   int64_t tokens = 0;        // tokens consumed
-  uint64_t next_batch = 0;   // loader position (index of the next micro-batch)
+  uint64_t next_batch = 0;   // loader position (index of the next micro-batch on each rank)
+  uint64_t global_micro_batch = 0;  // windows per loader index over all ranks (micro_batch x world
+                                    // size) when it was saved: positions convert across world sizes
   double interval_loss_sum = 0.0;   // the current log interval's finite-loss sum, and its
   int64_t interval_finite = 0;      // finite and total step counts, so logged means are
   int64_t interval_steps = 0;       // identical across a resume
+  // Under data parallelism each rank's own interval sums (index = rank; empty in one process),
+  // so a resume on the same world size logs bitwise what the straight run logs. The two
+  // fields above then hold their totals.
+  std::vector<double> rank_loss_sums;
+  std::vector<int64_t> rank_finite_steps;
   int64_t skipped_steps = 0;       // steps dropped for non-finite gradients
 };
 
-// Writes a checkpoint of the current state; returns its directory.
-std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model, const AdamW& opt,
+// Writes a checkpoint of the current state; returns its directory. `optimizer_state` is
+// Optimizer::state_tensors() (a collective under ZeRO-1, so the trainer gathers it on every
+// rank and rank 0 writes).
+std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model,
+                            const NamedTensors& optimizer_state, const TrainingState& state);
+std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model, Optimizer& opt,
                             const TrainingState& state);
 // Deletes all but the newest `keep` complete checkpoints (and stale temporary directories).
 void prune_checkpoints(const std::string& run_dir, int64_t keep);
@@ -53,7 +64,7 @@ struct CheckpointInfo {
 CheckpointInfo read_checkpoint_info(const std::string& dir);
 // Loads weights (names, shapes and dtypes must match exactly), optimizer state and RNG.
 // Throws InputError naming the file and tensor on any mismatch or corruption.
-void load_checkpoint(const std::string& dir, CausalLMImpl& model, AdamW* opt, bool restore_rng);
+void load_checkpoint(const std::string& dir, CausalLMImpl& model, Optimizer* opt, bool restore_rng);
 
 // Keys whose change makes a checkpoint unusable for this config (model shapes, tokenizer,
 // data order), and keys that changed harmlessly; both as "key: old -> new".

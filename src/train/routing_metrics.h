@@ -22,3 +22,11 @@ void add_routing_metrics(nlohmann::json& record, const std::vector<MoELayerStats
 std::string routing_summary(const std::vector<MoELayerStats>& stats);
 
 }  // namespace sluice
+
+namespace sluice {
+class Parallel;
+// Sums the statistics over the ranks (counts, drops, tokens; the entropy weighted by tokens)
+// and recomputes the derived fields, so every rank holds the global batch's statistics.
+// Every rank calls it with the same layers.
+void sum_routing_stats(std::vector<MoELayerStats>& stats, Parallel& parallel);
+}  // namespace sluice

@@ -5,12 +5,17 @@
 #include <torch/csrc/autograd/autograd.h>
 
 #include "train/device.h"
-#include "train/grad_clip.h"
 
 namespace sluice {
 
-TrainStep::TrainStep(CausalLM model, AdamW& optimizer, double grad_clip, c10::Device device, bool bf16)
-    : model_(std::move(model)), optimizer_(optimizer), grad_clip_(grad_clip), device_(device), bf16_(bf16) {}
+TrainStep::TrainStep(CausalLM model, Optimizer& optimizer, double grad_clip, c10::Device device, bool bf16,
+                     Parallel* parallel)
+    : model_(std::move(model)),
+      optimizer_(optimizer),
+      grad_clip_(grad_clip),
+      device_(device),
+      bf16_(bf16),
+      parallel_(parallel) {}
 
 TrainStep::Result TrainStep::run(const std::vector<Batch>& micro_batches, double lr) {
   model_->train();
@@ -18,13 +23,16 @@ TrainStep::Result TrainStep::run(const std::vector<Batch>& micro_batches, double
   const auto fp32 = at::TensorOptions().dtype(at::kFloat).device(device_);
   Result r;
   r.loss = at::zeros({}, fp32);
-  for (const Batch& b : micro_batches) {
+  for (size_t i = 0; i < micro_batches.size(); ++i) {
+    const Batch& b = micro_batches[i];
     LossParts loss;
     {
       AutocastScope autocast(device_, bf16_);
       loss = model_->loss_parts(b.inputs, b.targets, b.segments);
     }
-    (loss.total * inv).backward();
+    const at::Tensor scaled = loss.total * inv;
+    if (parallel_) parallel_->before_backward(scaled, i + 1 == micro_batches.size());
+    scaled.backward();
     r.loss.add_(loss.lm.detach(), inv);
     if (loss.aux.defined()) {
       if (!r.aux_loss.defined()) {
@@ -35,7 +43,7 @@ TrainStep::Result TrainStep::run(const std::vector<Batch>& micro_batches, double
       r.z_loss.add_(loss.z.detach(), inv);
     }
   }
-  r.grad_norm = clip_grad_norm(optimizer_.params(), grad_clip_);
+  r.grad_norm = optimizer_.clip_grad_norm(grad_clip_);
   // A non-finite norm means some gradient is inf/NaN: the fused AdamW skips the update on
   // the device (no host sync); the trainer decides at its next sync whether to go on.
   r.skipped = r.grad_norm.isfinite().logical_not().to(at::kFloat);
@@ -46,6 +54,10 @@ TrainStep::Result TrainStep::run(const std::vector<Batch>& micro_batches, double
 }
 
 double TrainStep::evaluate(const std::vector<Batch>& batches) {
+  return evaluate_sum(batches).item<double>() / static_cast<double>(batches.size());
+}
+
+at::Tensor TrainStep::evaluate_sum(const std::vector<Batch>& batches) {
   at::NoGradGuard no_grad;
   model_->eval();
   at::Tensor total = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
@@ -55,7 +67,7 @@ double TrainStep::evaluate(const std::vector<Batch>& batches) {
     total.add_(model_->loss_parts(d.inputs, d.targets, d.segments).lm);
   }
   model_->train();
-  return total.item<double>() / static_cast<double>(batches.size());
+  return total;
 }
 
 }  // namespace sluice

@@ -8,13 +8,17 @@
 
 #include "data/batch.h"
 #include "sluice/model.h"
-#include "train/adamw.h"
+#include "train/optimizer.h"
+#include "train/parallel.h"
 
 namespace sluice {
 
 class TrainStep {
  public:
-  TrainStep(CausalLM model, AdamW& optimizer, double grad_clip, c10::Device device, bool bf16);
+  // `parallel` (optional) is told of each backward, so data parallelism can average the
+  // gradients while the last micro-batch's backward runs.
+  TrainStep(CausalLM model, Optimizer& optimizer, double grad_clip, c10::Device device, bool bf16,
+            Parallel* parallel = nullptr);
 
   // fp32 device scalars (no sync), means over the micro-batches.
   struct Result {
@@ -32,13 +36,16 @@ class TrainStep {
   // Mean language-model loss over `batches` without gradients (moved to the device here),
   // with their segments when defined, like run().
   double evaluate(const std::vector<Batch>& batches);
+  // The sum of the batches' mean losses (fp32 device scalar), for reducing over ranks.
+  at::Tensor evaluate_sum(const std::vector<Batch>& batches);
 
  private:
   CausalLM model_;
-  AdamW& optimizer_;
+  Optimizer& optimizer_;
   double grad_clip_;
   c10::Device device_;
   bool bf16_;
+  Parallel* parallel_;
 };
 
 }  // namespace sluice
