@@ -1,6 +1,7 @@
 #include "dist/sharded_adamw.h"
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -29,10 +30,24 @@ class ShardedAdamW::Hook : public c10d::CommHookInterface {
     c10d::ReduceScatterOptions o;
     o.timeout = opt_.comm_.timeout();
     auto work = opt_.comm_.group()->_reduce_scatter_base(b.grad_shard, input, o);
-    at::Tensor result = flat;
-    return work->getFuture()->then(
-        [input, result](c10::ivalue::Future&) { return c10::IValue(result); },  // keeps `input` alive
-        c10::TensorType::get());
+    const at::Tensor result = flat;
+    if (flat.is_cuda()) {  // NCCL: the work's future carries its stream
+      return work->getFuture()->then(
+          [input, result](c10::ivalue::Future&) { return c10::IValue(result); },  // keeps `input` alive
+          c10::TensorType::get());
+    }
+    // Gloo's reduce-scatter work has no future: wait for it on an inter-op thread, so that
+    // backward goes on meanwhile.
+    auto future = c10::make_intrusive<c10::ivalue::Future>(c10::TensorType::get());
+    at::launch([work, future, input, result] {
+      try {
+        work->wait();
+        future->markCompleted(c10::IValue(result));
+      } catch (...) {
+        future->setError(std::current_exception());
+      }
+    });
+    return future;
   }
 
   at::Tensor parseHookResult(const c10::IValue& result) override { return result.toTensor(); }
