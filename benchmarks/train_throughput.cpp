@@ -4,6 +4,8 @@
 //   build/benchmarks/bench_train_throughput benchmarks/configs/llama_125m.yaml \
 //       [--set model.attention.backend=math] [--warmup 5] [--steps 20] [--out result.json]
 //   build/benchmarks/bench_train_throughput benchmarks/configs/moe_8x_top2.yaml [--set model.moe.gemm=loop]
+//   build/benchmarks/bench_train_throughput CONFIG --process-group   # the same steps through a
+//       one-rank data-parallel process group (NCCL on CUDA, Gloo on CPU): its cost against none
 //
 // MoE configs: FLOPs/token (and so MFU) count active parameters only; the JSON also gives the
 // expert-GEMM path taken and the routing balance of the timed steps.
@@ -19,6 +21,8 @@
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "dist/data_parallel.h"
+#include "dist/launcher.h"
 #include "sluice/config.h"
 #include "sluice/errors.h"
 #include "sluice/model.h"
@@ -33,26 +37,38 @@ int main(int argc, char** argv) {
   std::string config_path, out_path;
   std::vector<std::string> sets;
   int64_t warmup = 5, steps = 20;
+  bool process_group = false;
   app.add_option("CONFIG", config_path, "model/train config (data.* is ignored)")->required()->check(CLI::ExistingFile);
   app.add_option("--set", sets, "override a key (repeatable)");
   app.add_option("--warmup", warmup, "untimed steps first");
   app.add_option("--steps", steps, "timed steps");
   app.add_option("--out", out_path, "write the result as JSON here");
+  app.add_flag("--process-group", process_group,
+               "run through a world-size-1 data-parallel group (c10d Reducer over NCCL / Gloo)");
   CLI11_PARSE(app, argc, argv);
 
   try {
     // The data section is unused; point data.train at an existing file so validation passes.
     sets.insert(sets.begin(), "data.train=" + config_path);
-    const Config cfg = load_config(config_path, sets).config;
-    const c10::Device device = resolve_device(cfg.train.device);
+    const LoadedConfig loaded = load_config(config_path, sets);
+    const Config& cfg = loaded.config;
+    std::shared_ptr<Parallel> parallel;
+    if (process_group) {
+      dist::LaunchEnv env;
+      env.launcher = "torchrun";
+      env.master_port = dist::free_port();
+      parallel = dist::connect(loaded, env);
+    }
+    const c10::Device device = parallel ? parallel->device(resolve_device(cfg.train.device)) : resolve_device(cfg.train.device);
     const bool bf16 = use_bf16(cfg.train.precision, device);
     at::manual_seed(static_cast<uint64_t>(cfg.train.seed));
     CausalLM model(cfg.model);
     model->to(device);
     std::vector<std::pair<std::string, at::Tensor>> named;
     for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
-    AdamW opt(named, cfg.optim);
-    TrainStep step(model, opt, cfg.train.grad_clip, device, bf16);
+    std::unique_ptr<Optimizer> opt =
+        parallel ? parallel->make_optimizer(*model, named, cfg) : std::make_unique<AdamW>(named, cfg.optim);
+    TrainStep step(model, *opt, cfg.train.grad_clip, device, bf16, parallel.get());
 
     const int64_t B = cfg.train.micro_batch, T = cfg.data.seq_len, V = cfg.model.vocab_size;
     std::vector<Batch> micro;
@@ -82,6 +98,7 @@ int main(int argc, char** argv) {
                         {"device", device_name(device)},
                         {"precision", bf16 ? "bf16" : "fp32"},
                         {"attention_backend", cfg.model.attention.backend},
+                        {"process_group", process_group ? "world size 1" : "none"},
                         {"params", count_parameters(*model)},
                         {"tokens_per_step", tokens_per_step},
                         {"steps", steps},

@@ -296,7 +296,8 @@ std::vector<Field> build_schema() {
       .min(0.0);
   b.add(KEY(model.moe.aux_loss_scope), "Where f_i (share of routed tokens) is counted: `micro_batch`, or "
                                        "`global_batch` (running count over the micro-batches of the optimizer "
-                                       "step).")
+                                       "step). Under data parallelism both count every rank's tokens (the "
+                                       "micro-batch of all ranks together), as one process would.")
       .choices({"micro_batch", "global_batch"});
   b.add(KEY(model.moe.z_loss_coef), "β of the router z-loss β·mean(logsumexp(logits)²) (ST-MoE; 1e-3 there); "
                                     "0 disables.")

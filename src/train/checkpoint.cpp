@@ -114,6 +114,10 @@ std::vector<fs::path> complete_checkpoints(const std::string& run_dir) {
 
 }  // namespace
 
+std::string checkpoint_dir(const std::string& run_dir, int64_t step) {
+  return (fs::path(run_dir) / "checkpoints" / step_name(step)).string();
+}
+
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model, Optimizer& opt,
                             const TrainingState& state) {
   return save_checkpoint(run_dir, cfg, model, opt.state_tensors(), state);

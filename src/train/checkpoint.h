@@ -46,6 +46,8 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, Causa
                             const NamedTensors& optimizer_state, const TrainingState& state);
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model, Optimizer& opt,
                             const TrainingState& state);
+// Where save_checkpoint puts the checkpoint of `step`: RUN_DIR/checkpoints/step-NNNNNNNN.
+std::string checkpoint_dir(const std::string& run_dir, int64_t step);
 // Deletes all but the newest `keep` complete checkpoints (and stale temporary directories).
 void prune_checkpoints(const std::string& run_dir, int64_t keep);
 

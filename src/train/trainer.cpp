@@ -480,7 +480,7 @@ class Trainer {
       prune_checkpoints(run_dir_, cfg_.checkpoint.keep_last);
     }
     par_.barrier(fmt::format("rank 0 to write the checkpoint of step {}", step));
-    summary_.last_checkpoint = par_.agree("the checkpoint", summary_.last_checkpoint);
+    summary_.last_checkpoint = checkpoint_dir(run_dir_, step);
     log::info(fmt::format("checkpoint {} ({:.1f}s)", summary_.last_checkpoint, seconds_since(t_save)));
     t_interval_ += Clock::now() - t_save;
   }
