@@ -19,9 +19,9 @@ text=${TEXT:-$root/../shared/data/pretrain/gutenberg_train_00.txt}
 work=$root/build/bench-dist
 mkdir -p "$work"
 [ -f "$work/tok/tokenizer.model" ] || "$sluice" data train-tokenizer --input "$text" --vocab-size 2048 --model-type bpe --out "$work/tok"
-[ -f "$work/data/manifest.json" ] || "$sluice" data prepare --tokenizer "$work/tok" --input "$text" --out "$work/data" --val-fraction 0.01
+[ -f "$work/data/manifest.json" ] || "$sluice" data prepare --tokenizer "$work/tok" --input "$text" --out "$work/data" --documents blank-lines --val-fraction 0.01
 common=(configs/tiny.yaml --set "data.train=$work/data" --set "data.tokenizer=$work/tok" --set "train.steps=$steps"
-        --set train.threads=1 --set train.log_every=10 --set train.eval_every=0 --set train.eval_batches=1
+        --set train.threads=1 --set schedule.warmup_steps=5 --set train.log_every=10 --set train.eval_every=0 --set train.eval_batches=1
         --set log.level=warn)
 rm -rf "$work/one" "$work/two"
 cd "$root"

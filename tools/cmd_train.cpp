@@ -15,6 +15,15 @@ namespace sluice::cli {
 
 namespace {
 
+// The reducer's collectives fail inside backward with the backend's own exceptions (c10::Error,
+// gloo's IoException): recognised by their transport's words, they become DistributedErrors.
+[[noreturn]] void throw_naming_the_rank(const std::string& rank, const std::string& msg) {
+  for (const char* transport : {"gloo", "NCCL", "Connection reset", "Connection closed", "Timed out"})
+    if (msg.find(transport) != std::string::npos)
+      throw DistributedError(rank + "a collective failed (another rank has probably died or stalled): " + msg);
+  throw std::runtime_error(rank + msg);
+}
+
 // In a distributed run every message says which rank it comes from; a failed collective
 // (c10d's errors, most often a lost peer) becomes a DistributedError (exit 3).
 TrainSummary train_naming_the_rank(const LoadedConfig& cfg, const TrainOptions& opts) {
@@ -30,9 +39,9 @@ TrainSummary train_naming_the_rank(const LoadedConfig& cfg, const TrainOptions& 
     throw DistributedError(rank + "a collective failed (another rank has probably died or stalled): " +
                            e.what_without_backtrace());
   } catch (const c10::Error& e) {
-    throw std::runtime_error(rank + e.what_without_backtrace());
+    throw_naming_the_rank(rank, e.what_without_backtrace());
   } catch (const std::exception& e) {
-    throw std::runtime_error(rank + e.what());
+    throw_naming_the_rank(rank, e.what());
   }
 }
 

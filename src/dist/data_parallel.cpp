@@ -131,18 +131,25 @@ std::unique_ptr<Optimizer> DataParallel::make_optimizer(CausalLMImpl& model,
   for (const auto& [name, t] : params) tensors.push_back(t);
   const auto cap = static_cast<size_t>(cfg.parallel.bucket_mb * 1024 * 1024);
   // Buckets in reverse parameter order: the order backward produces gradients in, so each
-  // bucket fills and is sent while backward works on earlier layers.
-  auto assignment = c10d::compute_bucket_assignment_by_size(tensors, {cap}, std::vector<bool>(tensors.size(), false));
-  std::vector<std::vector<size_t>> buckets(std::get<0>(assignment).rbegin(), std::get<0>(assignment).rend());
+  // bucket fills and is sent while backward works on earlier layers. As in PyTorch's DDP the
+  // first of them (the last layers) holds at most 1 MiB, so communication starts early.
+  const size_t first_cap = std::min<size_t>(cap, 1 << 20);
+  std::vector<int64_t> backward_order(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) backward_order[i] = static_cast<int64_t>(tensors.size() - 1 - i);
+  auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(
+      tensors, {first_cap, cap}, std::vector<bool>(tensors.size(), false), backward_order);
+  if (std::getenv("SLUICE_DEBUG_BUCKETS") != nullptr) {
+    for (const auto& b : buckets) log::info(fmt::format("bucket: parameters {}..{} ({})", b.front(), b.back(), b.size()));
+  }
   std::unordered_map<size_t, std::string> names;
   for (size_t i = 0; i < params.size(); ++i) names[i] = params[i].first;
   reducer_ = std::make_shared<c10d::Reducer>(tensors, buckets, comm_->group(), std::vector<bool>(tensors.size(), false),
                                              static_cast<int64_t>(cap), /*find_unused_parameters=*/false,
                                              /*gradient_as_bucket_view=*/false, names,
-                                             /*first_bucket_bytes_cap=*/static_cast<int64_t>(cap),
+                                             /*first_bucket_bytes_cap=*/static_cast<int64_t>(first_cap),
                                              /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
-                                             std::vector<int64_t>(buckets.size(), static_cast<int64_t>(cap)));
-  log::info(fmt::format("data parallel: {} gradient bucket(s) of up to {:.1f} MiB", buckets.size(), cfg.parallel.bucket_mb));
+                                             std::vector<int64_t>(limits.begin(), limits.end()));
+  log::info(fmt::format("data parallel: {} gradient bucket(s) of up to {:.3g} MiB (the first 1 MiB at most)", buckets.size(), cfg.parallel.bucket_mb));
   if (cfg.parallel.zero == 1) {
     auto sharded = std::make_unique<ShardedAdamW>(params, buckets, cfg.optim, *comm_);
     reducer_->register_comm_hook(sharded->make_comm_hook());
