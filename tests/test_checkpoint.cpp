@@ -18,6 +18,7 @@
 #include "sluice/config.h"
 #include "sluice/errors.h"
 #include "sluice/trainer.h"
+#include "process_util.h"
 #include "test_util.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
@@ -296,43 +297,11 @@ TEST_F(Corruption, TrainerStateNotJson) {
 
 // --- processes: SIGKILL during a checkpoint write, SIGTERM, double SIGINT ------------------
 
-struct Child {
-  pid_t pid = -1;
-  int wait_status() {
-    int status = 0;
-    waitpid(pid, &status, 0);
-    return status;
-  }
-};
+using testing::Child;
+using testing::wait_for;
 
 Child spawn(const std::vector<std::string>& args, const std::string& log, const std::vector<std::string>& env_extra) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) env.emplace_back(*e);
-  env.insert(env.end(), env_extra.begin(), env_extra.end());
-  std::vector<char*> argv, envp;
-  std::vector<std::string> all = {SLUICE_BIN};
-  all.insert(all.end(), args.begin(), args.end());
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  Child c;
-  EXPECT_EQ(posix_spawn(&c.pid, SLUICE_BIN, &fa, nullptr, argv.data(), envp.data()), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  return c;
-}
-
-bool wait_for(const std::function<bool()>& cond, double seconds) {
-  const auto end = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (std::chrono::steady_clock::now() < end) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
+  return testing::spawn_process(SLUICE_BIN, args, log, testing::environment_with(env_extra));
 }
 
 TEST_F(Ckpt, SigkillWhileWritingACheckpointLeavesThePreviousOneLoadable) {

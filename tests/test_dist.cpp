@@ -3,32 +3,25 @@
 // stalled rank, mismatched configs, wrong world size, no rendezvous) ending every rank with
 // the documented exit code. Each test starts real `sluice` processes, each job on its own
 // free port, each wait bounded.
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <ATen/ATen.h>
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
-#include <thread>
 
 #include "dist/launcher.h"
 #include "sluice/config.h"
 #include "sluice/model.h"
+#include "process_util.h"
 #include "test_util.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
 #include "train/safetensors.h"
-
-extern char** environ;
 
 namespace sluice {
 namespace {
@@ -41,72 +34,13 @@ using Clock = std::chrono::steady_clock;
 
 // --- processes ---------------------------------------------------------------------------
 
-struct Proc {
-  pid_t pid = -1;
-  std::string log;
-  int status = -1;
-  // Waits at most `seconds` (then SIGKILL, and the test fails); returns the wait status.
-  int wait(double seconds = 120) {
-    if (status != -1) return status;
-    const auto end = Clock::now() + std::chrono::duration<double>(seconds);
-    while (Clock::now() < end) {
-      if (waitpid(pid, &status, WNOHANG) == pid) return status;
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    ADD_FAILURE() << "pid " << pid << " still running after " << seconds << "s; killed. Log:\n" << read_file(log);
-    kill(pid, SIGKILL);
-    waitpid(pid, &status, 0);
-    return status;
-  }
-  bool exited_with(int code, double seconds = 120) {
-    const int s = wait(seconds);
-    return WIFEXITED(s) && WEXITSTATUS(s) == code;
-  }
-};
+using Proc = testing::Child;
+using testing::wait_for;
 
-// The test's own environment without any launcher's variables, plus `extra`.
-std::vector<std::string> clean_env(const std::vector<std::string>& extra) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) {
-    const std::string v = *e;
-    const std::string name = v.substr(0, v.find('='));
-    static const std::set<std::string> drop = {"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-                                               "MASTER_PORT", "OMP_NUM_THREADS", "GLOO_SOCKET_IFNAME"};
-    if (drop.count(name) || name.rfind("SLURM_", 0) == 0 || name.rfind("TORCHELASTIC_", 0) == 0) continue;
-    env.push_back(v);
-  }
-  env.insert(env.end(), extra.begin(), extra.end());
-  return env;
-}
-
+// `program` with this process's environment minus any launcher's variables, plus `env_extra`.
 Proc spawn(const std::string& program, const std::vector<std::string>& args, const std::string& log,
            const std::vector<std::string>& env_extra = {}) {
-  std::vector<std::string> env = clean_env(env_extra);
-  std::vector<std::string> all = {program};
-  all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv, envp;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  Proc p;
-  p.log = log;
-  EXPECT_EQ(posix_spawn(&p.pid, program.c_str(), &fa, nullptr, argv.data(), envp.data()), 0);
-  posix_spawn_file_actions_destroy(&fa);
-  return p;
-}
-
-bool wait_for(const std::function<bool()>& cond, double seconds) {
-  const auto end = Clock::now() + std::chrono::duration<double>(seconds);
-  while (Clock::now() < end) {
-    if (cond()) return true;
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return false;
+  return testing::spawn_process(program, args, log, testing::environment_with(env_extra, /*drop_launcher=*/true));
 }
 
 std::vector<nlohmann::json> metrics(const std::string& run) {
@@ -125,28 +59,22 @@ class Dist : public ::testing::Test {
  protected:
   TempDir dir;
   std::string corpus = write_file(dir.file("corpus.txt"), testing::make_corpus(60000));
-  std::string dense = write_file(dir.file("dense.yaml"),
-                                 "model:\n  d_model: 32\n  n_layers: 2\n  n_heads: 2\n  n_kv_heads: 1\n"
-                                 "  ffn_hidden: 64\n"
-                                 "data:\n  tokenizer: byte\n  seq_len: 24\n  val_fraction: 0.1\n"
-                                 "train:\n  micro_batch: 2\n  steps: 8\n  log_every: 1\n  eval_every: 4\n"
-                                 "  eval_batches: 2\n  threads: 1\n  device: cpu\n"
-                                 "optim:\n  lr: 3.0e-4\n"
-                                 "schedule:\n  warmup_steps: 2\n"
-                                 "parallel:\n  timeout_s: 20\n"
-                                 "log:\n  level: info\n");
+  // The small model both configs share; `model_extra` is added to its model section.
+  static std::string config_text(const std::string& model_extra) {
+    return "model:\n  d_model: 32\n  n_layers: 2\n  n_heads: 2\n  n_kv_heads: 1\n  ffn_hidden: 64\n" + model_extra +
+           "data:\n  tokenizer: byte\n  seq_len: 24\n  val_fraction: 0.1\n"
+           "train:\n  micro_batch: 2\n  steps: 8\n  log_every: 1\n  eval_every: 4\n"
+           "  eval_batches: 2\n  threads: 1\n  device: cpu\n"
+           "optim:\n  lr: 3.0e-4\n"
+           "schedule:\n  warmup_steps: 2\n"
+           "parallel:\n  timeout_s: 20\n"
+           "log:\n  level: info\n";
+  }
+  std::string dense = write_file(dir.file("dense.yaml"), config_text(""));
   std::string moe = write_file(dir.file("moe.yaml"),
-                               "model:\n  arch: moe\n  d_model: 32\n  n_layers: 2\n  n_heads: 2\n  n_kv_heads: 1\n"
-                               "  ffn_hidden: 64\n"
-                               "  moe:\n    n_experts: 4\n    ffn_hidden: 32\n    top_k: 2\n    aux_loss_coef: 0.01\n"
-                               "    z_loss_coef: 0.001\n    shared_experts: 1\n    shared_expert_gate: true\n"
-                               "data:\n  tokenizer: byte\n  seq_len: 24\n  val_fraction: 0.1\n"
-                               "train:\n  micro_batch: 2\n  steps: 8\n  log_every: 1\n  eval_every: 4\n"
-                               "  eval_batches: 2\n  threads: 1\n  device: cpu\n"
-                               "optim:\n  lr: 3.0e-4\n"
-                               "schedule:\n  warmup_steps: 2\n"
-                               "parallel:\n  timeout_s: 20\n"
-                               "log:\n  level: info\n");
+                               config_text("  arch: moe\n  moe:\n    n_experts: 4\n    ffn_hidden: 32\n    top_k: 2\n"
+                                           "    aux_loss_coef: 0.01\n    z_loss_coef: 0.001\n    shared_experts: 1\n"
+                                           "    shared_expert_gate: true\n"));
   int job = 0;
 
   std::vector<std::string> train_args(const std::string& config, const std::string& run,
@@ -417,9 +345,9 @@ TEST_F(Dist, KilledRankMakesTheOthersExitAndTheLastCheckpointLoads) {
   ASSERT_TRUE(wait_for([&] { return metrics(run).size() >= 7; }, 60)) << read_file(r[0].log);
   const auto t0 = Clock::now();
   kill(r[1].pid, SIGKILL);
-  const int status = r[0].wait(40);
+  const int status = r[0].wait_status(40);
   const double took = std::chrono::duration<double>(Clock::now() - t0).count();
-  r[1].wait();
+  r[1].wait_status();
   ASSERT_TRUE(WIFEXITED(status)) << read_file(r[0].log);
   EXPECT_EQ(WEXITSTATUS(status), 3) << read_file(r[0].log);
   EXPECT_LT(took, 10 + 10) << "rank 0 took " << took << "s to notice";
@@ -441,10 +369,10 @@ TEST_F(Dist, StalledRankMakesTheOthersExitWithinTheTimeout) {
   ASSERT_TRUE(wait_for([&] { return metrics(run).size() >= 3; }, 60)) << read_file(r[0].log);
   const auto t0 = Clock::now();
   kill(r[1].pid, SIGSTOP);
-  const int status = r[0].wait(40);
+  const int status = r[0].wait_status(40);
   const double took = std::chrono::duration<double>(Clock::now() - t0).count();
   kill(r[1].pid, SIGKILL);
-  r[1].wait();
+  r[1].wait_status();
   ASSERT_TRUE(WIFEXITED(status)) << read_file(r[0].log);
   EXPECT_EQ(WEXITSTATUS(status), 3) << read_file(r[0].log);
   EXPECT_LT(took, 4 + 10) << read_file(r[0].log);
@@ -476,7 +404,7 @@ TEST_F(Dist, LauncherForwardsSigtermAndStopsTheOthersWhenARankDies) {
   }
   ASSERT_GT(victim, 0) << children;
   kill(victim, SIGKILL);
-  const int status = l2.wait(40);
+  const int status = l2.wait_status(40);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 128 + SIGKILL) << read_file(l2.log);
   EXPECT_NE(read_file(l2.log).find("sluice launch: rank 1 was killed by signal 9"), std::string::npos)
