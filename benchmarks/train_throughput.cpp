@@ -6,6 +6,8 @@
 //   build/benchmarks/bench_train_throughput benchmarks/configs/moe_8x_top2.yaml [--set model.moe.gemm=loop]
 //   build/benchmarks/bench_train_throughput CONFIG --process-group   # the same steps through a
 //       one-rank data-parallel process group (NCCL on CUDA, Gloo on CPU): its cost against none
+//   build/benchmarks/bench_train_throughput MOE_CONFIG --expert-parallel   # through expert
+//       parallelism's code path with one rank (every token through the all-to-all dispatcher)
 //
 // MoE configs: FLOPs/token (and so MFU) count active parameters only; the JSON also gives the
 // expert-GEMM path taken and the routing balance of the timed steps.
@@ -37,7 +39,7 @@ int main(int argc, char** argv) {
   std::string config_path, out_path;
   std::vector<std::string> sets;
   int64_t warmup = 5, steps = 20;
-  bool process_group = false;
+  bool process_group = false, expert_parallel = false;
   app.add_option("CONFIG", config_path, "model/train config (data.* is ignored)")->required()->check(CLI::ExistingFile);
   app.add_option("--set", sets, "override a key (repeatable)");
   app.add_option("--warmup", warmup, "untimed steps first");
@@ -45,7 +47,11 @@ int main(int argc, char** argv) {
   app.add_option("--out", out_path, "write the result as JSON here");
   app.add_flag("--process-group", process_group,
                "run through a world-size-1 data-parallel group (c10d Reducer over NCCL / Gloo)");
+  app.add_flag("--expert-parallel", expert_parallel,
+               "run through the expert-parallel code path with one rank (all-to-all dispatcher, two reducers; "
+               "implies --process-group)");
   CLI11_PARSE(app, argc, argv);
+  process_group = process_group || expert_parallel;
 
   try {
     // The data section is unused; point data.train at an existing file so validation passes.
@@ -57,12 +63,13 @@ int main(int argc, char** argv) {
       dist::LaunchEnv env;
       env.launcher = "torchrun";
       env.master_port = dist::free_port();
-      parallel = dist::connect(loaded, env);
+      parallel = dist::connect(loaded, env, /*expert_parallel_path=*/expert_parallel);
     }
     const c10::Device device = parallel ? parallel->device(resolve_device(cfg.train.device)) : resolve_device(cfg.train.device);
     const bool bf16 = use_bf16(cfg.train.precision, device);
     at::manual_seed(static_cast<uint64_t>(cfg.train.seed));
     CausalLM model(cfg.model);
+    if (parallel) parallel->shard_model(*model);
     model->to(device);
     std::vector<std::pair<std::string, at::Tensor>> named;
     for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
@@ -84,6 +91,7 @@ int main(int argc, char** argv) {
     for (int64_t i = 0; i < warmup; ++i) step.run(micro, cfg.optim.lr);
     synchronize(device);
     model->routing_stats();  // restart the routing counters for the timed steps
+    if (parallel) parallel->interval_metrics(0, 0);  // and the all-to-all counters
     reset_peak_device_memory(device);
     const auto t0 = std::chrono::steady_clock::now();
     at::Tensor loss;
@@ -98,7 +106,7 @@ int main(int argc, char** argv) {
                         {"device", device_name(device)},
                         {"precision", bf16 ? "bf16" : "fp32"},
                         {"attention_backend", cfg.model.attention.backend},
-                        {"process_group", process_group ? "world size 1" : "none"},
+                        {"process_group", expert_parallel ? "world size 1, expert-parallel path" : process_group ? "world size 1" : "none"},
                         {"params", count_parameters(*model)},
                         {"tokens_per_step", tokens_per_step},
                         {"steps", steps},
@@ -108,6 +116,8 @@ int main(int argc, char** argv) {
                         {"peak_memory_gib", static_cast<double>(peak_device_memory(device)) / (1 << 30)},
                         {"final_loss", loss.item<double>()}};
     if (peak > 0) r["mfu"] = tps * stats.train_flops_per_token / peak;
+    if (parallel)
+      for (const auto& [key, value] : parallel->interval_metrics(steps, secs)) r[key] = value;
     if (cfg.model.is_moe()) {
       r["params_active"] = stats.params_active;
       nlohmann::json layers = nlohmann::json::array();

@@ -163,6 +163,7 @@ struct ParallelConfig {
   double bucket_mb = 25.0;         // gradient all-reduce bucket size
   double timeout_s = 600.0;        // rendezvous and every collective
   int64_t check_every = 0;         // steps between cross-rank parameter checksums; 0 = off
+  int64_t expert_parallel = 1;     // ranks each MoE layer's experts are split over
 };
 
 struct LogConfig {

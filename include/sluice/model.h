@@ -22,6 +22,7 @@ class Rotary;
 struct ForwardObserver;
 class MoEImpl;
 class KVCache;
+class TokenDispatcher;
 
 // The training objective and its parts (fp32 scalars on the model's device, no sync).
 // For dense models aux and z are undefined and total is lm (no extra work).
@@ -107,6 +108,12 @@ class CausalLMImpl : public torch::nn::Module {
   std::vector<MoELayerStats> routing_stats();
   // Installs (or, with null, removes) the reducer every MoE layer counts through in training.
   void set_routing_count_reducer(std::shared_ptr<RoutingCountReducer> reducer);
+  // Routes every MoE layer's token copies through `dispatcher` (null: the local one, all
+  // experts here). Expert parallelism plugs its all-to-all in (src/dist/).
+  void set_token_dispatcher(std::shared_ptr<TokenDispatcher> dispatcher);
+  // Keeps experts [first, first + count) of every MoE layer's stacks (expert parallelism: this
+  // process holds those; the dispatcher sends it their tokens). Call before training.
+  void keep_experts(int64_t first, int64_t count);
   // Normal(0, init_std) for linear and embedding weights (the gate's g_proj included),
   // init_std/sqrt(2·n_layers) for the residual output projections (o_proj, down_proj), ones
   // for norms, zeros for biases. Uses the global RNG.

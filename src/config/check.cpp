@@ -219,6 +219,22 @@ std::vector<Problem> check_consistency(const Config& c, bool check_paths) {
   check_positions(out, m);
   check_gate(out, m);
   check_moe(out, m);
+  if (c.parallel.expert_parallel > 1) {
+    const int64_t ep = c.parallel.expert_parallel;
+    if (!m.is_moe()) {
+      out.push_back({"parallel.expert_parallel", "(" + std::to_string(ep) +
+                                                    ") splits MoE experts over ranks, but model.arch is not moe; "
+                                                    "use 1"});
+    } else if (m.moe.n_experts % ep != 0) {
+      out.push_back({"parallel.expert_parallel", "(" + std::to_string(ep) + ") must divide model.moe.n_experts (" +
+                                                    std::to_string(m.moe.n_experts) + ")"});
+    }
+    if (c.parallel.data_parallel > 0 && c.parallel.data_parallel % ep != 0) {
+      out.push_back({"parallel.expert_parallel", "(" + std::to_string(ep) +
+                                                    ") must divide the world size parallel.data_parallel (" +
+                                                    std::to_string(c.parallel.data_parallel) + ")"});
+    }
+  }
   if (c.parallel.backend == "nccl" && c.train.device == "cpu") {
     out.push_back({"parallel.backend", "nccl runs on CUDA devices, but train.device is cpu; use gloo or auto"});
   }

@@ -419,6 +419,12 @@ std::vector<Field> build_schema() {
                                    "checksum compared across ranks; a mismatch stops the run naming the rank); "
                                    "0 = off.")
       .min(0);
+  b.add(KEY(parallel.expert_parallel), "Ranks that each MoE layer's routed experts are split over (expert "
+                                       "parallelism); the world size must be a multiple of it and model.moe.n_experts "
+                                       "divisible by it. Tokens reach their experts through an all-to-all; "
+                                       "everything else is replicated. 1 = every rank holds every expert. May change "
+                                       "on resume. docs/distributed.md.")
+      .min(1);
   // log
   b.add(KEY(log.level), "Console log level: `debug`, `info`, `warn`, `error`.")
       .choices({"debug", "info", "warn", "error"});

@@ -6,6 +6,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <algorithm>
 #include <cstdlib>
 
 #include "dist/nccl_backend.h"
@@ -59,7 +60,8 @@ c10::intrusive_ptr<c10d::Store> connect_store(const LaunchEnv& env, std::chrono:
 
 Communicator::Communicator(const LaunchEnv& env, const std::string& backend, const c10::Device& device,
                            std::chrono::milliseconds timeout)
-    : env_(env), backend_(backend), timeout_(timeout) {
+    : env_(env), backend_(backend), device_(device), timeout_(timeout), rank_(env.rank) {
+  for (int64_t r = 0; r < env.world_size; ++r) ranks_.push_back(r);
   store_ = connect_store(env, timeout);
   const int rank = static_cast<int>(env.rank), size = static_cast<int>(env.world_size);
   // With torchrun's agent store nobody waited for the workers yet: every rank checks in.
@@ -75,25 +77,49 @@ Communicator::Communicator(const LaunchEnv& env, const std::string& backend, con
                                    rank, seconds(timeout), size, env.master_addr, env.master_port, error_text(e)));
     }
   }
+  create_group(timeout);
+}
+
+Communicator::Communicator(const Communicator& parent, const std::vector<int64_t>& ranks, const std::string& name)
+    : env_(parent.env_),
+      backend_(parent.backend_),
+      device_(parent.device_),
+      timeout_(parent.timeout_),
+      name_(name),
+      ranks_(ranks) {
+  const auto it = std::find(ranks.begin(), ranks.end(), env_.rank);
+  if (it == ranks.end()) throw std::logic_error(fmt::format("rank {} is not a member of group {}", env_.rank, name));
+  rank_ = it - ranks.begin();
+  store_ = c10::make_intrusive<c10d::PrefixStore>("group/" + name, parent.store_);
+  create_group(timeout_);
+}
+
+std::shared_ptr<Communicator> Communicator::subgroup(const std::vector<int64_t>& ranks, const std::string& name) const {
+  return std::shared_ptr<Communicator>(new Communicator(*this, ranks, name));
+}
+
+void Communicator::create_group(std::chrono::milliseconds timeout) {
+  const int rank = static_cast<int>(rank_), size = static_cast<int>(ranks_.size());
   group_ = c10::make_intrusive<c10d::ProcessGroup>(store_, rank, size);
   try {
     auto opts = c10d::ProcessGroupGloo::Options::create(timeout);
-    opts->devices.push_back(gloo_device(env));
+    opts->devices.push_back(gloo_device(env_));
     auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(
         c10::make_intrusive<c10d::PrefixStore>("gloo", store_), rank, size, opts);
     group_->setBackend(c10::DeviceType::CPU, c10d::ProcessGroup::BackendType::GLOO, gloo);
     group_->setDefaultBackend(c10d::ProcessGroup::BackendType::GLOO);
-    if (backend == "nccl") {
-      auto nccl = make_nccl_backend(c10::make_intrusive<c10d::PrefixStore>("nccl", store_), rank, size, device, timeout);
+    if (backend_ == "nccl") {
+      auto nccl = make_nccl_backend(c10::make_intrusive<c10d::PrefixStore>("nccl", store_), rank, size, device_, timeout);
       group_->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::NCCL, nccl);
       group_->setDefaultBackend(c10d::ProcessGroup::BackendType::NCCL);
-    } else if (device.is_cuda()) {
+    } else if (device_.is_cuda()) {
       group_->setBackend(c10::DeviceType::CUDA, c10d::ProcessGroup::BackendType::GLOO, gloo);
     }
   } catch (const InputError&) {
     throw;
   } catch (const std::exception& e) {
-    throw DistributedError(fmt::format("rank {}: creating the {} process group failed: {}", rank, backend, error_text(e)));
+    throw DistributedError(fmt::format("rank {}: creating the {} process group{} failed: {}", env_.rank, backend_,
+                                       name_.empty() ? "" : " " + name_, error_text(e)));
   }
 }
 
@@ -138,13 +164,38 @@ void Communicator::barrier(const std::string& what) const {
   all_reduce(t, "waiting for " + what);
 }
 
+at::Tensor Communicator::all_to_all(const at::Tensor& input, const std::vector<int64_t>& send,
+                                    const std::vector<int64_t>& recv, const std::string& what) const {
+  int64_t rows = 0;
+  for (const int64_t n : recv) rows += n;
+  std::vector<int64_t> shape = input.sizes().vec();
+  shape[0] = rows;
+  at::Tensor out = at::empty(shape, input.options());
+  at::Tensor in = input.contiguous();
+  std::vector<int64_t> out_splits = recv, in_splits = send;
+  c10::intrusive_ptr<c10d::Work> work;
+  guarded(what, [&] { work = group_->alltoall_base(out, in, out_splits, in_splits); });
+  wait(work, what);
+  return out;
+}
+
+at::Tensor Communicator::all_gather(const at::Tensor& t, const std::string& what) const {
+  std::vector<std::vector<at::Tensor>> out(1);
+  for (int64_t r = 0; r < world_size(); ++r) out[0].push_back(at::empty_like(t, at::MemoryFormat::Contiguous));
+  std::vector<at::Tensor> in{t.contiguous()};
+  c10::intrusive_ptr<c10d::Work> work;
+  guarded(what, [&] { work = group_->allgather(out, in); });
+  wait(work, what);
+  return at::cat(out[0], 0);
+}
+
 std::vector<std::string> Communicator::all_gather_strings(const std::string& what, const std::string& value) {
   const std::string prefix = fmt::format("strings/{}/", rounds_++);
   std::vector<std::string> out;
   guarded("exchanging " + what, [&] {
-    store_->set(prefix + std::to_string(env_.rank), std::vector<uint8_t>(value.begin(), value.end()));
+    store_->set(prefix + std::to_string(rank_), std::vector<uint8_t>(value.begin(), value.end()));
     std::vector<std::string> keys;
-    for (int64_t r = 0; r < env_.world_size; ++r) keys.push_back(prefix + std::to_string(r));
+    for (int64_t r = 0; r < world_size(); ++r) keys.push_back(prefix + std::to_string(r));
     store_->wait(keys, timeout_);
     for (const auto& k : keys) {
       const std::vector<uint8_t> v = store_->get(k);

@@ -11,6 +11,7 @@
 #include <map>
 #include <sstream>
 
+#include "dist/expert_parallel.h"
 #include "dist/sharded_adamw.h"
 #include "sluice/errors.h"
 #include "sluice/log.h"
@@ -116,6 +117,38 @@ bool DataParallel::any(bool flag) {
   return t.item<int>() != 0;
 }
 
+std::shared_ptr<c10d::Reducer> DataParallel::make_reducer(const NamedTensors& params,
+                                                          const std::shared_ptr<Communicator>& comm,
+                                                          std::vector<std::vector<size_t>>& buckets) const {
+  std::vector<at::Tensor> tensors;
+  for (const auto& [name, t] : params) tensors.push_back(t);
+  const auto cap = static_cast<size_t>(cfg_.bucket_mb * 1024 * 1024);
+  // Buckets in reverse parameter order: the order backward produces gradients in, so each
+  // bucket fills and is sent while backward works on earlier layers. As in PyTorch's DDP the
+  // first of them (the last layers) holds at most 1 MiB, so communication starts early.
+  const size_t first_cap = std::min<size_t>(cap, 1 << 20);
+  std::vector<int64_t> backward_order(tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) backward_order[i] = static_cast<int64_t>(tensors.size() - 1 - i);
+  auto [assigned, limits] = c10d::compute_bucket_assignment_by_size(
+      tensors, {first_cap, cap}, std::vector<bool>(tensors.size(), false), backward_order);
+  buckets = assigned;
+  if (std::getenv("SLUICE_DEBUG_BUCKETS") != nullptr) {
+    for (const auto& b : buckets) log::info(fmt::format("bucket: parameters {}..{} ({})", b.front(), b.back(), b.size()));
+  }
+  std::unordered_map<size_t, std::string> names;
+  for (size_t i = 0; i < params.size(); ++i) names[i] = params[i].first;
+  auto reducer = std::make_shared<c10d::Reducer>(tensors, buckets, comm->group(), std::vector<bool>(tensors.size(), false),
+                                                 static_cast<int64_t>(cap), /*find_unused_parameters=*/false,
+                                                 /*gradient_as_bucket_view=*/false, names,
+                                                 /*first_bucket_bytes_cap=*/static_cast<int64_t>(first_cap),
+                                                 /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
+                                                 std::vector<int64_t>(limits.begin(), limits.end()));
+  log::info(fmt::format("gradients averaged over {} rank(s) in {} bucket(s) of up to {:.3g} MiB (the first 1 MiB at "
+                        "most)",
+                        comm->world_size(), buckets.size(), cfg_.bucket_mb));
+  return reducer;
+}
+
 std::unique_ptr<Optimizer> DataParallel::make_optimizer(CausalLMImpl& model,
                                                         const std::vector<std::pair<std::string, at::Tensor>>& params,
                                                         const Config& cfg) {
@@ -127,29 +160,8 @@ std::unique_ptr<Optimizer> DataParallel::make_optimizer(CausalLMImpl& model,
     for (const auto& b : model.buffers()) state.push_back(b);
     comm_->broadcast(state, "broadcasting rank 0's initial parameters");
   }
-  std::vector<at::Tensor> tensors;
-  for (const auto& [name, t] : params) tensors.push_back(t);
-  const auto cap = static_cast<size_t>(cfg.parallel.bucket_mb * 1024 * 1024);
-  // Buckets in reverse parameter order: the order backward produces gradients in, so each
-  // bucket fills and is sent while backward works on earlier layers. As in PyTorch's DDP the
-  // first of them (the last layers) holds at most 1 MiB, so communication starts early.
-  const size_t first_cap = std::min<size_t>(cap, 1 << 20);
-  std::vector<int64_t> backward_order(tensors.size());
-  for (size_t i = 0; i < tensors.size(); ++i) backward_order[i] = static_cast<int64_t>(tensors.size() - 1 - i);
-  auto [buckets, limits] = c10d::compute_bucket_assignment_by_size(
-      tensors, {first_cap, cap}, std::vector<bool>(tensors.size(), false), backward_order);
-  if (std::getenv("SLUICE_DEBUG_BUCKETS") != nullptr) {
-    for (const auto& b : buckets) log::info(fmt::format("bucket: parameters {}..{} ({})", b.front(), b.back(), b.size()));
-  }
-  std::unordered_map<size_t, std::string> names;
-  for (size_t i = 0; i < params.size(); ++i) names[i] = params[i].first;
-  reducer_ = std::make_shared<c10d::Reducer>(tensors, buckets, comm_->group(), std::vector<bool>(tensors.size(), false),
-                                             static_cast<int64_t>(cap), /*find_unused_parameters=*/false,
-                                             /*gradient_as_bucket_view=*/false, names,
-                                             /*first_bucket_bytes_cap=*/static_cast<int64_t>(first_cap),
-                                             /*skip_all_reduce_unused_params=*/false, /*use_python_reducer=*/false,
-                                             std::vector<int64_t>(limits.begin(), limits.end()));
-  log::info(fmt::format("data parallel: {} gradient bucket(s) of up to {:.3g} MiB (the first 1 MiB at most)", buckets.size(), cfg.parallel.bucket_mb));
+  std::vector<std::vector<size_t>> buckets;
+  reducer_ = make_reducer(params, comm_, buckets);
   if (cfg.parallel.zero == 1) {
     auto sharded = std::make_unique<ShardedAdamW>(params, buckets, cfg.optim, *comm_);
     reducer_->register_comm_hook(sharded->make_comm_hook());
@@ -178,7 +190,12 @@ void DataParallel::check_parameters_agree(CausalLMImpl& model, int64_t step) {
   for (const auto& p : model.named_parameters()) names.push_back(p.key());
   std::string problems;
   for (int64_t r = 1; r < world_size(); ++r) {
-    const at::Tensor differs = all[r].ne(all[0]).any(1);
+    at::Tensor expected = all[0].clone();  // per parameter: the copy of the rank it must equal
+    for (size_t i = 0; i < names.size(); ++i) {
+      const int64_t ref = reference_rank(names[i], r);
+      if (ref != 0) expected[static_cast<int64_t>(i)].copy_(all[ref][static_cast<int64_t>(i)]);
+    }
+    const at::Tensor differs = all[r].ne(expected).any(1);
     const int64_t n = differs.sum().item<int64_t>();
     if (n == 0) continue;
     const int64_t first = differs.nonzero()[0][0].item<int64_t>();
@@ -186,7 +203,7 @@ void DataParallel::check_parameters_agree(CausalLMImpl& model, int64_t step) {
   }
   if (!problems.empty()) {
     throw std::runtime_error(fmt::format("parallel.check_every: after step {} the ranks' parameters are not bitwise "
-                                         "those of rank 0:{}",
+                                         "those of rank 0 (or, for experts, of the first rank holding them):{}",
                                          step, problems));
   }
 }
@@ -197,7 +214,7 @@ std::shared_ptr<RoutingCountReducer> DataParallel::routing_count_reducer() {
 
 std::shared_ptr<Parallel> connect(const LoadedConfig& loaded) { return connect(loaded, read_launch_env()); }
 
-std::shared_ptr<Parallel> connect(const LoadedConfig& loaded, const LaunchEnv& env) {
+std::shared_ptr<Parallel> connect(const LoadedConfig& loaded, const LaunchEnv& env, bool expert_parallel_path) {
   const Config& cfg = loaded.config;
   if (cfg.parallel.data_parallel > 0 && cfg.parallel.data_parallel != env.world_size) {
     throw InputError(fmt::format(
@@ -207,6 +224,16 @@ std::shared_ptr<Parallel> connect(const LoadedConfig& loaded, const LaunchEnv& e
         env.launched() ? fmt::format("the launcher started {} (WORLD_SIZE/SLURM_NTASKS)", env.world_size)
                        : std::string("no launcher started this process (1 rank)"),
         cfg.parallel.data_parallel));
+  }
+  const int64_t ep = cfg.parallel.expert_parallel;
+  if (ep > 1 && env.world_size % ep != 0) {
+    throw InputError(fmt::format("parallel.expert_parallel: {} ranks per expert-parallel group, but {}; the world "
+                                 "size must be a multiple of {}",
+                                 ep,
+                                 env.launched() ? fmt::format("the launcher started {} (WORLD_SIZE/SLURM_NTASKS)",
+                                                              env.world_size)
+                                                : std::string("no launcher started this process (1 rank)"),
+                                 ep));
   }
   if (!env.launched()) return nullptr;
   c10::Device device = resolve_device(cfg.train.device);
@@ -228,6 +255,8 @@ std::shared_ptr<Parallel> connect(const LoadedConfig& loaded, const LaunchEnv& e
   const auto timeout = std::chrono::milliseconds(static_cast<int64_t>(cfg.parallel.timeout_s * 1000));
   auto comm = std::make_shared<Communicator>(env, backend, device, timeout);
   check_same_config(*comm, cfg);
+  if (ep > 1 || (expert_parallel_path && cfg.model.is_moe()))
+    return std::make_shared<ExpertParallel>(std::move(comm), cfg, device);
   return std::make_shared<DataParallel>(std::move(comm), cfg, device);
 }
 

@@ -40,7 +40,15 @@ class DataParallel : public Parallel {
   void check_parameters_agree(CausalLMImpl& model, int64_t step) override;
   std::shared_ptr<RoutingCountReducer> routing_count_reducer() override;
 
- private:
+ protected:
+  // A reducer that averages `params`' gradients over `comm`'s ranks, in buckets of
+  // parallel.bucket_mb laid out in backward order (the first one 1 MiB at most, as DDP);
+  // `buckets` gets the layout (indices into `params`).
+  std::shared_ptr<c10d::Reducer> make_reducer(const NamedTensors& params, const std::shared_ptr<Communicator>& comm,
+                                              std::vector<std::vector<size_t>>& buckets) const;
+  // The rank whose copy of parameter `name` rank `rank`'s must equal bitwise (check_every).
+  virtual int64_t reference_rank(const std::string& name, int64_t rank) const { return 0; }
+
   std::shared_ptr<Communicator> comm_;
   ParallelConfig cfg_;
   c10::Device device_;
@@ -53,6 +61,8 @@ class DataParallel : public Parallel {
 // checks that every rank runs the same resolved config and build. Each failure is an
 // InputError (exit 2) naming the rank, the variable or the differing keys.
 std::shared_ptr<Parallel> connect(const LoadedConfig& cfg);
-std::shared_ptr<Parallel> connect(const LoadedConfig& cfg, const LaunchEnv& env);
+// `expert_parallel_path`: expert parallelism's code path even at parallel.expert_parallel 1
+// (benchmarks measure its cost).
+std::shared_ptr<Parallel> connect(const LoadedConfig& cfg, const LaunchEnv& env, bool expert_parallel_path = false);
 
 }  // namespace sluice::dist

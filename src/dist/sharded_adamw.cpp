@@ -96,18 +96,26 @@ ShardedAdamW::ShardedAdamW(const std::vector<std::pair<std::string, at::Tensor>>
 
 std::unique_ptr<c10d::CommHookInterface> ShardedAdamW::make_comm_hook() { return std::make_unique<Hook>(*this); }
 
-at::Tensor ShardedAdamW::clip_grad_norm(double max_norm) {
+at::Tensor ShardedAdamW::grad_square_sum() {
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> shards;
   for (const Bucket& b : buckets_) shards.push_back(b.grad_shard);
   // Padding elements are zero, so the sum of squares over the slices is the global one.
   at::Tensor sq = at::stack(at::_foreach_norm(shards, 2)).square().sum().to(at::kFloat);
   comm_.all_reduce(sq, "summing the gradient norm (ZeRO-1)");
-  const at::Tensor total = sq.sqrt();
-  if (max_norm > 0) {
-    const at::Tensor coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
-    at::_foreach_mul_(shards, coef);
-  }
+  return sq;
+}
+
+void ShardedAdamW::scale_grads(const at::Tensor& coef) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> shards;
+  for (const Bucket& b : buckets_) shards.push_back(b.grad_shard);
+  at::_foreach_mul_(shards, coef);
+}
+
+at::Tensor ShardedAdamW::clip_grad_norm(double max_norm) {
+  const at::Tensor total = grad_square_sum().sqrt();
+  if (max_norm > 0) scale_grads(at::clamp_max(max_norm / (total + 1e-6), 1.0));
   return total;
 }
 

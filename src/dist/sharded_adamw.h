@@ -30,6 +30,8 @@ class ShardedAdamW : public Optimizer {
   std::unique_ptr<c10d::CommHookInterface> make_comm_hook();
 
   at::Tensor clip_grad_norm(double max_norm) override;
+  at::Tensor grad_square_sum() override;  // all-reduced over the ranks
+  void scale_grads(const at::Tensor& coef) override;
   void step(double lr, const at::Tensor& found_inf = {}) override;
   void zero_grad() override;
   NamedTensors state_tensors() override;

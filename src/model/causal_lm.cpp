@@ -113,6 +113,14 @@ void CausalLMImpl::after_optimizer_step(const at::Tensor& skipped) {
 
 std::vector<MoELayerStats> CausalLMImpl::routing_stats() { return take_routing_stats(moe_layers_); }
 
+void CausalLMImpl::set_token_dispatcher(std::shared_ptr<TokenDispatcher> dispatcher) {
+  for (auto& [i, moe] : moe_layers_) moe->set_dispatcher(dispatcher);
+}
+
+void CausalLMImpl::keep_experts(int64_t first, int64_t count) {
+  for (auto& [i, moe] : moe_layers_) moe->experts->keep(first, count);
+}
+
 void CausalLMImpl::set_routing_count_reducer(std::shared_ptr<RoutingCountReducer> reducer) {
   for (auto& [i, moe] : moe_layers_) moe->set_count_reducer(reducer);
 }

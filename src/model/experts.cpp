@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 #include <ATen/autocast_mode.h>
+#include <ATen/core/grad_mode.h>
 #include <c10/core/impl/LocalDispatchKeySet.h>
 #include <cuda_runtime_api.h>
 
@@ -43,6 +44,9 @@ at::Tensor loop_swiglu(const at::Tensor& x, const at::Tensor& counts, const at::
     out.push_back(at::linear(swiglu(at::linear(xe, wg[e]), at::linear(xe, wu[e])), wd[e]));
     start += n[e];
   }
+  // No rows at all (an expert-parallel rank nobody sent tokens to): the same ops on the empty
+  // input, so every weight still gets its (zero) gradient, as in one process.
+  if (out.empty()) return at::linear(swiglu(at::linear(x, wg[0]), at::linear(x, wu[0])), wd[0]);
   return out.size() == 1 ? out[0] : at::cat(out, 0);
 }
 
@@ -72,6 +76,13 @@ ExpertsImpl::ExpertsImpl(int64_t n_experts, int64_t d_model, int64_t hidden) {
   gate_proj = register_parameter("gate_proj", at::empty({n_experts, hidden, d_model}));
   up_proj = register_parameter("up_proj", at::empty({n_experts, hidden, d_model}));
   down_proj = register_parameter("down_proj", at::empty({n_experts, d_model, hidden}));
+}
+
+void ExpertsImpl::keep(int64_t first, int64_t count) {
+  at::NoGradGuard no_grad;
+  TORCH_CHECK(first >= 0 && count > 0 && first + count <= gate_proj.size(0), "keep(", first, ", ", count, ") of ",
+              gate_proj.size(0), " experts");
+  for (at::Tensor* p : {&gate_proj, &up_proj, &down_proj}) p->set_data(p->narrow(0, first, count).clone());
 }
 
 at::Tensor ExpertsImpl::forward(const at::Tensor& x, const at::Tensor& counts, ExpertGemm gemm) const {

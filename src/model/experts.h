@@ -28,6 +28,8 @@ class ExpertsImpl : public torch::nn::Module {
   // x [M, d_model] rows sorted by expert; counts [E] int64 rows per expert (sums to M).
   // Returns down_e(silu(gate_e(x)) ⊙ up_e(x)) per row, [M, d_model] in the compute dtype.
   at::Tensor forward(const at::Tensor& x, const at::Tensor& counts, ExpertGemm gemm) const;
+  // Keeps experts [first, first + count) of the stacks (the same parameter tensors, resized).
+  void keep(int64_t first, int64_t count);
 
   at::Tensor gate_proj, up_proj;  // [E, hidden, d_model]
   at::Tensor down_proj;           // [E, d_model, hidden]

@@ -15,6 +15,7 @@ MoEImpl::MoEImpl(const ModelConfig& cfg)
     : cfg_(cfg.moe), d_model_(cfg.d_model), hidden_(cfg.resolved_expert_hidden()) {
   gate = register_module("gate", Router(cfg.d_model, cfg.moe));
   experts = register_module("experts", Experts(cfg.moe.n_experts, cfg.d_model, hidden_));
+  dispatcher_ = std::make_shared<LocalTokenDispatcher>();
   if (cfg.moe.shared_experts > 0) {
     shared_expert = register_module("shared_expert", SwiGLU(cfg.d_model, cfg.resolved_shared_hidden()));
     if (cfg.moe.shared_expert_gate) {
@@ -29,12 +30,21 @@ at::Tensor MoEImpl::forward(const at::Tensor& x) {
   const int64_t N = flat.size(0), E = cfg_.n_experts, k = cfg_.top_k;
 
   const Routing r = gate->forward(flat);
-  const int64_t capacity = cfg_.capacity_factor > 0 ? expert_capacity(cfg_.capacity_factor, N, k, E) : 0;
-  const DispatchPlan plan = plan_dispatch(r.expert, E, capacity);
+  const int64_t capacity =
+      cfg_.capacity_factor > 0
+          ? expert_capacity(cfg_.capacity_factor, N * dispatcher_->capacity_processes(), k, E)
+          : 0;
+  DispatchPlan plan = plan_dispatch(r.expert, E, /*capacity=*/0);  // the dispatcher drops
+  plan.sequence_length = x.dim() >= 3 ? x.size(-2) : N;
   const at::ScalarType dt = expert_compute_dtype(flat);
   last_gemm_ = choose_expert_gemm(cfg_.gemm, flat.device(), dt, d_model_, hidden_);
   const at::Tensor rows = dispatch(flat.to(dt), plan);  // gather in the compute dtype: half the bytes in bf16
-  at::Tensor y = combine(experts->forward(rows, plan.counts, last_gemm_), r.weight, plan);
+  at::Tensor dropped;
+  const at::Tensor out = dispatcher_->run(
+      rows, plan, capacity,
+      [&](const at::Tensor& local_rows, const at::Tensor& counts) { return experts->forward(local_rows, counts, last_gemm_); },
+      dropped);
+  at::Tensor y = combine(out, r.weight, plan);
   if (shared_expert) {
     at::Tensor s = shared_expert->forward(flat);
     if (shared_expert_gate) s = s * at::sigmoid(shared_expert_gate->forward(flat));
@@ -64,7 +74,7 @@ at::Tensor MoEImpl::forward(const at::Tensor& x) {
     step_counts_.add_(counts);
     step_assignments_ += assignments;
     stat_counts_.add_(plan.counts);
-    if (plan.kept.defined()) stat_dropped_.add_(plan.kept.logical_not().sum());
+    if (dropped.defined()) stat_dropped_.add_(dropped);
     stat_entropy_.add_(at::special_entr(r.probs.detach()).sum());
     stat_tokens_ += N;
   }
@@ -83,6 +93,10 @@ at::Tensor MoEImpl::forward(const at::Tensor& x) {
   }
   std::vector<int64_t> shape = x.sizes().vec();
   return y.view(shape);
+}
+
+void MoEImpl::set_dispatcher(std::shared_ptr<TokenDispatcher> d) {
+  dispatcher_ = d ? std::move(d) : std::make_shared<LocalTokenDispatcher>();
 }
 
 std::pair<at::Tensor, at::Tensor> MoEImpl::take_losses() {

@@ -10,6 +10,7 @@
 #include "model/experts.h"
 #include "model/router.h"
 #include "model/swiglu.h"
+#include "model/token_dispatcher.h"
 #include "sluice/config.h"
 #include "sluice/model.h"
 
@@ -34,6 +35,8 @@ class MoEImpl : public torch::nn::Module {
   at::Tensor take_stats(int64_t& tokens);
   // Training forwards count expert assignments through `reducer` (CausalLMImpl::set_routing_count_reducer).
   void set_count_reducer(std::shared_ptr<RoutingCountReducer> reducer) { count_reducer_ = std::move(reducer); }
+  // Where the routed copies go (null: back to the local dispatcher); CausalLMImpl::set_token_dispatcher.
+  void set_dispatcher(std::shared_ptr<TokenDispatcher> d);
   // The expert-GEMM path the last forward used.
   ExpertGemm last_gemm() const { return last_gemm_; }
 
@@ -48,6 +51,7 @@ class MoEImpl : public torch::nn::Module {
   at::Tensor aux_loss_, z_loss_;
   ExpertGemm last_gemm_ = ExpertGemm::Loop;
   std::shared_ptr<RoutingCountReducer> count_reducer_;
+  std::shared_ptr<TokenDispatcher> dispatcher_;
   // Accumulators, allocated on the device of the first training forward.
   at::Tensor step_counts_;  // [E] int64 since the last optimizer step
   int64_t step_assignments_ = 0;

@@ -13,6 +13,9 @@ namespace sluice {
 // second choices and tokens in order: the priority the capacity policy drops by.
 struct DispatchPlan {
   int64_t n_tokens = 0, top_k = 0, n_experts = 0;
+  int64_t sequence_length = 0;  // tokens per sequence (the layer's input is [B, T, d]); 0 = n_tokens
+  at::Tensor order;    // [N·k] int64: the assignment j·N + n of each expert-sorted row
+  at::Tensor expert;   // [N·k] int64: the expert of each sorted row (nondecreasing)
   at::Tensor token;    // [N·k] int64: source token of each expert-sorted row
   at::Tensor inverse;  // [N·k] int64: sorted row of assignment a
   at::Tensor counts;   // [E] int64: rows per expert, dropped rows included (they are zero rows)
@@ -25,6 +28,10 @@ int64_t expert_capacity(double factor, int64_t n_tokens, int64_t top_k, int64_t 
 // expert [N, k] int64 from the router; capacity 0 = dropless, else rows of an expert beyond
 // the first `capacity` (in the priority order above) are marked dropped.
 DispatchPlan plan_dispatch(const at::Tensor& expert, int64_t n_experts, int64_t capacity);
+
+// For rows sorted by expert (`row_expert` nondecreasing, `counts` [E] rows per expert): true
+// for the first `capacity` rows of each expert, the ones capacity dropping keeps.
+at::Tensor capacity_mask(const at::Tensor& row_expert, const at::Tensor& counts, int64_t capacity);
 
 // x [N, d] -> [N·k, d] rows sorted by expert. Dropped rows are zero: an expert maps a zero
 // row to zero (SwiGLU without biases), so a dropped assignment adds nothing to the output

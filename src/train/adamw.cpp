@@ -62,6 +62,28 @@ void AdamW::zero_grad() {
 
 at::Tensor AdamW::clip_grad_norm(double max_norm) { return sluice::clip_grad_norm(params(), max_norm); }
 
+namespace {
+std::vector<at::Tensor> defined_grads(const std::vector<at::Tensor>& params) {
+  std::vector<at::Tensor> grads;
+  for (const auto& p : params)
+    if (p.grad().defined()) grads.push_back(p.grad());
+  return grads;
+}
+}  // namespace
+
+at::Tensor AdamW::grad_square_sum() {
+  at::NoGradGuard no_grad;
+  const std::vector<at::Tensor> grads = defined_grads(params());
+  if (grads.empty()) return at::zeros({});
+  return at::stack(at::_foreach_norm(grads, 2)).to(at::kFloat).square().sum();
+}
+
+void AdamW::scale_grads(const at::Tensor& coef) {
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> grads = defined_grads(params());
+  if (!grads.empty()) at::_foreach_mul_(grads, coef);
+}
+
 NamedTensors AdamW::state_tensors() {
   NamedTensors out;
   for (const auto& g : groups_) {

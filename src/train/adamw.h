@@ -30,6 +30,8 @@ class AdamW : public Optimizer {
  public:
   AdamW(const std::vector<std::pair<std::string, at::Tensor>>& named_params, const OptimConfig& cfg);
   at::Tensor clip_grad_norm(double max_norm) override;
+  at::Tensor grad_square_sum() override;
+  void scale_grads(const at::Tensor& coef) override;
   // Parameters without a gradient are left alone. When `found_inf` (a device scalar) is
   // non-zero the update is skipped entirely, on the device, without a host sync.
   void step(double lr, const at::Tensor& found_inf = {}) override;

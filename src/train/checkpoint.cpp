@@ -125,6 +125,11 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, Causa
 
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model,
                             const NamedTensors& optimizer_state, const TrainingState& state) {
+  return save_checkpoint(run_dir, cfg, model_tensors(model), optimizer_state, state);
+}
+
+std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const NamedTensors& model_tensors,
+                            const NamedTensors& optimizer_state, const TrainingState& state) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
   fs::create_directories(root);
   const std::string name = step_name(state.step);
@@ -132,7 +137,7 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, Causa
   remove_tree(tmp.string());
   fs::create_directories(tmp);
 
-  write_safetensors_sharded(tmp.string(), "model", model_tensors(model), cfg.checkpoint.max_shard_mb << 20,
+  write_safetensors_sharded(tmp.string(), "model", model_tensors, cfg.checkpoint.max_shard_mb << 20,
                             {{"format", "pt"}, {"producer", "sluice " SLUICE_VERSION}});
   test_delay();
   write_safetensors((tmp / "optimizer.safetensors").string(), optimizer_state);
@@ -216,7 +221,8 @@ CheckpointInfo read_checkpoint_info(const std::string& dir) {
   return info;
 }
 
-void load_checkpoint(const std::string& dir, CausalLMImpl& model, Optimizer* opt, bool restore_rng) {
+void load_checkpoint(const std::string& dir, CausalLMImpl& model, Optimizer* opt, bool restore_rng,
+                     const TensorPart& part) {
   at::NoGradGuard no_grad;
   SafetensorsFile weights = read_safetensors_sharded(dir, "model");
   const std::string file = (fs::path(dir) / "model.safetensors").string();
@@ -225,7 +231,7 @@ void load_checkpoint(const std::string& dir, CausalLMImpl& model, Optimizer* opt
     expected.insert(name);
     const auto it = weights.tensors.find(name);
     if (it == weights.tensors.end()) throw InputError("checkpoint file '" + file + "': tensor '" + name + "' is missing");
-    const at::Tensor& src = it->second;
+    const at::Tensor src = part ? part(name, it->second) : it->second;
     if (src.sizes() != t.sizes()) {
       throw InputError("checkpoint file '" + file + "': tensor '" + name + "' has shape " + shape_str(src.sizes()) +
                        ", the model expects " + shape_str(t.sizes()));

@@ -10,6 +10,7 @@
 // deleted: a process killed at any moment leaves the previous checkpoint loadable.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -46,6 +47,9 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, Causa
                             const NamedTensors& optimizer_state, const TrainingState& state);
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, CausalLMImpl& model, Optimizer& opt,
                             const TrainingState& state);
+// The same with the model's tensors given whole by name (Parallel::whole_model_tensors).
+std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const NamedTensors& model_tensors,
+                            const NamedTensors& optimizer_state, const TrainingState& state);
 // Where save_checkpoint puts the checkpoint of `step`: RUN_DIR/checkpoints/step-NNNNNNNN.
 std::string checkpoint_dir(const std::string& run_dir, int64_t step);
 // Deletes all but the newest `keep` complete checkpoints (and stale temporary directories).
@@ -66,7 +70,11 @@ struct CheckpointInfo {
 CheckpointInfo read_checkpoint_info(const std::string& dir);
 // Loads weights (names, shapes and dtypes must match exactly), optimizer state and RNG.
 // Throws InputError naming the file and tensor on any mismatch or corruption.
-void load_checkpoint(const std::string& dir, CausalLMImpl& model, Optimizer* opt, bool restore_rng);
+// `part` maps a whole tensor of the file to what this process holds of it (expert
+// parallelism's Parallel::local_part); by default the whole tensor.
+using TensorPart = std::function<at::Tensor(const std::string& name, const at::Tensor& whole)>;
+void load_checkpoint(const std::string& dir, CausalLMImpl& model, Optimizer* opt, bool restore_rng,
+                     const TensorPart& part = {});
 
 // Keys whose change makes a checkpoint unusable for this config (model shapes, tokenizer,
 // data order), and keys that changed harmlessly; both as "key: old -> new".

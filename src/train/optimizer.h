@@ -18,6 +18,11 @@ class Optimizer {
   // The global L2 norm of the gradients (fp32 device scalar, no sync); when max_norm > 0 the
   // gradients are scaled so that it is at most max_norm.
   virtual at::Tensor clip_grad_norm(double max_norm) = 0;
+  // The parts of clip_grad_norm, for an optimizer made of several (expert parallelism): the
+  // squared L2 norm of the gradients this optimizer updates, summed wherever they are
+  // sharded (fp32 device scalar), and a scale applied to them.
+  virtual at::Tensor grad_square_sum() = 0;
+  virtual void scale_grads(const at::Tensor& coef) = 0;
   // One update; skipped entirely on the device when `found_inf` (a device scalar) is non-zero.
   virtual void step(double lr, const at::Tensor& found_inf = {}) = 0;
   virtual void zero_grad() = 0;

@@ -37,6 +37,17 @@ class Parallel {
   // True on every rank when `flag` is true on any (a stop request that reached one rank).
   virtual bool any(bool flag) { return flag; }
 
+  // Before the model moves to its device: keep what this process holds of it (expert
+  // parallelism: its experts, with their tokens routed through an all-to-all).
+  virtual void shard_model(CausalLMImpl& model) {}
+  // Every parameter and buffer by name, whole (what a checkpoint holds); a collective where
+  // parts live on other processes.
+  virtual NamedTensors whole_model_tensors(CausalLMImpl& model);
+  // This process's part of the whole tensor `name` (a checkpoint's, for loading).
+  virtual at::Tensor local_part(const std::string& name, const at::Tensor& whole) const { return whole; }
+  // Trainable parameters of the whole model.
+  virtual int64_t parameter_count(const CausalLMImpl& model) const;
+
   // The optimizer for `model`'s parameters, with gradient averaging over the ranks applied
   // (parameters broadcast from rank 0 first). One process: AdamW.
   virtual std::unique_ptr<Optimizer> make_optimizer(CausalLMImpl& model,
@@ -46,6 +57,9 @@ class Parallel {
   virtual void before_backward(const at::Tensor& loss, bool last_micro_batch) {}
   // Stops the run (exit 1) naming the rank whose parameters differ from rank 0's.
   virtual void check_parameters_agree(CausalLMImpl& model, int64_t step) {}
+  // Extra metrics of a log interval of `steps` steps and `seconds` (expert parallelism: its
+  // all-to-all traffic), as (metrics.jsonl key, value).
+  virtual std::vector<std::pair<std::string, double>> interval_metrics(int64_t steps, double seconds) { return {}; }
   // Counts MoE routing over the ranks (null: this process alone).
   virtual std::shared_ptr<RoutingCountReducer> routing_count_reducer() { return nullptr; }
 };

@@ -121,9 +121,13 @@ void set_threads(const Config& cfg, const Parallel& par) {
   at::set_num_threads(static_cast<int>(n));
 }
 
-// Rows [rank·b, rank·b + b) of a batch of world·b windows: the rank's share of a global batch.
+// The rank's share of a global batch of world·rows windows.
 Batch rank_rows(const Batch& b, int64_t rank, int64_t rows) {
-  auto part = [&](const at::Tensor& t) { return t.defined() ? t.narrow(0, rank * rows, rows).contiguous() : t; };
+  // Rows rank, rank + W, ...: the ranks' shares interleave as in the training loader's batches,
+  // so an expert-parallel group sees them in one process's order (capacity dropping).
+  const int64_t world = b.inputs.size(0) / rows;
+  const at::Tensor index = at::arange(rank, rank + world * rows, world, at::kLong);
+  auto part = [&](const at::Tensor& t) { return t.defined() ? t.index_select(0, index) : t; };
   return {part(b.inputs), part(b.targets), part(b.segments)};
 }
 
@@ -232,10 +236,14 @@ class Trainer {
   void build_model() {
     at::manual_seed(static_cast<uint64_t>(cfg_.train.seed));  // CPU and CUDA default generators
     model_ = CausalLM(cfg_.model);  // initialised on the CPU: the same weights whatever the device
+    par_.shard_model(*model_);       // expert parallelism keeps this rank's experts
     model_->to(device_);
     model_->set_routing_count_reducer(par_.routing_count_reducer());
     optimizer_ = par_.make_optimizer(*model_, named_parameters(model_), cfg_);
-    if (resume_) load_checkpoint(resume_->dir, *model_, optimizer_.get(), /*restore_rng=*/true);
+    if (resume_) {
+      load_checkpoint(resume_->dir, *model_, optimizer_.get(), /*restore_rng=*/true,
+                      [this](const std::string& name, const at::Tensor& whole) { return par_.local_part(name, whole); });
+    }
     state_.global_micro_batch = train_loader_->global_batch();
     stepper_ = std::make_unique<TrainStep>(model_, *optimizer_, cfg_.train.grad_clip, device_, bf16_, &par_);
   }
@@ -296,7 +304,7 @@ class Trainer {
       }
     }
     log::info(fmt::format("model: {} parameters ({} in embeddings), {:.3g} training FLOPs/token",
-                          format_count(static_cast<double>(count_parameters(*model_))),
+                          format_count(static_cast<double>(par_.parameter_count(*model_))),
                           format_count(static_cast<double>(stats_.params_embedding)), stats_.train_flops_per_token));
     log::info(fmt::format("optimizer state: {} per rank{}", format_count(static_cast<double>(optimizer_->state_bytes())) + "B",
                           cfg_.parallel.zero == 1 && par_.world_size() > 1 ? " (ZeRO-1: sharded)" : ""));
@@ -423,6 +431,7 @@ class Trainer {
     rec["elapsed_s"] = seconds_since(t_start_);
     rec["data_wait_ms"] = 1e3 * batches_->take_wait_seconds() / static_cast<double>(steps_timed_);
     rec["skipped_steps"] = skipped_total_;
+    for (const auto& [key, value] : par_.interval_metrics(steps_timed_, dt)) rec[key] = value;
     // MoE: balancing losses of the interval's last step, and routing statistics
     if (last_result_.aux_loss.defined()) {
       rec["aux_loss"] = v[2] / world;
@@ -474,9 +483,10 @@ class Trainer {
     state_.interval_steps = steps_in_interval_;
     state_.skipped_steps = skipped_total_;
     if (par_.world_size() > 1) gather_interval_sums();
+    const NamedTensors weights = par_.whole_model_tensors(*model_);  // both collectives: every rank
     const NamedTensors opt_state = optimizer_->state_tensors();
     if (par_.is_main()) {
-      summary_.last_checkpoint = save_checkpoint(run_dir_, cfg_, *model_, opt_state, state_);
+      summary_.last_checkpoint = save_checkpoint(run_dir_, cfg_, weights, opt_state, state_);
       prune_checkpoints(run_dir_, cfg_.checkpoint.keep_last);
     }
     par_.barrier(fmt::format("rank 0 to write the checkpoint of step {}", step));
@@ -533,7 +543,7 @@ class Trainer {
                         {"elapsed_s", elapsed},
                         {"tokens_per_s", summary_.tokens_per_s},
                         {"skipped_steps", skipped_total_},
-                        {"params", count_parameters(*model_)},
+                        {"params", par_.parameter_count(*model_)},
                         {"train_flops_per_token", stats_.train_flops_per_token},
                         {"last_checkpoint", summary_.last_checkpoint},
                         {"device", device_name(device_)},
