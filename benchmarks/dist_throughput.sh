@@ -11,20 +11,9 @@
 # else got in the way; what remains is the Gloo threads' share of the two cores.
 # tokens/s are the metrics.jsonl records after the first (which holds the warm-up), so the
 # start, the final validation and the checkpoint are not counted. Results: build/bench-dist/dist_throughput.json
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-steps=${1:-40}
-sluice=${SLUICE:-$root/build/sluice}
-text=${TEXT:-$root/../shared/data/pretrain/gutenberg_train_00.txt}
-work=$root/build/bench-dist
-mkdir -p "$work"
-[ -f "$work/tok/tokenizer.model" ] || "$sluice" data train-tokenizer --input "$text" --vocab-size 2048 --model-type bpe --out "$work/tok"
-[ -f "$work/data/manifest.json" ] || "$sluice" data prepare --tokenizer "$work/tok" --input "$text" --out "$work/data" --documents blank-lines --val-fraction 0.01
-common=(configs/tiny.yaml --set "data.train=$work/data" --set "data.tokenizer=$work/tok" --set "train.steps=$steps"
-        --set train.threads=1 --set schedule.warmup_steps=5 --set train.log_every=10 --set train.eval_every=0 --set train.eval_batches=1
-        --set log.level=warn)
+source "$(dirname "${BASH_SOURCE[0]}")/dist_common.sh"
+bench_args configs/tiny.yaml
 rm -rf "$work/one" "$work/two"
-cd "$root"
 "$sluice" train "${common[@]}" --run-dir "$work/one"
 "$sluice" launch --nproc 2 -- train "${common[@]}" --run-dir "$work/two"
 python3 - "$work" <<'PY'

@@ -11,20 +11,9 @@
 # Napkin math: a rank routes 16 x 128 = 2048 tokens x top-2 = 4096 rows of 128 fp32 (512 B); with
 # balanced routing half go to the other rank: 1.05 MB per all-to-all, four per layer and step
 # (dispatch and return, forward and backward) = 4.2 MB per layer, 16.8 MB per step for 4 layers.
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-steps=${1:-40}
-sluice=${SLUICE:-$root/build/sluice}
-text=${TEXT:-$root/../shared/data/pretrain/gutenberg_train_00.txt}
-work=$root/build/bench-dist
-mkdir -p "$work"
-[ -f "$work/tok/tokenizer.model" ] || "$sluice" data train-tokenizer --input "$text" --vocab-size 2048 --model-type bpe --out "$work/tok"
-[ -f "$work/data/manifest.json" ] || "$sluice" data prepare --tokenizer "$work/tok" --input "$text" --out "$work/data" --documents blank-lines --val-fraction 0.01
-common=(configs/moe_tiny.yaml --set "data.train=$work/data" --set "data.tokenizer=$work/tok" --set "train.steps=$steps"
-        --set train.threads=1 --set schedule.warmup_steps=5 --set train.log_every=10 --set train.eval_every=0 --set train.eval_batches=1
-        --set log.level=warn)
+source "$(dirname "${BASH_SOURCE[0]}")/dist_common.sh"
+bench_args configs/moe_tiny.yaml
 rm -rf "$work/ep2" "$work/dp2"
-cd "$root"
 "$sluice" launch --nproc 2 -- train "${common[@]}" --set parallel.expert_parallel=2 --run-dir "$work/ep2"
 "$sluice" launch --nproc 2 -- train "${common[@]}" --run-dir "$work/dp2"
 python3 - "$work" <<'PY'

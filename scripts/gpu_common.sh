@@ -25,3 +25,29 @@ gpu_build() {
   cmake --build "$b" "${targets[@]}" > "$out/build$tag.log" 2>&1 ||
     { grep -E "error|FAILED" "$out/build$tag.log" | head -40; return 1; }
 }
+
+# gpu_ab_bench TAG CONFIG FLAG MODE_A MODE_B: bench_train_throughput on CONFIG without FLAG
+# (MODE_A) and with it (MODE_B), alternating, two rounds of 5 warm-up + 20 timed steps each;
+# results in $out/TAG_MODE_ROUND.json, the best of each and B's cost against A in $out/TAG.json.
+gpu_ab_bench() {
+  local tag=$1 cfg=$2 flag=$3 a=$4 bb=$5
+  for round in 1 2; do
+    for mode in "$a" "$bb"; do
+      local extra=(); [ "$mode" = "$bb" ] && extra=("$flag")
+      "$b/benchmarks/bench_train_throughput" "$cfg" "${extra[@]}" --warmup 5 --steps 20 \
+        --out "$out/${tag}_${mode}_$round.json" > "$out/${tag}_${mode}_$round.log" 2>&1
+      echo "[bench] $tag $mode round $round: $(grep -E '"tokens_per_s"|"ep_alltoall_share"' "$out/${tag}_${mode}_$round.json" | tr -d '\n ')"
+      grep -E "error" "$out/${tag}_${mode}_$round.log" | head -3
+    done
+  done
+  python3 - "$out" "$tag" "$a" "$bb" <<'PY'
+import json, sys, glob
+out, tag, a, b = sys.argv[1:5]
+tps = {m: [json.load(open(f))["tokens_per_s"] for f in sorted(glob.glob(f"{out}/{tag}_{m}_*.json"))] for m in (a, b)}
+best = {m: max(v) for m, v in tps.items() if v}
+if len(best) == 2:
+    cost = 1 - best[b] / best[a]
+    print(f"[{tag}] tokens/s {a} {tps[a]} {b} {tps[b]}: {b} costs {100*cost:.2f}% against {a}")
+    json.dump({"tokens_per_s": tps, "cost": cost}, open(f"{out}/{tag}.json", "w"), indent=2)
+PY
+}

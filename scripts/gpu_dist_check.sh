@@ -13,25 +13,7 @@ gpu_build "" -- sluice bench_train_throughput || exit 1
 echo "[gpu] build $(( $(date +%s) - t0 ))s"
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 cfg=benchmarks/configs/llama_125m.yaml
-for round in 1 2; do
-  for mode in none nccl; do
-    flag=(); [ $mode = nccl ] && flag=(--process-group)
-    "$b/benchmarks/bench_train_throughput" "$cfg" "${flag[@]}" --warmup 5 --steps 20 \
-      --out "$out/dist_ws1_${mode}_$round.json" > "$out/dist_ws1_${mode}_$round.log" 2>&1
-    echo "[bench] $mode round $round: $(grep -E '"tokens_per_s"|"ms_per_step"' "$out/dist_ws1_${mode}_$round.json" | tr -d '\n ')"
-    grep -E "error" "$out/dist_ws1_${mode}_$round.log" | head -3
-  done
-done
-python3 - "$out" <<'PY'
-import json, sys, glob
-out = sys.argv[1]
-tps = {m: [json.load(open(f))["tokens_per_s"] for f in sorted(glob.glob(f"{out}/dist_ws1_{m}_*.json"))] for m in ("none", "nccl")}
-best = {m: max(v) for m, v in tps.items() if v}
-if len(best) == 2:
-    cost = 1 - best["nccl"] / best["none"]
-    print(f"[dist] tokens/s none {tps['none']} nccl {tps['nccl']}: NCCL world size 1 costs {100*cost:.2f}% (bar < 2%)")
-    json.dump({"tokens_per_s": tps, "cost": cost}, open(f"{out}/dist_ws1.json", "w"), indent=2)
-PY
+gpu_ab_bench dist_ws1 "$cfg" --process-group none nccl   # bar: nccl costs < 2%
 # The trainer end to end over NCCL (one rank): byte tokens on a shared text, 20 steps.
 text=../shared/data/pretrain/gutenberg_train_00.txt
 [ -f "$text" ] || text=README.md
