@@ -69,6 +69,7 @@ int main(int argc, char** argv) {
     const bool bf16 = use_bf16(cfg.train.precision, device);
     at::manual_seed(static_cast<uint64_t>(cfg.train.seed));
     CausalLM model(cfg.model);
+    model->set_loss_chunk_tokens(cfg.train.loss_chunk_tokens);
     if (parallel) parallel->shard_model(*model);
     model->to(device);
     std::vector<std::pair<std::string, at::Tensor>> named;

@@ -1,9 +1,11 @@
 // Model components against explicit references (CPU, fp32/fp64).
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/csrc/autograd/autograd.h>
 
 #include <cmath>
 
+#include "model/chunked_loss.h"
 #include "model/decoder_block.h"
 #include "model/fused_ops.h"
 #include "model/rms_norm.h"
@@ -296,6 +298,66 @@ TEST(CausalLM, InitialisationScales) {
 TEST(FusedOps, CpuFallsBackToReference) {
   const at::Tensor g = at::randn({4, 5}), u = at::randn({4, 5});
   expect_close(swiglu(g, u), swiglu_reference(g, u), 0, "swiglu on cpu");
+}
+
+// train.loss_chunk_tokens: the same loss and every parameter's gradient as the plain head +
+// cross-entropy, for chunks that do and do not divide the tokens, tied and untied heads, a dense
+// and an MoE model (its router losses unchanged), and without grad (evaluation).
+TEST(ChunkedLoss, EqualsThePlainHeadAndCrossEntropy) {
+  for (const bool tied : {false, true}) {
+    for (const bool moe : {false, true}) {
+      ModelConfig cfg = small_config();
+      cfg.vocab_size = 97;  // not a multiple of anything
+      cfg.tie_embeddings = tied;
+      if (moe) {
+        cfg.arch = "moe";
+        cfg.moe.n_experts = 4;
+        cfg.moe.top_k = 2;
+        cfg.moe.ffn_hidden = 16;
+        cfg.moe.aux_loss_coef = 0.01;
+        cfg.moe.z_loss_coef = 0.001;
+      }
+      at::manual_seed(7);
+      CausalLM model(cfg);
+      const at::Tensor tokens = at::randint(cfg.vocab_size, {3, 13}, at::kLong);
+      const at::Tensor targets = at::randint(cfg.vocab_size, {3, 13}, at::kLong);
+      auto run = [&](int64_t chunk) {
+        model->set_loss_chunk_tokens(chunk);
+        for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();
+        LossParts l = model->loss_parts(tokens, targets);
+        l.total.backward();
+        std::vector<at::Tensor> grads;
+        for (auto& p : model->parameters()) grads.push_back(p.grad().clone());
+        return std::make_pair(l, grads);
+      };
+      const auto [plain, plain_grads] = run(0);
+      for (const int64_t chunk : {1, 5, 16, 39, 64}) {
+        SCOPED_TRACE("tied " + std::to_string(tied) + ", moe " + std::to_string(moe) + ", chunk " + std::to_string(chunk));
+        const auto [chunked, grads] = run(chunk);
+        EXPECT_NEAR(chunked.lm.item<double>(), plain.lm.item<double>(), 1e-6 * plain.lm.item<double>());
+        EXPECT_NEAR(chunked.total.item<double>(), plain.total.item<double>(), 1e-6 * plain.total.item<double>());
+        for (size_t i = 0; i < grads.size(); ++i) {
+          const double norm = plain_grads[i].norm().item<double>();
+          EXPECT_LE((grads[i] - plain_grads[i]).norm().item<double>(), 1e-6 * norm + 1e-12) << "parameter " << i;
+        }
+        at::NoGradGuard no_grad;
+        model->set_loss_chunk_tokens(chunk);
+        EXPECT_NEAR(model->loss_parts(tokens, targets).lm.item<double>(), plain.lm.item<double>(),
+                    1e-6 * plain.lm.item<double>());
+      }
+    }
+  }
+  // the function itself against ATen's, gradients included, with a batch of one row
+  const at::Tensor h = at::randn({1, 8}).requires_grad_(), w = at::randn({11, 8}).requires_grad_();
+  const at::Tensor t = at::tensor({4}, at::kLong);
+  at::Tensor ref = at::cross_entropy_loss(at::linear(h, w), t);
+  const auto ref_grads = torch::autograd::grad({ref}, {h, w});
+  at::Tensor got = chunked_linear_cross_entropy(h, w, t, 3);
+  const auto got_grads = torch::autograd::grad({got}, {h, w});
+  EXPECT_NEAR(got.item<double>(), ref.item<double>(), 1e-6);
+  expect_close(got_grads[0], ref_grads[0], 1e-6, "dh");
+  expect_close(got_grads[1], ref_grads[1], 1e-6, "dW");
+  EXPECT_THROW(chunked_linear_cross_entropy(h, w, t, 0), c10::Error);
 }
 
 }  // namespace

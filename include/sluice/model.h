@@ -108,6 +108,9 @@ class CausalLMImpl : public torch::nn::Module {
   std::vector<MoELayerStats> routing_stats();
   // Installs (or, with null, removes) the reducer every MoE layer counts through in training.
   void set_routing_count_reducer(std::shared_ptr<RoutingCountReducer> reducer);
+  // loss_parts computes the output head and cross-entropy `tokens` rows at a time (0: all at
+  // once), so the whole [tokens, vocab] logits never exist (train.loss_chunk_tokens).
+  void set_loss_chunk_tokens(int64_t tokens) { loss_chunk_tokens_ = tokens; }
   // Routes every MoE layer's token copies through `dispatcher` (null: the local one, all
   // experts here). Expert parallelism plugs its all-to-all in (src/dist/).
   void set_token_dispatcher(std::shared_ptr<TokenDispatcher> dispatcher);
@@ -126,6 +129,7 @@ class CausalLMImpl : public torch::nn::Module {
  private:
   at::Tensor logits(const at::Tensor& tokens, ForwardObserver* observer = nullptr, const at::Tensor& segments = {});
   ModelConfig cfg_;
+  int64_t loss_chunk_tokens_ = 0;
   std::vector<std::pair<int64_t, std::shared_ptr<MoEImpl>>> moe_layers_;  // (block index, layer)
 };
 TORCH_MODULE(CausalLM);

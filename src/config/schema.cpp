@@ -369,6 +369,12 @@ std::vector<Field> build_schema() {
                                   "CUBLAS_WORKSPACE_CONFIG is set to `:4096:8` unless already set, and an operation "
                                   "without a deterministic implementation stops the run with PyTorch's error naming "
                                   "it. The CPU path is deterministic either way. May change on resume.");
+  b.add(KEY(train.loss_chunk_tokens), "Compute the output head and the cross-entropy this many tokens at a time, "
+                                      "forward and backward, so the [tokens, vocab] fp32 logits and their gradient "
+                                      "never exist whole (a large vocabulary's biggest activation); 0 = all at once. "
+                                      "Same loss and gradients up to fp32 summation order. Evaluation that needs "
+                                      "logits keeps them. May change on resume.")
+      .min(0);
   // optim
   b.add(KEY(optim.name), "Optimizer: `adamw` (decoupled weight decay).").choices({"adamw"});
   b.add(KEY(optim.lr), "Peak learning rate.").min(0.0, true);

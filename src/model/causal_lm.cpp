@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "model/alibi.h"
+#include "model/chunked_loss.h"
 #include "model/decoder_block.h"
 #include "model/kv_cache.h"
 #include "model/moe.h"
@@ -83,9 +84,15 @@ at::Tensor CausalLMImpl::forward_cached(const at::Tensor& tokens, KVCache& cache
 }
 
 LossParts CausalLMImpl::loss_parts(const at::Tensor& tokens, const at::Tensor& targets, const at::Tensor& segments) {
-  const at::Tensor y = logits(tokens, nullptr, segments);
   LossParts p;
-  p.lm = at::cross_entropy_loss(y.reshape({-1, y.size(-1)}).to(at::kFloat), targets.reshape({-1}));
+  if (loss_chunk_tokens_ > 0) {
+    const at::Tensor h = model->forward(tokens, nullptr, nullptr, segments);
+    const at::Tensor& w = lm_head ? lm_head->weight : model->embed_tokens->weight;
+    p.lm = chunked_linear_cross_entropy(h.reshape({-1, h.size(-1)}), w, targets.reshape({-1}), loss_chunk_tokens_);
+  } else {
+    const at::Tensor y = logits(tokens, nullptr, segments);
+    p.lm = at::cross_entropy_loss(y.reshape({-1, y.size(-1)}).to(at::kFloat), targets.reshape({-1}));
+  }
   p.total = p.lm;
   if (moe_layers_.empty()) return p;
   p.aux = at::zeros({}, p.lm.options());
