@@ -1,5 +1,6 @@
 // Optimizer, schedules, clipping, and short end-to-end training runs on the CPU.
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
@@ -218,6 +219,63 @@ TEST(TrainStep, GradAccumulationEqualsOneLargeBatch) {
       EXPECT_NEAR(norms.back(), norms.front(), 1e-5 * norms.front()) << split;
     }
     EXPECT_GT(norms.back(), 0.0);
+  }
+}
+
+// A training step never reads a device value on the host (Tensor::item, i.e.
+// aten::_local_scalar_dense): the loss, gradient norm and skip flag stay device tensors until
+// the logging interval. Counted with a RecordFunction callback on this thread, which also runs
+// CPU autograd and the optimizer. ATen's CPU `_fused_adamw_` reads each step count with item()
+// inside its kernel (its CUDA kernel does not); reads inside it are not Sluice's and not counted.
+std::atomic<int> scalar_reads{0}, inside_fused_adamw{0};
+std::unique_ptr<at::ObserverContext> on_op_start(const at::RecordFunction& fn) {
+  const std::string_view name(fn.name());
+  if (name == "aten::_fused_adamw_") ++inside_fused_adamw;
+  if (name == "aten::_local_scalar_dense" && inside_fused_adamw == 0) ++scalar_reads;
+  return nullptr;
+}
+void on_op_end(const at::RecordFunction& fn, at::ObserverContext*) {
+  if (std::string_view(fn.name()) == "aten::_fused_adamw_") --inside_fused_adamw;
+}
+
+TEST(TrainStep, ReadsNoScalarOnTheHost) {
+  for (const bool moe : {false, true}) {
+    SCOPED_TRACE(moe ? "moe" : "dense");
+    ModelConfig m;
+    m.vocab_size = 64;
+    m.d_model = 16;
+    m.n_layers = 2;
+    m.n_heads = 2;
+    m.n_kv_heads = 2;
+    m.ffn_hidden = 32;
+    if (moe) {
+      m.arch = "moe";
+      m.moe.n_experts = 4;
+      m.moe.top_k = 2;
+      m.moe.ffn_hidden = 16;
+      m.moe.aux_loss_coef = 0.01;
+      m.moe.aux_loss_scope = "global_batch";
+      m.moe.bias_update_rate = 0.01;
+      m.moe.capacity_factor = 1.0;
+    }
+    at::manual_seed(0);
+    CausalLM model(m);
+    std::vector<std::pair<std::string, at::Tensor>> named;
+    for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
+    AdamW opt(named, OptimConfig{});
+    TrainStep step(model, opt, /*grad_clip=*/0.5, at::kCPU, /*bf16=*/false);
+    const std::vector<Batch> micro = {{at::randint(64, {2, 12}, at::kLong), at::randint(64, {2, 12}, at::kLong)},
+                                      {at::randint(64, {2, 12}, at::kLong), at::randint(64, {2, 12}, at::kLong)}};
+    step.run(micro, 1e-3);  // first-step allocations outside the count
+    const auto handle = at::addThreadLocalCallback(at::RecordFunctionCallback(on_op_start, on_op_end));
+    scalar_reads = 0;
+    for (int i = 0; i < 2; ++i) step.run(micro, 1e-3);
+    const int in_steps = scalar_reads.load();
+    (void)at::ones({1}).item<float>();  // the counter sees a read when there is one
+    const int with_one = scalar_reads.load();
+    at::removeCallback(handle);
+    EXPECT_EQ(in_steps, 0);
+    EXPECT_EQ(with_one, 1);
   }
 }
 
