@@ -95,7 +95,7 @@ at::Tensor AllToAllDispatcher::run(const at::Tensor& rows, const DispatchPlan& p
   for (const int64_t r : recv) R += r;
 
   // 2. The rows, sorted by expert and so by owner.
-  const at::Tensor received = AllToAllFunction::apply(rows, send, recv, &g);  // order (source, expert, slot, token)
+  const at::Tensor received = differentiable_all_to_all(rows, send, recv, g);  // order (source, expert, slot, token)
 
   // 3. Grouped by local expert. Without capacity any order inside an expert will do: each block
   // (source s, expert e, slot j) moves to where it starts in (e, j, s) order. With capacity the
@@ -104,22 +104,22 @@ at::Tensor AllToAllDispatcher::run(const at::Tensor& rows, const DispatchPlan& p
   // which needs every row's token index from its source.
   const at::Tensor block_of_row =
       at::repeat_interleave(at::arange(n * El * k, i64), blocks, /*dim=*/0, /*output_size=*/R);
-  at::Tensor target;
+  at::Tensor target, source;  // received row -> its place in the grouped order, and back
   if (capacity <= 0) {
     const at::Tensor src_start = blocks.cumsum(0) - blocks;
     const at::Tensor by_target = blocks.view({n, El, k}).permute({1, 2, 0}).reshape(-1);
     const at::Tensor tgt_start = (by_target.cumsum(0) - by_target).view({El, k, n}).permute({2, 0, 1}).reshape(-1);
     target = at::arange(R, i64) - src_start.index_select(0, block_of_row) + tgt_start.index_select(0, block_of_row);
+    source = at::empty_like(target).scatter_(0, target, at::arange(R, i64));
   } else {
     const at::Tensor token = exchange(plan.token, send, recv, g, "the MoE token-index all-to-all");
     const int64_t T = plan.sequence_length > 0 ? plan.sequence_length : plan.n_tokens, B = plan.n_tokens / T;
     const at::Tensor s = at::div(block_of_row, El * k, "floor"), e = at::div(block_of_row, k, "floor").remainder(El),
                      j = block_of_row.remainder(k);
     const at::Tensor key = (((e * k + j) * B + at::div(token, T, "floor")) * n + s) * T + token.remainder(T);
-    const at::Tensor order = std::get<1>(at::sort(key));
-    target = at::empty_like(order).scatter_(0, order, at::arange(R, i64));
+    source = std::get<1>(at::sort(key));
+    target = at::empty_like(source).scatter_(0, source, at::arange(R, i64));
   }
-  const at::Tensor source = at::empty_like(target).scatter_(0, target, at::arange(R, i64));
   at::Tensor local = received.index_select(0, source);
   const at::Tensor local_counts = blocks.view({n, El, k}).sum(at::IntArrayRef{0, 2});
   if (capacity > 0) {
@@ -131,7 +131,7 @@ at::Tensor AllToAllDispatcher::run(const at::Tensor& rows, const DispatchPlan& p
   const at::Tensor out = experts(local, local_counts);
 
   // 4. Back in received order, and home.
-  return AllToAllFunction::apply(out.index_select(0, target), recv, send, &g);
+  return differentiable_all_to_all(out.index_select(0, target), recv, send, g);
 }
 
 }  // namespace sluice::dist
