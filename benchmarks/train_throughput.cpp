@@ -70,6 +70,7 @@ int main(int argc, char** argv) {
     at::manual_seed(static_cast<uint64_t>(cfg.train.seed));
     CausalLM model(cfg.model);
     model->set_loss_chunk_tokens(cfg.train.loss_chunk_tokens);
+    model->set_activation_checkpointing(cfg.train.activation_checkpointing);
     if (parallel) parallel->shard_model(*model);
     model->to(device);
     std::vector<std::pair<std::string, at::Tensor>> named;

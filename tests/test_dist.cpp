@@ -121,6 +121,36 @@ TEST_F(Dist, ZeroOneEqualsOneProcessOnTwoAndThreeRanks) {
   }
 }
 
+// Activation checkpointing's reentrant backward under the reducer: gradients arrive from
+// nested backward passes, and the buckets (ZeRO-1's comm hook too) still reduce the same sums.
+TEST_F(Dist, ActivationCheckpointingOnTwoRanksEqualsOneProcessWithout) {
+  struct Case {
+    const char* name;
+    const std::string* config;
+    std::vector<std::string> sets;
+  };
+  const std::vector<Case> cases = {
+      {"dense, full, ZeRO-1", &dense, {"train.activation_checkpointing=full", "parallel.zero=1"}},
+      {"moe, full (attention halves)", &moe, {"train.activation_checkpointing=full"}},
+      {"dense, selective, accumulation", &dense, {"train.activation_checkpointing=selective", "train.grad_accum=2"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string a = dir.file(std::string("one-") + std::to_string(job)), b = dir.file("two-" + std::to_string(job));
+    std::vector<std::string> one = {"train.micro_batch=4"}, two = c.sets;
+    for (const auto& s : c.sets) {
+      if (s.rfind("train.grad_accum", 0) == 0) one.push_back(s);
+    }
+    two.push_back("train.micro_batch=2");
+    Proc p1 = single(*c.config, a, one);
+    Proc p2 = launch(2, *c.config, b, two);
+    expect_ok(p1);
+    expect_ok(p2);
+    expect_same_metrics(a, b, 1e-6);
+    expect_same_weights(final_checkpoint(a), final_checkpoint(b), 1e-6);
+  }
+}
+
 TEST_F(Dist, MoeTwoRanksEqualOneProcess) {
   struct Case {
     const char* name;

@@ -3,8 +3,13 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <c10/core/CPUAllocator.h>
+
+#include <atomic>
+#include <map>
 #include <cmath>
 
+#include "model/activation_checkpoint.h"
 #include "model/chunked_loss.h"
 #include "model/decoder_block.h"
 #include "model/fused_ops.h"
@@ -358,6 +363,191 @@ TEST(ChunkedLoss, EqualsThePlainHeadAndCrossEntropy) {
   expect_close(got_grads[0], ref_grads[0], 1e-6, "dh");
   expect_close(got_grads[1], ref_grads[1], 1e-6, "dW");
   EXPECT_THROW(chunked_linear_cross_entropy(h, w, t, 0), c10::Error);
+}
+
+// Live bytes of the CPU allocator while installed: what a forward keeps for backward.
+class CountingCPUAllocator : public c10::Allocator {
+ public:
+  CountingCPUAllocator() : base_(c10::GetDefaultCPUAllocator()) {
+    c10::SetCPUAllocator(this, /*priority=*/100);
+  }
+  ~CountingCPUAllocator() override { c10::SetCPUAllocator(base_, /*priority=*/100); }
+  c10::DataPtr allocate(size_t n) override {
+    auto* block = new Block{base_->allocate(n), n, this};
+    live_ += static_cast<int64_t>(n);
+    void* data = block->ptr.get();
+    return {data, block, &release, block->ptr.device()};
+  }
+  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
+  int64_t live() const { return live_; }
+
+ private:
+  struct Block {
+    c10::DataPtr ptr;
+    size_t bytes;
+    CountingCPUAllocator* owner;
+  };
+  static void release(void* ctx) {
+    auto* block = static_cast<Block*>(ctx);
+    block->owner->live_ -= static_cast<int64_t>(block->bytes);
+    delete block;
+  }
+  c10::Allocator* base_;
+  std::atomic<int64_t> live_{0};
+};
+
+std::vector<at::Tensor> loss_and_grads(CausalLM& model, const at::Tensor& tokens, const at::Tensor& targets,
+                                       const at::Tensor& segments = {}) {
+  for (auto& p : model->parameters()) p.mutable_grad() = at::Tensor();
+  const LossParts l = model->loss_parts(tokens, targets, segments);
+  l.total.backward();
+  std::vector<at::Tensor> out{l.total.detach()};
+  for (auto& p : model->parameters()) out.push_back(p.grad().defined() ? p.grad().clone() : at::Tensor());
+  return out;
+}
+
+// train.activation_checkpointing: full gives bitwise the loss and every gradient of none on the
+// CPU; selective bitwise the loss and the gradients up to the order of a sum (the norms' input
+// gradients), across the attention variants (gates at every site, fused q/gate GEMM,
+// QK-norm, output_norm, CoCA, ALiBi, NoPE, windows, the math core), documents and MoE blocks.
+TEST(ActivationCheckpointing, BitwiseEqualToNoneAcrossVariants) {
+  std::vector<std::pair<std::string, ModelConfig>> configs;
+  configs.emplace_back("baseline", small_config());
+  ModelConfig g1 = small_config();
+  g1.qk_norm = true;
+  g1.attention.gate.position = "G1";
+  g1.attention.gate.bias = true;
+  g1.attention.gate.fuse_q_proj = true;
+  configs.emplace_back("g1 fused, qk_norm", g1);
+  ModelConfig hw = small_config();
+  hw.attention.gate.position = "G1";
+  hw.attention.gate.granularity = "headwise";
+  hw.attention.output_norm = true;
+  hw.attention.backend = "math";
+  configs.emplace_back("g1 headwise, output_norm, math", hw);
+  ModelConfig g2 = small_config();
+  g2.attention.gate.position = "G2";
+  g2.attention.gate.input = "constant";
+  g2.position = "alibi";
+  configs.emplace_back("g2 constant, alibi", g2);
+  ModelConfig g4 = small_config();
+  g4.attention.gate.position = "G4";
+  g4.attention.gate.activation = "silu";
+  g4.attention.gate.form = "additive";
+  g4.attention.window_pattern = {4, 0};
+  configs.emplace_back("g4 additive silu, windows", g4);
+  ModelConfig g5 = small_config();
+  g5.attention.gate.position = "G5";
+  g5.position = "none";
+  configs.emplace_back("g5, no positions", g5);
+  ModelConfig self = small_config();
+  self.attention.gate.position = "G1";
+  self.attention.gate.input = "self";
+  self.attention.gate.sharing = "head_shared";
+  configs.emplace_back("g1 self head_shared", self);
+  ModelConfig coca = small_config();
+  coca.attention.coca.mode = "strict";
+  configs.emplace_back("coca strict", coca);
+  ModelConfig moe = small_config();
+  moe.arch = "moe";
+  moe.n_layers = 3;
+  moe.moe.every = 2;
+  moe.moe.n_experts = 4;
+  moe.moe.top_k = 2;
+  moe.moe.ffn_hidden = 16;
+  moe.moe.shared_experts = 1;
+  moe.moe.aux_loss_coef = 0.01;
+  moe.moe.z_loss_coef = 0.001;
+  moe.moe.capacity_factor = 1.0;
+  configs.emplace_back("moe every 2, capacity, shared expert", moe);
+  for (const auto& [name, cfg] : configs) {
+    for (const bool documents : {false, true}) {
+      at::manual_seed(3);
+      CausalLM model(cfg);
+      const at::Tensor tokens = at::randint(cfg.vocab_size, {2, 12}, at::kLong);
+      const at::Tensor targets = at::randint(cfg.vocab_size, {2, 12}, at::kLong);
+      const at::Tensor segments =
+          documents ? at::tensor({0, 0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 2, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1}, at::kLong)
+                          .view({2, 12})
+                    : at::Tensor();
+      model->set_activation_checkpointing("none");
+      const auto ref = loss_and_grads(model, tokens, targets, segments);
+      for (const std::string mode : {"selective", "full"}) {
+        SCOPED_TRACE(name + (documents ? ", documents, " : ", ") + mode);
+        model->set_activation_checkpointing(mode);
+        const auto got = loss_and_grads(model, tokens, targets, segments);
+        ASSERT_EQ(got.size(), ref.size());
+        EXPECT_TRUE(at::equal(got[0], ref[0])) << got[0].item<double>() << " vs " << ref[0].item<double>();
+        for (size_t i = 1; i < got.size(); ++i) {
+          ASSERT_EQ(got[i].defined(), ref[i].defined()) << "parameter " << i;
+          if (!ref[i].defined()) continue;
+          const std::string what = model->named_parameters().keys()[i - 1];
+          if (mode == "full") {
+            EXPECT_TRUE(at::equal(got[i], ref[i])) << what;
+          } else {
+            // The gradient reaching a norm's input is the same terms summed in another order.
+            const double scale = ref[i].abs().max().item<double>();
+            EXPECT_LE((got[i] - ref[i]).abs().max().item<double>(), 1e-6 * scale + 1e-12) << what;
+          }
+        }
+      }
+    }
+  }
+  CausalLM model(small_config());
+  EXPECT_THROW(model->set_activation_checkpointing("blocks"), std::invalid_argument);
+}
+
+// Recomputing is what saves the memory: after the forward, selective keeps less than none (not
+// the norms' outputs, nor SwiGLU's product and its silu: about 4 of the ~14 tensors of d_model
+// and the SwiGLU width a block keeps) and full much less (each block only its input).
+TEST(ActivationCheckpointing, ForwardKeepsLessForBackward) {
+  ModelConfig cfg = small_config();
+  cfg.d_model = 64;
+  cfg.n_layers = 4;
+  cfg.ffn_hidden = 256;
+  at::manual_seed(1);
+  CausalLM model(cfg);
+  model->set_loss_chunk_tokens(64);  // so the logits do not dominate
+  const at::Tensor tokens = at::randint(cfg.vocab_size, {4, 64}, at::kLong);
+  const at::Tensor targets = at::randint(cfg.vocab_size, {4, 64}, at::kLong);
+  std::map<std::string, int64_t> kept;
+  for (const std::string mode : {"none", "selective", "full"}) {
+    model->set_activation_checkpointing(mode);
+    CountingCPUAllocator counter;
+    const int64_t before = counter.live();
+    at::Tensor loss = model->loss(tokens, targets);
+    kept[mode] = counter.live() - before;
+    loss.backward();
+    loss = at::Tensor();
+  }
+  const int64_t block_input = 4 * 64 * cfg.d_model * 4;  // bytes of one block's input
+  // none keeps, per block, about a dozen [B, T, d_model]-sized tensors and three of the SwiGLU width
+  EXPECT_GT(kept["none"], 4 * 10 * block_input) << kept["none"];
+  EXPECT_LT(kept["selective"], kept["none"] * 7 / 10) << kept["selective"] << " vs " << kept["none"];
+  EXPECT_LT(kept["full"], kept["none"] / 4) << kept["full"] << " vs " << kept["none"];
+}
+
+// The region is recomputed with the generator's state of its forward (dropout masks agree), and
+// the generator then goes on as if there had been no recompute.
+TEST(ActivationCheckpointing, RecomputeSeesTheForwardsRandomNumbers) {
+  const at::Tensor x0 = at::randn({5, 7}), w0 = at::randn({7});
+  auto region = [](const std::vector<at::Tensor>& in) {
+    return std::vector<at::Tensor>{at::dropout(in[0] * in[1], 0.5, /*train=*/true).tanh()};
+  };
+  auto run = [&](bool recompute) {
+    const at::Tensor x = x0.clone().requires_grad_(), w = w0.clone().requires_grad_();
+    at::manual_seed(11);
+    const at::Tensor y = recompute ? checkpoint(region, {x, w})[0] : region({x, w})[0];
+    const at::Tensor between = at::rand({3});  // drawn after the forward, before backward
+    (y * at::arange(35, at::kFloat).view({5, 7})).sum().backward();
+    return std::vector<at::Tensor>{y.detach(), x.grad(), w.grad(), between, at::rand({3})};
+  };
+  const auto plain = run(false), recomputed = run(true);
+  for (size_t i = 0; i < plain.size(); ++i) EXPECT_TRUE(at::equal(plain[i], recomputed[i])) << i;
+  EXPECT_GT((plain[1] == 0).sum().item<int64_t>(), 0);  // dropout did drop
+  // no grad mode or no input that needs one: a plain call
+  at::NoGradGuard no_grad;
+  EXPECT_FALSE(checkpoint(region, {x0, w0})[0].requires_grad());
 }
 
 }  // namespace

@@ -186,6 +186,29 @@ TEST_F(TrainRun, DeterministicAlgorithmsForTheRunOnly) {
   EXPECT_EQ(testing::read_file(dir.file("plain/train.log")).find("train.deterministic"), std::string::npos);
 }
 
+// train.activation_checkpointing recomputes in backward what none keeps: on the CPU, full's loss
+// curve and validation loss are bitwise none's, selective's equal up to fp32 summation order.
+TEST_F(TrainRun, ActivationCheckpointingKeepsTheLossCurveBitwise) {
+  const std::vector<std::string> shorter = {"train.steps=10", "model.attention.gate.position=G1"};
+  const TrainSummary plain = run(config(shorter), "none");
+  for (const std::string mode : {"selective", "full"}) {
+    std::vector<std::string> sets = shorter;
+    sets.push_back("train.activation_checkpointing=" + mode);
+    const TrainSummary s = run(config(sets), mode);
+    ASSERT_EQ(s.logged_losses.size(), plain.logged_losses.size()) << mode;
+    if (mode == "full") {
+      for (size_t i = 0; i < s.logged_losses.size(); ++i) EXPECT_EQ(s.logged_losses[i], plain.logged_losses[i]) << i;
+      EXPECT_EQ(s.final_val_loss, plain.final_val_loss);
+    } else {  // the norms' input gradients are summed in another order
+      for (size_t i = 0; i < s.logged_losses.size(); ++i) {
+        EXPECT_NEAR(s.logged_losses[i], plain.logged_losses[i], 1e-5 * plain.logged_losses[i]) << i;
+      }
+      EXPECT_NEAR(s.final_val_loss, plain.final_val_loss, 1e-5 * plain.final_val_loss);
+    }
+  }
+  EXPECT_THROW(config({"train.activation_checkpointing=blocks"}), InputError);
+}
+
 TEST(TrainStep, GradAccumulationEqualsOneLargeBatch) {
   ModelConfig m;
   m.vocab_size = 64;

@@ -131,6 +131,7 @@ struct TrainConfig {
   int64_t threads = 0;
   std::string on_nonfinite = "abort";
   bool deterministic = false;  // torch.use_deterministic_algorithms for the run (reproducible GPU kernels)
+  std::string activation_checkpointing = "none";  // none | selective | full: recompute in backward
   int64_t loss_chunk_tokens = 0;  // output head + cross-entropy this many tokens at a time; 0 = all at once
 };
 

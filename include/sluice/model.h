@@ -111,6 +111,10 @@ class CausalLMImpl : public torch::nn::Module {
   // loss_parts computes the output head and cross-entropy `tokens` rows at a time (0: all at
   // once), so the whole [tokens, vocab] logits never exist (train.loss_chunk_tokens).
   void set_loss_chunk_tokens(int64_t tokens) { loss_chunk_tokens_ = tokens; }
+  // train.activation_checkpointing: `none`, `selective` (each attention's region between the
+  // projections and o_proj recomputed in backward) or `full` (each block recomputed; MoE
+  // blocks their attention half). Training forwards only; same results (bitwise on the CPU).
+  void set_activation_checkpointing(const std::string& mode);
   // Routes every MoE layer's token copies through `dispatcher` (null: the local one, all
   // experts here). Expert parallelism plugs its all-to-all in (src/dist/).
   void set_token_dispatcher(std::shared_ptr<TokenDispatcher> dispatcher);

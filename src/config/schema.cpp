@@ -369,6 +369,17 @@ std::vector<Field> build_schema() {
                                   "CUBLAS_WORKSPACE_CONFIG is set to `:4096:8` unless already set, and an operation "
                                   "without a deterministic implementation stops the run with PyTorch's error naming "
                                   "it. The CPU path is deterministic either way. May change on resume.");
+  b.add(KEY(train.activation_checkpointing),
+        "Recompute activations in backward instead of keeping them (less memory, more compute). `none`; "
+        "`selective`: in each attention, the region between the q/k/v (and gate) projections and o_proj "
+        "(gates, QK-norm, RoPE/CoCA, the attention core, output_norm) keeps only its inputs and runs again in "
+        "backward: the attention core's forward once more, a few percent of a step's FLOPs at 512 tokens and more "
+        "at long sequences (Megatron-Core's selective recompute); `full`: each block keeps only its "
+        "input and runs again in backward (the blocks' forward once more: about a third more FLOPs), MoE blocks only their attention half, since a "
+        "second MoE forward would repeat its routing statistics and token exchange. The RNG and autocast "
+        "state are restored for the recompute: on the CPU the losses and gradients are bitwise those of "
+        "`none`. Peak memory: benchmarks/activation_checkpoint_memory.sh. May change on resume.")
+      .choices({"none", "selective", "full"});
   b.add(KEY(train.loss_chunk_tokens), "Compute the output head and the cross-entropy this many tokens at a time, "
                                       "forward and backward, so the [tokens, vocab] fp32 logits and their gradient "
                                       "never exist whole (a large vocabulary's biggest activation); 0 = all at once. "

@@ -120,6 +120,11 @@ void CausalLMImpl::after_optimizer_step(const at::Tensor& skipped) {
 
 std::vector<MoELayerStats> CausalLMImpl::routing_stats() { return take_routing_stats(moe_layers_); }
 
+void CausalLMImpl::set_activation_checkpointing(const std::string& mode) {
+  const ActivationCheckpointing m = parse_activation_checkpointing(mode);
+  for (const auto& layer : *model->layers) layer->as<DecoderBlockImpl>()->set_activation_checkpointing(m);
+}
+
 void CausalLMImpl::set_token_dispatcher(std::shared_ptr<TokenDispatcher> dispatcher) {
   for (auto& [i, moe] : moe_layers_) moe->set_dispatcher(dispatcher);
 }

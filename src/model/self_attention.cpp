@@ -2,6 +2,8 @@
 
 #include <ATen/ATen.h>
 
+#include "model/activation_checkpoint.h"
+
 #include <cmath>
 #include <tuple>
 
@@ -52,6 +54,27 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const ForwardContext&
   at::Tensor q = project_query(x, gate_in).reshape({B, T, n_heads_, head_dim_});
   at::Tensor k = k_proj->forward(x).view({B, T, n_kv_heads_, head_dim_});
   at::Tensor v = v_proj->forward(x).view({B, T, n_kv_heads_, head_dim_});
+  if (!recompute_region_ || obs || ctx.cache) {
+    const at::Tensor gated = attention_region(q, k, v, gate_in, ctx);
+    return output_projection(gated, gate_in, obs);
+  }
+  // Selective recompute: the projections' outputs stay, the region between them and o_proj
+  // (gates, QK-norm, positions, the core) runs again in backward. The gate's logits are a
+  // GEMM output too, so they are computed here, outside the region.
+  if (gate->has_parameters() && !gate_in.logits.defined()) gate_in.logits = gate->logits(x);
+  const ForwardContext region_ctx = ctx;
+  // Not x: a gate with parameters has its logits now, one without reads y only.
+  auto region = [this, region_ctx](const std::vector<at::Tensor>& in) {
+    const GateInput g{at::Tensor(), in[3]};
+    return std::vector<at::Tensor>{attention_region(in[0], in[1], in[2], g, region_ctx)};
+  };
+  const at::Tensor gated = checkpoint(region, {q, k, v, gate_in.logits})[0];
+  return output_projection(gated, gate_in, obs);
+}
+
+at::Tensor SelfAttentionImpl::attention_region(at::Tensor q, at::Tensor k, at::Tensor v, const GateInput& gate_in,
+                                               const ForwardContext& ctx) {
+  ForwardObserver* obs = ctx.observer;
   // G2-G4 act right after the projections, before QK-norm and RoPE.
   q = gate->apply(GateSite::G4, q, gate_in, obs);
   k = gate->apply(GateSite::G3, k, gate_in, obs);
@@ -82,6 +105,12 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const ForwardContext&
     gated = gate->apply(GateSite::G1, y, gate_in, obs);
     if (obs) obs->on_attention_output(layer_, y, gated);
   }
+  return gated;
+}
+
+at::Tensor SelfAttentionImpl::output_projection(const at::Tensor& gated, const GateInput& gate_in,
+                                                ForwardObserver* obs) {
+  const int64_t B = gated.size(0), T = gated.size(1);
   const at::Tensor out = o_proj->forward(gated.reshape({B, T, n_heads_ * head_dim_}));
   return gate->apply(GateSite::G5, out, gate_in, obs);
 }

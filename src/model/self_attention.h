@@ -41,14 +41,24 @@ class SelfAttentionImpl : public torch::nn::Module {
   // Replaces the core chosen by model.attention.backend (tests: a core outside the registry).
   void set_core(std::shared_ptr<AttentionCore> core) { core_ = std::move(core); }
   int64_t window() const { return window_; }
+  // train.activation_checkpointing: selective. The region between the projections and o_proj
+  // keeps only its inputs and is recomputed in backward (training forwards without observer).
+  void set_recompute_region(bool on) { recompute_region_ = on; }
 
  private:
   // q_proj(x) [B, T, H·D] and, when fused, the gate logits from the same GEMM.
   at::Tensor project_query(const at::Tensor& x, GateInput& gate_in);
+  // Projections' outputs [B, T, heads, D] -> the gated core output [B, T, H, D]: G2-G4, QK-norm,
+  // positions, the core (with the KV cache), output_norm, G1.
+  at::Tensor attention_region(at::Tensor q, at::Tensor k, at::Tensor v, const GateInput& gate_in,
+                              const ForwardContext& ctx);
+  // o_proj and G5.
+  at::Tensor output_projection(const at::Tensor& gated, const GateInput& gate_in, ForwardObserver* obs);
 
   int64_t n_heads_, n_kv_heads_, head_dim_, layer_, window_;
   double norm_eps_;
   bool fuse_q_proj_;
+  bool recompute_region_ = false;
   std::shared_ptr<AttentionCore> core_;
   std::shared_ptr<QKPositions> positions_;
 };

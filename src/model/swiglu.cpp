@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include "model/activation_checkpoint.h"
 #include "model/fused_ops.h"
 
 namespace sluice {
@@ -15,7 +16,10 @@ SwiGLUImpl::SwiGLUImpl(int64_t d_model, int64_t hidden) {
 }
 
 at::Tensor SwiGLUImpl::forward(const at::Tensor& x) {
-  return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x)));
+  if (!recompute_product_) return down_proj->forward(swiglu(gate_proj->forward(x), up_proj->forward(x)));
+  const at::Tensor g = gate_proj->forward(x), u = up_proj->forward(x);
+  auto product = [](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{swiglu(in[0], in[1])}; };
+  return with_recomputed_input(product, {g, u}, [this](const at::Tensor& a) { return down_proj->forward(a); });
 }
 
 }  // namespace sluice

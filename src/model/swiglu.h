@@ -9,7 +9,13 @@ class SwiGLUImpl : public torch::nn::Module {
  public:
   SwiGLUImpl(int64_t d_model, int64_t hidden);
   at::Tensor forward(const at::Tensor& x);
+  // Selective activation checkpointing: silu(gate) ⊙ up is not kept for down_proj's backward
+  // but recomputed from the two projections' outputs (with_recomputed_input).
+  void set_recompute_product(bool on) { recompute_product_ = on; }
   torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+
+ private:
+  bool recompute_product_ = false;
 };
 TORCH_MODULE(SwiGLU);
 

@@ -237,6 +237,7 @@ class Trainer {
     at::manual_seed(static_cast<uint64_t>(cfg_.train.seed));  // CPU and CUDA default generators
     model_ = CausalLM(cfg_.model);  // initialised on the CPU: the same weights whatever the device
     model_->set_loss_chunk_tokens(cfg_.train.loss_chunk_tokens);
+    model_->set_activation_checkpointing(cfg_.train.activation_checkpointing);
     par_.shard_model(*model_);       // expert parallelism keeps this rank's experts
     model_->to(device_);
     model_->set_routing_count_reducer(par_.routing_count_reducer());
