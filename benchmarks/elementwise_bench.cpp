@@ -1,4 +1,4 @@
-// Elementwise kernel benchmark: Sluice's fused RoPE, CoCA (Q_eff, K_eff) and SwiGLU kernels
+// Elementwise kernel benchmark: Sluice's fused RoPE, CoCA (Q_eff, K_eff), SwiGLU and RMSNorm kernels
 // (kernels/) against their ATen references, forward and forward+backward, in one run on the
 // GPU, as effective memory bandwidth:
 //
@@ -12,6 +12,14 @@
 // writes Q_eff/K_eff, its backward reads x and dy and writes dx (3 x 2 bytes); SwiGLU reads
 // gate and up and writes out (3 x 2), its backward reads dy, gate, up and writes two (5 x 2).
 // GB/s = those bytes / time; an H100 80GB HBM3 streams about 3 TB/s.
+//
+// RMSNorm (kernels/rms_norm.h) over 16·2048 rows of the 125M width (768) and of the 1.7B
+// width (2048), with bf16 weights, plain and with the residual add: the fused kernels against
+// ATen's composition (x + residual, at::rms_norm, autograd for the backward). Bytes, n elements
+// of 2: plain forward reads x, writes y (4n), backward reads dy, s, writes ds (6n); residual
+// forward reads x, residual, writes s, y (8n), backward reads dy, s, d_residual_out, writes ds
+// (8n); weights, rstd and the dw workspace are negligible. The fused "f+b" is the forward and
+// backward launchers in a row, ATen's the forward with autograd then torch::autograd::grad.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
@@ -25,9 +33,15 @@
 #include <functional>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
 #include "model/coca.h"
 #include "gpu_timer.h"
+#if defined(SLUICE_HAVE_CUDA_KERNELS)
+#include "rms_norm.h"
+#endif
 #include "model/fused_ops.h"
 #include "model/rope.h"
 #include "train/device.h"
@@ -46,10 +60,62 @@ struct Case {
   double fwd_bytes, bwd_bytes;  // the napkin-math traffic of the forward and of the backward alone
 };
 
+// A case timed through two closures (the fused RMSNorm has no autograd function to go through).
+struct TimedCase {
+  std::string name, variant;
+  std::function<void()> fwd, fwd_bwd;
+  double fwd_bytes, bwd_bytes;
+};
+
+// RMSNorm cases at [rows, d] bf16, with or without the residual add (header: bytes).
+std::vector<TimedCase> rms_norm_cases(int64_t rows, int64_t d, bool residual) {
+  constexpr double kEps = 1e-5;
+  const auto opts = at::TensorOptions(at::kCUDA).dtype(at::kBFloat16);
+  const at::Tensor x = at::randn({rows, d}, opts), r = at::randn({rows, d}, opts), dy = at::randn({rows, d}, opts),
+                   dres = at::randn({rows, d}, opts), w = 1.0 + 0.1 * at::randn({d}, opts);
+  const double n = static_cast<double>(rows * d);
+  const double fwd_bytes = residual ? 8 * n : 4 * n, bwd_bytes = residual ? 8 * n : 6 * n;
+  const std::string name = fmt::format("rms_norm{} {}x{}", residual ? "+res" : "", rows, d);
+  std::vector<TimedCase> out;
+#if defined(SLUICE_HAVE_CUDA_KERNELS)
+  auto fused_fwd = [=] {
+    at::Tensor y = at::empty_like(x), s = residual ? at::empty_like(x) : at::Tensor();
+    at::Tensor rstd = at::empty({rows}, opts.dtype(at::kFloat));
+    kernels::rms_norm_forward(x, residual ? r : at::Tensor(), w, kEps, y, s, rstd);
+    return std::make_pair(residual ? s : x, rstd);
+  };
+  out.push_back({name, "fused", [=] { fused_fwd(); },
+                 [=] {
+                   const auto [s, rstd] = fused_fwd();
+                   at::Tensor ds = at::empty_like(x), dw = at::empty_like(w);
+                   kernels::rms_norm_backward(dy, s, w, rstd, residual ? dres : at::Tensor(), ds, dw);
+                 },
+                 fwd_bytes, bwd_bytes});
+#endif
+  auto aten_fwd = [=](const at::Tensor& xi, const at::Tensor& ri, const at::Tensor& wi) {
+    const at::Tensor s = residual ? xi + ri : xi;
+    return std::make_pair(at::rms_norm(s, {d}, wi, kEps), s);
+  };
+  out.push_back({name, "aten",
+                 [=] {
+                   at::NoGradGuard no_grad;
+                   aten_fwd(x, r, w);
+                 },
+                 [=] {
+                   const at::Tensor xl = x.detach().requires_grad_(true), rl = r.detach().requires_grad_(true),
+                                    wl = w.detach().requires_grad_(true);
+                   const auto [y, s] = aten_fwd(xl, rl, wl);
+                   if (residual) torch::autograd::grad({y, s}, {xl, rl, wl}, {dy, dres});
+                   else torch::autograd::grad({y}, {xl, wl}, {dy});
+                 },
+                 fwd_bytes, bwd_bytes});
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Elementwise kernel benchmark: fused RoPE, CoCA and SwiGLU against their ATen references (bf16)."};
+  CLI::App app{"Elementwise kernel benchmark: fused RoPE, CoCA, SwiGLU and RMSNorm against their ATen references (bf16)."};
   int64_t warmup = 10, iters = 50;
   std::string out_path;
   app.add_option("--warmup", warmup, "untimed calls first");
@@ -105,6 +171,19 @@ int main(int argc, char** argv) {
   nlohmann::json results = nlohmann::json::array();
   std::cout << fmt::format("{:<34} {:<6} {:>9} {:>9} {:>11} {:>11}\n", "op shape", "impl", "fwd ms", "fwd GB/s",
                            "f+b ms", "f+b GB/s");
+  auto report = [&](const std::string& name, const std::string& variant, double fwd_ms, double fb_ms,
+                    double fwd_bytes, double bwd_bytes) {
+    const double fwd_gbs = fwd_bytes / (fwd_ms * 1e-3) / 1e9;
+    const double fb_gbs = (fwd_bytes + bwd_bytes) / (fb_ms * 1e-3) / 1e9;
+    std::cout << fmt::format("{:<34} {:<6} {:>9.3f} {:>9.0f} {:>11.3f} {:>11.0f}\n", name, variant, fwd_ms, fwd_gbs,
+                             fb_ms, fb_gbs);
+    results.push_back({{"op", name},
+                       {"impl", variant},
+                       {"fwd_ms", fwd_ms},
+                       {"fwd_gb_per_s", fwd_gbs},
+                       {"fwd_bwd_ms", fb_ms},
+                       {"fwd_bwd_gb_per_s", fb_gbs}});
+  };
   for (const Case& c : cases) {
     double fwd_ms = 0;
     {
@@ -115,17 +194,13 @@ int main(int argc, char** argv) {
     for (const at::Tensor& t : c.inputs) leaves.push_back(t.detach().requires_grad_(true));
     const at::Tensor dy = at::randn_like(c.fn(c.inputs));
     const double fb_ms = time_ms([&] { torch::autograd::grad({c.fn(leaves)}, leaves, {dy}); }, warmup, iters);
-    const double fwd_gbs = c.fwd_bytes / (fwd_ms * 1e-3) / 1e9;
-    const double fb_gbs = (c.fwd_bytes + c.bwd_bytes) / (fb_ms * 1e-3) / 1e9;
-    std::cout << fmt::format("{:<34} {:<6} {:>9.3f} {:>9.0f} {:>11.3f} {:>11.0f}\n", c.name, c.variant, fwd_ms, fwd_gbs,
-                             fb_ms, fb_gbs);
-    results.push_back({{"op", c.name},
-                       {"impl", c.variant},
-                       {"fwd_ms", fwd_ms},
-                       {"fwd_gb_per_s", fwd_gbs},
-                       {"fwd_bwd_ms", fb_ms},
-                       {"fwd_bwd_gb_per_s", fb_gbs}});
+    report(c.name, c.variant, fwd_ms, fb_ms, c.fwd_bytes, c.bwd_bytes);
   }
+  for (const int64_t d : {int64_t{768}, int64_t{2048}})
+    for (const bool residual : {false, true})
+      for (const TimedCase& c : rms_norm_cases(16 * 2048, d, residual))
+        report(c.name, c.variant, time_ms(c.fwd, warmup, iters), time_ms(c.fwd_bwd, warmup, iters), c.fwd_bytes,
+               c.bwd_bytes);
   const nlohmann::json doc = {{"device", device_name(c10::Device(at::kCUDA))},
                               {"dtype", "bf16"},
                               {"bytes", "napkin-math traffic, see bench_elementwise's header"},
