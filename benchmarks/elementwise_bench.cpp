@@ -1,4 +1,4 @@
-// Elementwise kernel benchmark: Sluice's fused RoPE, CoCA (Q_eff, K_eff), SwiGLU and RMSNorm kernels
+// Elementwise kernel benchmark: Sluice's fused RoPE, CoCA (Q_eff, K_eff), SwiGLU, RMSNorm and gate kernels
 // (kernels/) against their ATen references, forward and forward+backward, in one run on the
 // GPU, as effective memory bandwidth:
 //
@@ -20,6 +20,13 @@
 // forward reads x, residual, writes s, y (8n), backward reads dy, s, d_residual_out, writes ds
 // (8n); weights, rstd and the dw workspace are negligible. The fused "f+b" is the forward and
 // backward launchers in a row, ATen's the forward with autograd then torch::autograd::grad.
+//
+// The sigmoid gate (kernels/gate_mul.h: out = y · sigmoid(z)) at the 125M G1 gate's shape,
+// y [16·2048 tokens, 12 heads, 64] bf16, elementwise (z like y) and headwise (z [tokens, 12, 1]):
+// the fused kernels against ATen's y * at::sigmoid(z) with autograd. Bytes, n elements of 2:
+// elementwise forward reads y, z, writes out (6n), backward reads dout, y, z, writes dy, dz
+// (10n); headwise forward reads y, writes out (4n), backward reads dout, y, writes dy (6n); the
+// headwise z and dz (n/64) are negligible.
 #include <ATen/ATen.h>
 #include <ATen/core/grad_mode.h>
 #include <fmt/format.h>
@@ -40,6 +47,7 @@
 #include "model/coca.h"
 #include "gpu_timer.h"
 #if defined(SLUICE_HAVE_CUDA_KERNELS)
+#include "gate_mul.h"
 #include "rms_norm.h"
 #endif
 #include "model/fused_ops.h"
@@ -112,10 +120,48 @@ std::vector<TimedCase> rms_norm_cases(int64_t rows, int64_t d, bool residual) {
   return out;
 }
 
+// Sigmoid gate cases at y [tokens, heads, head_dim] bf16, elementwise or headwise (header: bytes).
+std::vector<TimedCase> gate_mul_cases(int64_t tokens, int64_t heads, int64_t head_dim, bool headwise) {
+  const auto opts = at::TensorOptions(at::kCUDA).dtype(at::kBFloat16);
+  const at::Tensor y = at::randn({tokens, heads, head_dim}, opts), dout = at::randn({tokens, heads, head_dim}, opts);
+  const at::Tensor z = headwise ? at::randn({tokens, heads, 1}, opts) : at::randn({tokens, heads, head_dim}, opts);
+  const int64_t width = headwise ? head_dim : 1;
+  const double n = static_cast<double>(tokens * heads * head_dim);
+  const double fwd_bytes = headwise ? 4 * n : 6 * n, bwd_bytes = headwise ? 6 * n : 10 * n;
+  const std::string name =
+      fmt::format("gate_mul_{} {}x{}x{}", headwise ? "headwise" : "elementwise", tokens, heads, head_dim);
+  std::vector<TimedCase> out;
+#if defined(SLUICE_HAVE_CUDA_KERNELS)
+  auto fused_fwd = [=] {
+    at::Tensor o = at::empty_like(y);
+    kernels::gate_mul_forward(y, z, width, o);
+    return o;
+  };
+  out.push_back({name, "fused", [=] { fused_fwd(); },
+                 [=] {
+                   fused_fwd();
+                   at::Tensor dy = at::empty_like(y), dz = at::empty_like(z);
+                   kernels::gate_mul_backward(dout, y, z, width, dy, dz);
+                 },
+                 fwd_bytes, bwd_bytes});
+#endif
+  out.push_back({name, "aten",
+                 [=] {
+                   at::NoGradGuard no_grad;
+                   (void)(y * at::sigmoid(z));
+                 },
+                 [=] {
+                   const at::Tensor yl = y.detach().requires_grad_(true), zl = z.detach().requires_grad_(true);
+                   torch::autograd::grad({yl * at::sigmoid(zl)}, {yl, zl}, {dout});
+                 },
+                 fwd_bytes, bwd_bytes});
+  return out;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"Elementwise kernel benchmark: fused RoPE, CoCA, SwiGLU and RMSNorm against their ATen references (bf16)."};
+  CLI::App app{"Elementwise kernel benchmark: fused RoPE, CoCA, SwiGLU, RMSNorm and gate kernels against ATen (bf16)."};
   int64_t warmup = 10, iters = 50;
   std::string out_path;
   app.add_option("--warmup", warmup, "untimed calls first");
@@ -201,6 +247,10 @@ int main(int argc, char** argv) {
       for (const TimedCase& c : rms_norm_cases(16 * 2048, d, residual))
         report(c.name, c.variant, time_ms(c.fwd, warmup, iters), time_ms(c.fwd_bwd, warmup, iters), c.fwd_bytes,
                c.bwd_bytes);
+  for (const bool headwise : {false, true})
+    for (const TimedCase& c : gate_mul_cases(16 * 2048, 12, 64, headwise))
+      report(c.name, c.variant, time_ms(c.fwd, warmup, iters), time_ms(c.fwd_bwd, warmup, iters), c.fwd_bytes,
+             c.bwd_bytes);
   const nlohmann::json doc = {{"device", device_name(c10::Device(at::kCUDA))},
                               {"dtype", "bf16"},
                               {"bytes", "napkin-math traffic, see bench_elementwise's header"},
