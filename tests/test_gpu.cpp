@@ -1,10 +1,12 @@
 // GPU tests (label gpu): fused kernels against their ATen references, forward and backward,
 // and the model on CUDA against the CPU. Every test skips cleanly without a CUDA device.
 #include <ATen/ATen.h>
+#include <ATen/record_function.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/cuda.h>
 
+#include <atomic>
 #include <functional>
 #include <iostream>
 
@@ -504,6 +506,64 @@ TEST(CudaKVCache, CachedDecodingEqualsFullRecomputation) {
     for (int64_t t = 7; t < 19; ++t) parts.push_back(model->forward_cached(tokens.narrow(1, t, 1), cache));
     // fp32 on the GPU: the same math in a different order (one row at a time), so rounding only
     EXPECT_LE(max_diff(at::cat(parts, 1), full), 1e-4) << "coca " << coca;
+  }
+}
+
+// Device-to-host transfers inside a training step: scalar reads (.item()) and copies from CUDA
+// to the CPU, counted by a RecordFunction observer. A step must make none (metrics stay on the
+// device until the logging interval reads them).
+std::atomic<int> d2h_copies{0};
+std::unique_ptr<at::ObserverContext> count_d2h(const at::RecordFunction& fn) {
+  const std::string_view name(fn.name());
+  if (name == "aten::_local_scalar_dense") {
+    ++d2h_copies;
+  } else if (name == "aten::copy_") {
+    const auto inputs = fn.inputs();
+    if (inputs.size() >= 2 && inputs[0].isTensor() && inputs[1].isTensor() && inputs[0].toTensor().is_cpu() &&
+        inputs[1].toTensor().is_cuda()) {
+      ++d2h_copies;
+    }
+  }
+  return nullptr;
+}
+
+TEST(CudaTrainStep, NoDeviceToHostCopiesInsideAStep) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device";
+  for (const bool moe : {false, true}) {
+    SCOPED_TRACE(moe ? "moe" : "dense");
+    ModelConfig m;
+    m.vocab_size = 96;
+    m.d_model = 64;
+    m.n_layers = 2;
+    m.n_heads = 4;
+    m.n_kv_heads = 2;
+    m.attention.gate.position = "G1";
+    if (moe) {
+      m.arch = "moe";
+      m.moe.n_experts = 4;
+      m.moe.top_k = 2;
+      m.moe.ffn_hidden = 32;
+      m.moe.aux_loss_coef = 0.01;
+      m.moe.capacity_factor = 1.0;
+    }
+    at::manual_seed(0);
+    CausalLM model(m);
+    model->to(at::kCUDA);
+    std::vector<std::pair<std::string, at::Tensor>> named;
+    for (const auto& p : model->named_parameters()) named.emplace_back(p.key(), p.value());
+    AdamW opt(named, OptimConfig{});
+    TrainStep step(model, opt, /*grad_clip=*/1.0, at::Device(at::kCUDA), /*bf16=*/true);
+    const Batch b{at::randint(96, {2, 16}, at::kLong).cuda(), at::randint(96, {2, 16}, at::kLong).cuda()};
+    step.run({b, b}, 1e-3);  // first-step setup outside the count
+    const auto handle = at::addThreadLocalCallback(at::RecordFunctionCallback(count_d2h).needsInputs(true));
+    d2h_copies = 0;
+    for (int i = 0; i < 2; ++i) step.run({b, b}, 1e-3);
+    const int in_steps = d2h_copies.load();
+    (void)at::ones({1}, at::kCUDA).cpu();  // the counter sees a copy when there is one
+    const int with_one = d2h_copies.load();
+    at::removeCallback(handle);
+    EXPECT_EQ(in_steps, 0);
+    EXPECT_GT(with_one, in_steps);
   }
 }
 

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <ATen/record_function.h>
 #include <c10/core/CPUAllocator.h>
 
 #include <atomic>
@@ -11,6 +12,7 @@
 
 #include "model/activation_checkpoint.h"
 #include "model/chunked_loss.h"
+#include "model/packed_linear.h"
 #include "model/decoder_block.h"
 #include "model/fused_ops.h"
 #include "model/rms_norm.h"
@@ -419,6 +421,9 @@ TEST(ActivationCheckpointing, BitwiseEqualToNoneAcrossVariants) {
   g1.attention.gate.bias = true;
   g1.attention.gate.fuse_q_proj = true;
   configs.emplace_back("g1 fused, qk_norm", g1);
+  ModelConfig packed = g1;
+  packed.fused_projections = true;
+  configs.emplace_back("fused projections, g1, qk_norm", packed);
   ModelConfig hw = small_config();
   hw.attention.gate.position = "G1";
   hw.attention.gate.granularity = "headwise";
@@ -548,6 +553,103 @@ TEST(ActivationCheckpointing, RecomputeSeesTheForwardsRandomNumbers) {
   // no grad mode or no input that needs one: a plain call
   at::NoGradGuard no_grad;
   EXPECT_FALSE(checkpoint(region, {x0, w0})[0].requires_grad());
+}
+
+std::atomic<int> cat_calls{0};
+std::unique_ptr<at::ObserverContext> count_cat(const at::RecordFunction& fn) {
+  if (std::string_view(fn.name()) == "aten::cat") ++cat_calls;
+  return nullptr;
+}
+
+// packed_linear: x · [W_0; W_1; W_2]ᵀ and its gradients for x and every weight, as at::linear on
+// the concatenation, over odd sizes; packed weights are read in place (no aten::cat) and stay the
+// same parameter tensors; unpacked ones are concatenated.
+TEST(PackedLinear, EqualsLinearOnTheConcatenationWithoutConcatenating) {
+  at::manual_seed(5);
+  const std::vector<int64_t> outs = {7, 3, 5};
+  std::vector<at::Tensor> w;
+  for (int64_t o : outs) w.push_back(at::randn({o, 6}).requires_grad_());
+  const at::Tensor* first = &w[0];
+  const at::TensorImpl* impl = w[0].unsafeGetTensorImpl();
+  EXPECT_FALSE(weights_packed(w));
+  pack_weights(w);
+  EXPECT_TRUE(weights_packed(w));
+  EXPECT_EQ(w[0].unsafeGetTensorImpl(), impl);  // the same parameter, its data moved
+  EXPECT_EQ(&w[0], first);
+  EXPECT_TRUE(w[0].is_leaf() && w[0].requires_grad());
+  const at::Tensor x = at::randn({2, 3, 6}).requires_grad_();
+  const at::Tensor probe = at::randn({2, 3, 15});
+  auto grads = [&](const at::Tensor& y) {
+    std::vector<at::Tensor> inputs{x};
+    inputs.insert(inputs.end(), w.begin(), w.end());
+    return torch::autograd::grad({(y * probe).sum()}, inputs);
+  };
+  const at::Tensor ref = at::linear(x, at::cat(w));
+  const auto ref_grads = grads(ref);
+  const auto handle = at::addThreadLocalCallback(at::RecordFunctionCallback(count_cat));
+  cat_calls = 0;
+  const at::Tensor got = packed_linear(x, w);
+  const auto got_grads = grads(got);
+  at::removeCallback(handle);
+  EXPECT_EQ(cat_calls.load(), 0);
+  expect_close(got, ref, 1e-6, "packed forward");
+  for (size_t i = 0; i < got_grads.size(); ++i) expect_close(got_grads[i], ref_grads[i], 1e-6, "grad " + std::to_string(i));
+  // moved apart: still right, by concatenation
+  const std::vector<at::Tensor> apart = {w[0].detach().clone(), w[1].detach().clone(), w[2].detach().clone()};
+  EXPECT_FALSE(weights_packed(apart));
+  expect_close(packed_linear(x, apart), ref, 1e-6, "unpacked forward");
+  at::NoGradGuard no_grad;
+  expect_close(packed_linear(x, w), ref, 1e-6, "forward without grad");
+}
+
+// model.fused_projections: the same parameters by name, packed after construction and after
+// moving; loss and gradients equal the unfused model's with the same weights up to fp32 rounding
+// (dense with a G1 gate and bias, and MoE with a shared expert).
+TEST(PackedLinear, FusedProjectionsModelEqualsTheUnfusedOne) {
+  for (const bool moe : {false, true}) {
+    SCOPED_TRACE(moe ? "moe" : "dense");
+    ModelConfig cfg = small_config();
+    cfg.attention.gate.position = "G1";
+    cfg.attention.gate.bias = true;
+    if (moe) {
+      cfg.arch = "moe";
+      cfg.moe.n_experts = 4;
+      cfg.moe.top_k = 2;
+      cfg.moe.ffn_hidden = 16;
+      cfg.moe.shared_experts = 1;
+    }
+    at::manual_seed(9);
+    CausalLM plain(cfg);
+    cfg.fused_projections = true;
+    CausalLM fused(cfg);
+    ASSERT_EQ(plain->named_parameters().keys(), fused->named_parameters().keys());
+    {
+      at::NoGradGuard no_grad;
+      for (const auto& p : plain->named_parameters()) fused->named_parameters()[p.key()].copy_(p.value());
+    }
+    auto packed = [](CausalLM& m) {
+      for (const auto& layer : *m->model->layers) {
+        const auto& a = layer->as<DecoderBlockImpl>()->self_attn;
+        if (!weights_packed({a->q_proj->weight, a->k_proj->weight, a->v_proj->weight, a->gate->weight})) return false;
+      }
+      return true;
+    };
+    EXPECT_TRUE(packed(fused));
+    EXPECT_FALSE(packed(plain));
+    fused->to(at::kDouble);
+    fused->to(at::kFloat);
+    EXPECT_TRUE(packed(fused)) << "packed again after moving";
+    const at::Tensor tokens = at::randint(cfg.vocab_size, {2, 9}, at::kLong);
+    const at::Tensor targets = at::randint(cfg.vocab_size, {2, 9}, at::kLong);
+    const auto ref = loss_and_grads(plain, tokens, targets);
+    const auto got = loss_and_grads(fused, tokens, targets);
+    EXPECT_NEAR(got[0].item<double>(), ref[0].item<double>(), 1e-6 * ref[0].item<double>());
+    for (size_t i = 1; i < got.size(); ++i) {
+      const double scale = ref[i].abs().max().item<double>();
+      EXPECT_LE((got[i] - ref[i]).abs().max().item<double>(), 1e-5 * scale + 1e-12)
+          << plain->named_parameters().keys()[i - 1];
+    }
+  }
 }
 
 }  // namespace

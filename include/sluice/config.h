@@ -80,6 +80,7 @@ struct ModelConfig {
   RopeConfig rope;
   AttentionConfig attention;
   bool qk_norm = false;
+  bool fused_projections = false;  // q/k/v(/gate) and SwiGLU's gate/up as one GEMM each (weights packed)
   bool tie_embeddings = true;
   double norm_eps = 1e-5;
   double init_std = 0.02;
@@ -129,6 +130,7 @@ struct TrainConfig {
   int64_t eval_batches = 8;
   int64_t seed = 1234;
   int64_t threads = 0;
+  double malloc_mmap_threshold_mb = 0.0;  // glibc: host allocations from this size mapped/unmapped directly; 0 = glibc's adaptive default
   std::string on_nonfinite = "abort";
   bool deterministic = false;  // torch.use_deterministic_algorithms for the run (reproducible GPU kernels)
   std::string activation_checkpointing = "none";  // none | selective | full: recompute in backward

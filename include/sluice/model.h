@@ -126,6 +126,13 @@ class CausalLMImpl : public torch::nn::Module {
   // for norms, zeros for biases. Uses the global RNG.
   void reset_parameters();
   const ModelConfig& config() const { return cfg_; }
+  // Module::to, then the weights that share a GEMM packed again (model.fused_projections):
+  // moving gives each parameter its own buffer.
+  using torch::nn::Module::to;
+  void to(torch::Device device, torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Dtype dtype, bool non_blocking = false) override;
+  void to(torch::Device device, bool non_blocking = false) override;
+  void pack_projections();
 
   Decoder model{nullptr};
   torch::nn::Linear lm_head{nullptr};  // null when tie_embeddings

@@ -266,6 +266,12 @@ std::vector<Field> build_schema() {
                                         "q ⊙ RoPE(q) against RoPE(T)). k_proj becomes the magnitude projection t = "
                                         "ReLU(W_T x), tied within each rotary pair. Needs `model.position: rope`.")
       .choices({"off", "strict", "slack"});
+  b.add(KEY(model.fused_projections),
+        "q, k, v (and the gate's logits) from one GEMM over X, and SwiGLU's gate and up from one GEMM "
+        "(shared experts too; routed experts are unchanged). The weights stay separate "
+        "parameters (checkpoints, optimizer state and HF names per tensor) stored back to back in one buffer, "
+        "so no step concatenates them. Same math; sums of other GEMM shapes, so equal to `false` up to fp32 "
+        "rounding. Its speed is measured by scripts/gpu_perf.sh (not yet on a GPU).");
   b.add(KEY(model.qk_norm), "RMSNorm on each query and key head before RoPE (Qwen3 / OLMo-2 style).");
   b.add(KEY(model.tie_embeddings), "Share the token embedding with the output head (no `lm_head.weight`).");
   b.add(KEY(model.norm_eps), "RMSNorm epsilon.").min(0.0, true).max(1.0);
@@ -358,6 +364,15 @@ std::vector<Field> build_schema() {
   b.add(KEY(train.threads), "CPU threads for LibTorch per process; 0 = OMP_NUM_THREADS when set, else the "
                               "machine's cores divided by the ranks on this node.")
       .min(0);
+  b.add(KEY(train.malloc_mmap_threshold_mb),
+        "Host allocations of at least this many MiB are mapped and unmapped directly by glibc (mallopt "
+        "M_MMAP_THRESHOLD), so memory freed during a step goes back to the system and peak RSS follows the live "
+        "tensors; 0 keeps glibc's adaptive default, under which freed activations of up to 32 MiB stay in the "
+        "heap. For CPU runs short of memory: on the 125M config (fp32, 2048 tokens) 1 lowers peak RSS from 4.4 to "
+        "4.0 GB and lets activation checkpointing's savings show (full + chunked loss: 3.1 -> 2.3 GB), but costs "
+        "about 30% of tokens/s on 2 cores (benchmarks/activation_checkpoint_memory.sh, docs/performance.md). "
+        "The environment's MALLOC_MMAP_THRESHOLD_ wins. May change on resume.")
+      .min(0.0);
   b.add(KEY(train.on_nonfinite), "A step whose gradients are not finite is never applied. `abort`: at the next log "
                                  "line, write RUN_DIR/nonfinite.json and exit 1 (checkpoints stay as they were); "
                                  "`skip`: drop the update, count it (`skipped_steps` in metrics) and go on.")

@@ -120,6 +120,28 @@ void CausalLMImpl::after_optimizer_step(const at::Tensor& skipped) {
 
 std::vector<MoELayerStats> CausalLMImpl::routing_stats() { return take_routing_stats(moe_layers_); }
 
+void CausalLMImpl::to(torch::Device device, torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(device, dtype, non_blocking);
+  pack_projections();
+}
+void CausalLMImpl::to(torch::Dtype dtype, bool non_blocking) {
+  torch::nn::Module::to(dtype, non_blocking);
+  pack_projections();
+}
+void CausalLMImpl::to(torch::Device device, bool non_blocking) {
+  torch::nn::Module::to(device, non_blocking);
+  pack_projections();
+}
+
+void CausalLMImpl::pack_projections() {
+  for (const auto& layer : *model->layers) {
+    auto* block = layer->as<DecoderBlockImpl>();
+    block->self_attn->pack_projections();
+    if (block->mlp) block->mlp->pack_projections();
+    if (block->moe_mlp && block->moe_mlp->shared_expert) block->moe_mlp->shared_expert->pack_projections();
+  }
+}
+
 void CausalLMImpl::set_activation_checkpointing(const std::string& mode) {
   const ActivationCheckpointing m = parse_activation_checkpointing(mode);
   for (const auto& layer : *model->layers) layer->as<DecoderBlockImpl>()->set_activation_checkpointing(m);

@@ -33,7 +33,7 @@ ChunkedResult run_chunks(const at::Tensor& h, const at::Tensor& weight, const at
   ChunkedResult r;
   at::Tensor grad_w32;
   if (grads) {
-    r.grad_h = at::empty_like(h);
+    r.grad_h = at::empty(h.sizes(), h.options());  // contiguous: its row blocks take mm_out
     grad_w32 = at::zeros(weight.sizes(), weight.options().dtype(at::kFloat));
   }
   for (int64_t start = 0; start < M; start += chunk) {
@@ -48,8 +48,17 @@ ChunkedResult run_chunks(const at::Tensor& h, const at::Tensor& weight, const at
     dz.scatter_add_(1, t, at::full({n, 1}, -1.0, dz.options()));
     dz.mul_(inv);
     const at::Tensor dzc = dz.to(dt);
-    r.grad_h.narrow(0, start, n).copy_(at::mm(dzc, w));
-    grad_w32.add_(at::mm(dzc.t(), hc));
+    at::Tensor gh = r.grad_h.narrow(0, start, n);  // rows of a contiguous buffer: mm writes in place
+    if (gh.scalar_type() == dt) {
+      at::mm_out(gh, dzc, w);
+    } else {
+      gh.copy_(at::mm(dzc, w));
+    }
+    if (dt == at::kFloat) {
+      grad_w32.addmm_(dzc.t(), hc);  // no [V, d] temporary per chunk
+    } else {
+      grad_w32.add_(at::mm(dzc.t(), hc));  // the product in dt, summed in fp32
+    }
   }
   r.loss = total * inv;
   if (grads) r.grad_w = grad_w32.to(weight.scalar_type());

@@ -11,7 +11,7 @@ DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg, int64_t layer) : laye
   if (cfg.is_moe_layer(layer)) {
     moe_mlp = register_module("mlp", MoE(cfg));
   } else {
-    mlp = register_module("mlp", SwiGLU(cfg.d_model, cfg.resolved_ffn_hidden()));
+    mlp = register_module("mlp", SwiGLU(cfg.d_model, cfg.resolved_ffn_hidden(), cfg.fused_projections));
   }
 }
 

@@ -17,7 +17,7 @@ MoEImpl::MoEImpl(const ModelConfig& cfg)
   experts = register_module("experts", Experts(cfg.moe.n_experts, cfg.d_model, hidden_));
   dispatcher_ = std::make_shared<LocalTokenDispatcher>();
   if (cfg.moe.shared_experts > 0) {
-    shared_expert = register_module("shared_expert", SwiGLU(cfg.d_model, cfg.resolved_shared_hidden()));
+    shared_expert = register_module("shared_expert", SwiGLU(cfg.d_model, cfg.resolved_shared_hidden(), cfg.fused_projections));
     if (cfg.moe.shared_expert_gate) {
       shared_expert_gate =
           register_module("shared_expert_gate", nn::Linear(nn::LinearOptions(cfg.d_model, 1).bias(false)));

@@ -3,6 +3,7 @@
 #include <ATen/ATen.h>
 
 #include "model/activation_checkpoint.h"
+#include "model/packed_linear.h"
 
 #include <cmath>
 #include <tuple>
@@ -18,7 +19,8 @@ SelfAttentionImpl::SelfAttentionImpl(const ModelConfig& cfg, int64_t layer)
       layer_(layer),
       window_(cfg.window_for_layer(layer)),
       norm_eps_(cfg.norm_eps),
-      fuse_q_proj_(cfg.attention.gate.fuse_q_proj) {
+      fuse_q_proj_(cfg.attention.gate.fuse_q_proj),
+      fused_projections_(cfg.fused_projections) {
   const int64_t d = cfg.d_model;
   q_proj = register_module("q_proj", nn::Linear(nn::LinearOptions(d, n_heads_ * head_dim_).bias(false)));
   k_proj = register_module("k_proj", nn::Linear(nn::LinearOptions(d, n_kv_heads_ * head_dim_).bias(false)));
@@ -33,13 +35,31 @@ SelfAttentionImpl::SelfAttentionImpl(const ModelConfig& cfg, int64_t layer)
   if (gate->has_parameters()) register_module("g_proj", gate.ptr());
   core_ = make_attention_core(cfg.attention.backend);
   positions_ = make_qk_positions(cfg);
+  pack_projections();
+}
+
+std::vector<at::Tensor> SelfAttentionImpl::packed_group() const {
+  std::vector<at::Tensor> group{q_proj->weight};
+  if (fused_projections_) {
+    group.push_back(k_proj->weight);
+    group.push_back(v_proj->weight);
+  } else if (!fuse_q_proj_) {
+    return {};
+  }
+  if (gate->weight.defined()) group.push_back(gate->weight);
+  return group;
+}
+
+void SelfAttentionImpl::pack_projections() {
+  const std::vector<at::Tensor> group = packed_group();
+  if (group.size() > 1) pack_weights(group);
 }
 
 at::Tensor SelfAttentionImpl::project_query(const at::Tensor& x, GateInput& gate_in) {
-  if (!fuse_q_proj_) return q_proj->forward(x);
-  // One GEMM over [W_q; W_g]: the same products as two, with a single read of x.
+  if (!fuse_q_proj_ || !gate->weight.defined()) return q_proj->forward(x);
+  // One GEMM over [W_q; W_g] (packed): the same products as two, with a single read of x.
   const int64_t nq = n_heads_ * head_dim_;
-  const at::Tensor both = at::linear(x, at::cat({q_proj->weight, gate->weight}));
+  const at::Tensor both = packed_linear(x, packed_group());
   gate_in.logits = both.narrow(-1, nq, gate->n_out());
   if (gate->bias.defined()) gate_in.logits = gate_in.logits + gate->bias;
   return both.narrow(-1, 0, nq);
@@ -51,9 +71,23 @@ at::Tensor SelfAttentionImpl::forward(const at::Tensor& x, const ForwardContext&
   if (obs) obs->on_attention_input(layer_, x);
   GateInput gate_in{x, {}};
   // Norm, gates and positions act on [B, T, heads, D] (the projection's layout); the core takes [B, heads, T, D].
-  at::Tensor q = project_query(x, gate_in).reshape({B, T, n_heads_, head_dim_});
-  at::Tensor k = k_proj->forward(x).view({B, T, n_kv_heads_, head_dim_});
-  at::Tensor v = v_proj->forward(x).view({B, T, n_kv_heads_, head_dim_});
+  at::Tensor q, k, v;
+  if (fused_projections_) {
+    // One GEMM over [W_q; W_k; W_v; W_g] (packed); q, k, v and the gate's logits are column blocks of it.
+    const int64_t nq = n_heads_ * head_dim_, nkv = n_kv_heads_ * head_dim_;
+    const at::Tensor all = packed_linear(x, packed_group());
+    q = all.narrow(-1, 0, nq).reshape({B, T, n_heads_, head_dim_});
+    k = all.narrow(-1, nq, nkv).reshape({B, T, n_kv_heads_, head_dim_});
+    v = all.narrow(-1, nq + nkv, nkv).reshape({B, T, n_kv_heads_, head_dim_});
+    if (gate->weight.defined()) {
+      gate_in.logits = all.narrow(-1, nq + 2 * nkv, gate->n_out());
+      if (gate->bias.defined()) gate_in.logits = gate_in.logits + gate->bias;
+    }
+  } else {
+    q = project_query(x, gate_in).reshape({B, T, n_heads_, head_dim_});
+    k = k_proj->forward(x).view({B, T, n_kv_heads_, head_dim_});
+    v = v_proj->forward(x).view({B, T, n_kv_heads_, head_dim_});
+  }
   if (!recompute_region_ || obs || ctx.cache) {
     const at::Tensor gated = attention_region(q, k, v, gate_in, ctx);
     return output_projection(gated, gate_in, obs);

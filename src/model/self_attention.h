@@ -44,6 +44,9 @@ class SelfAttentionImpl : public torch::nn::Module {
   // train.activation_checkpointing: selective. The region between the projections and o_proj
   // keeps only its inputs and is recomputed in backward (training forwards without observer).
   void set_recompute_region(bool on) { recompute_region_ = on; }
+  // Packs the weights that share a GEMM into one buffer (model.fused_projections: q, k, v and
+  // the gate's; gate.fuse_q_proj: q and the gate's). After moving the module too.
+  void pack_projections();
 
  private:
   // q_proj(x) [B, T, H·D] and, when fused, the gate logits from the same GEMM.
@@ -58,6 +61,10 @@ class SelfAttentionImpl : public torch::nn::Module {
   int64_t n_heads_, n_kv_heads_, head_dim_, layer_, window_;
   double norm_eps_;
   bool fuse_q_proj_;
+  bool fused_projections_;
+  // The weights of the one GEMM over x: q, k, v and the gate's (fused_projections), or q and
+  // the gate's (fuse_q_proj).
+  std::vector<at::Tensor> packed_group() const;
   bool recompute_region_ = false;
   std::shared_ptr<AttentionCore> core_;
   std::shared_ptr<QKPositions> positions_;

@@ -7,7 +7,10 @@ namespace sluice {
 // SwiGLU feed-forward (Shazeer 2020): down(silu(gate(x)) ⊙ up(x)).
 class SwiGLUImpl : public torch::nn::Module {
  public:
-  SwiGLUImpl(int64_t d_model, int64_t hidden);
+  // `fused`: gate and up as one GEMM over their packed weights (model.fused_projections).
+  SwiGLUImpl(int64_t d_model, int64_t hidden, bool fused = false);
+  // Packs gate_proj and up_proj's weights into one buffer (after moving the module).
+  void pack_projections();
   at::Tensor forward(const at::Tensor& x);
   // Selective activation checkpointing: silu(gate) ⊙ up is not kept for down_proj's backward
   // but recomputed from the two projections' outputs (with_recomputed_input).
@@ -16,6 +19,8 @@ class SwiGLUImpl : public torch::nn::Module {
 
  private:
   bool recompute_product_ = false;
+  bool fused_ = false;
+  int64_t hidden_;
 };
 TORCH_MODULE(SwiGLU);
 

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <malloc.h>
 #include <thread>
 
 #include "data/prefetcher.h"
@@ -121,6 +122,19 @@ void set_threads(const Config& cfg, const Parallel& par) {
   at::set_num_threads(static_cast<int>(n));
 }
 
+// glibc serves allocations above its mmap threshold with mmap and returns them to the system
+// on free; below it they come from the heap, which keeps what was freed. Its default threshold
+// adapts upwards (to 32 MiB) once a large block is freed, after which a step's MB-sized
+// activations live in the heap and peak RSS stays at the high-water mark of the heap's
+// fragments: measured 4.4 GB against 4.0 GB at 1 MiB for the 125M config on the CPU, and most of
+// what activation checkpointing frees hidden; but mapping every large block costs about 30% of
+// tokens/s there, so glibc's default stays unless train.malloc_mmap_threshold_mb asks
+// (benchmarks/activation_checkpoint_memory.sh).
+void set_malloc_mmap_threshold(double mb) {
+  if (mb <= 0 || std::getenv("MALLOC_MMAP_THRESHOLD_") != nullptr) return;  // the environment's setting wins
+  mallopt(M_MMAP_THRESHOLD, static_cast<int>(mb * 1024 * 1024));
+}
+
 // The rank's share of a global batch of world·rows windows.
 Batch rank_rows(const Batch& b, int64_t rank, int64_t rows) {
   // Rows rank, rank + W, ...: the ranks' shares interleave as in the training loader's batches,
@@ -186,6 +200,7 @@ class Trainer {
     determinism_ = std::make_unique<DeterministicAlgorithmsScope>(cfg_.train.deterministic);
     bf16_ = use_bf16(cfg_.train.precision, device_);
     set_threads(cfg_, par_);
+    set_malloc_mmap_threshold(cfg_.train.malloc_mmap_threshold_mb);
     tok_ = load_tokenizer(cfg_.data.tokenizer);
     data_ = open_data(cfg_, *tok_);
     LoaderOptions lo;
