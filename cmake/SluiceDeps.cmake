@@ -1,32 +1,34 @@
 # Third-party dependencies. LibTorch comes from the torch wheel in the project venv
 # (scripts/setup.sh), or from any python3 with torch when SLUICE_PYTHON points at it.
 
-if(NOT DEFINED SLUICE_PYTHON)
-  if(EXISTS "${PROJECT_SOURCE_DIR}/.venv/bin/python")
-    set(SLUICE_PYTHON "${PROJECT_SOURCE_DIR}/.venv/bin/python")
-  else()
-    find_program(SLUICE_PYTHON NAMES python3 python REQUIRED)
+if(NOT SLUICE_TORCH_FREE_ONLY)
+  if(NOT DEFINED SLUICE_PYTHON)
+    if(EXISTS "${PROJECT_SOURCE_DIR}/.venv/bin/python")
+      set(SLUICE_PYTHON "${PROJECT_SOURCE_DIR}/.venv/bin/python")
+    else()
+      find_program(SLUICE_PYTHON NAMES python3 python REQUIRED)
+    endif()
   endif()
-endif()
-execute_process(
-  COMMAND "${SLUICE_PYTHON}" -c "import torch; print(torch.utils.cmake_prefix_path)"
-  OUTPUT_VARIABLE SLUICE_TORCH_PREFIX OUTPUT_STRIP_TRAILING_WHITESPACE
-  ERROR_VARIABLE _torch_err RESULT_VARIABLE _torch_rc)
-if(NOT _torch_rc EQUAL 0)
-  message(FATAL_ERROR "Cannot import torch with ${SLUICE_PYTHON}: run scripts/setup.sh first.\n${_torch_err}")
-endif()
-list(PREPEND CMAKE_PREFIX_PATH "${SLUICE_TORCH_PREFIX}")
+  execute_process(
+    COMMAND "${SLUICE_PYTHON}" -c "import torch; print(torch.utils.cmake_prefix_path)"
+    OUTPUT_VARIABLE SLUICE_TORCH_PREFIX OUTPUT_STRIP_TRAILING_WHITESPACE
+    ERROR_VARIABLE _torch_err RESULT_VARIABLE _torch_rc)
+  if(NOT _torch_rc EQUAL 0)
+    message(FATAL_ERROR "Cannot import torch with ${SLUICE_PYTHON}: run scripts/setup.sh first.\n${_torch_err}")
+  endif()
+  list(PREPEND CMAKE_PREFIX_PATH "${SLUICE_TORCH_PREFIX}")
 
-# Torch's CMake reads the architecture list from this variable, not CMAKE_CUDA_ARCHITECTURES.
-if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT TORCH_CUDA_ARCH_LIST)
-  set(TORCH_CUDA_ARCH_LIST "8.0;9.0")
-endif()
-if(DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT TORCH_CUDA_ARCH_LIST)
-  set(TORCH_CUDA_ARCH_LIST "$ENV{TORCH_CUDA_ARCH_LIST}")
-endif()
-set(TORCH_CUDA_ARCH_LIST "${TORCH_CUDA_ARCH_LIST}" CACHE STRING "CUDA architectures for kernels/")
+  # Torch's CMake reads the architecture list from this variable, not CMAKE_CUDA_ARCHITECTURES.
+  if(NOT DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT TORCH_CUDA_ARCH_LIST)
+    set(TORCH_CUDA_ARCH_LIST "8.0;9.0")
+  endif()
+  if(DEFINED ENV{TORCH_CUDA_ARCH_LIST} AND NOT TORCH_CUDA_ARCH_LIST)
+    set(TORCH_CUDA_ARCH_LIST "$ENV{TORCH_CUDA_ARCH_LIST}")
+  endif()
+  set(TORCH_CUDA_ARCH_LIST "${TORCH_CUDA_ARCH_LIST}" CACHE STRING "CUDA architectures for kernels/")
 
-find_package(Torch REQUIRED)
+  find_package(Torch REQUIRED)
+endif()
 find_package(yaml-cpp REQUIRED)
 find_package(spdlog REQUIRED)
 find_package(nlohmann_json REQUIRED)
@@ -42,6 +44,11 @@ add_library(sentencepiece::sentencepiece INTERFACE IMPORTED)
 set_target_properties(sentencepiece::sentencepiece PROPERTIES
   INTERFACE_INCLUDE_DIRECTORIES "${SENTENCEPIECE_INCLUDE_DIR}"
   INTERFACE_LINK_LIBRARIES "${SENTENCEPIECE_TRAIN_LIBRARY};${SENTENCEPIECE_LIBRARY}")
+
+if(SLUICE_TORCH_FREE_ONLY)
+  message(STATUS "sluice: torch-free build (SLUICE_TORCH_FREE_ONLY): log, text, config, formats, their tests and fuzz targets")
+  return()
+endif()
 
 # One interface target for LibTorch users. Torch ships fmt 12 headers; FMT_HEADER_ONLY makes
 # fmt::format usable without linking a fmt library (Debian's libfmt is fmt 9, for spdlog only).

@@ -29,25 +29,32 @@ std::string last_part(const std::string& p) {
 }  // namespace
 
 std::string closest_key(const std::string& path) {
-  std::vector<std::string> candidates;
-  for (const auto& f : schema()) {
-    candidates.push_back(f.path);
-    // sections and sub-sections too ("model.rope")
-    for (size_t dot = f.path.find('.'); dot != std::string::npos; dot = f.path.find('.', dot + 1))
-      candidates.push_back(f.path.substr(0, dot));
-  }
+  // Every key, section and sub-section ("model.rope"), built once.
+  static const std::vector<std::string> candidates = [] {
+    std::vector<std::string> out;
+    for (const auto& f : schema()) {
+      out.push_back(f.path);
+      for (size_t dot = f.path.find('.'); dot != std::string::npos; dot = f.path.find('.', dot + 1))
+        out.push_back(f.path.substr(0, dot));
+    }
+    return out;
+  }();
+  const size_t limit = std::max<size_t>(2, last_part(path).size() / 3);
+  const std::string part = last_part(path);
   std::string best;
   size_t best_d = std::string::npos;
   for (const auto& c : candidates) {
-    // Full-path distance, or a right key in the wrong section ("train.lr" -> "optim.lr").
-    size_t d = edit_distance(path, c);
-    if (last_part(c) == last_part(path)) d = std::min<size_t>(d, 2);
+    // A right key in the wrong section ("train.lr" -> "optim.lr"), or the full-path distance;
+    // that is at least the difference in length, so far longer or shorter keys are skipped
+    // (an unknown key of thousands of characters cost seconds of edit distances).
+    size_t d = last_part(c) == part ? 2 : std::string::npos;
+    const size_t gap = path.size() > c.size() ? path.size() - c.size() : c.size() - path.size();
+    if (gap <= limit && gap < std::min(d, best_d)) d = std::min(d, edit_distance(path, c));
     if (d < best_d) {
       best_d = d;
       best = c;
     }
   }
-  const size_t limit = std::max<size_t>(2, last_part(path).size() / 3);
   return best_d <= limit ? best : "";
 }
 

@@ -80,6 +80,40 @@ void ShardWriter::finish() {
   finished_ = true;
 }
 
+ShardHeader validate_shard(const unsigned char* data, size_t size, const std::string& path,
+                           uint64_t expected_tokenizer_hash, bool verify_checksum) {
+  auto fail = [&](const std::string& what) -> void { throw InputError("shard '" + path + "': " + what); };
+  if (size < sizeof(ShardHeader)) fail("truncated: " + std::to_string(size) + " bytes, smaller than the 64-byte header");
+  ShardHeader header{};
+  std::memcpy(&header, data, sizeof header);
+  if (std::memcmp(header.magic, kShardMagic, sizeof kShardMagic) != 0) fail("not a sluice token shard (bad magic)");
+  if (header.version != kShardVersion) {
+    fail("format version " + std::to_string(header.version) + ", this sluice reads version " +
+         std::to_string(kShardVersion) + "; prepare the data again with this version");
+  }
+  if (header.token_bytes != 2 && header.token_bytes != 4)
+    fail("corrupt header: token size " + std::to_string(header.token_bytes) + " bytes (expected 2 or 4)");
+  if (header.token_bytes == 2 && header.vocab_size > 65536) fail("corrupt header: uint16 tokens for a vocabulary above 65536");
+  const uint64_t expect = shard_file_size(header);
+  if (header.token_count > size || header.doc_count > size || expect != size) {
+    fail("truncated or corrupt: header describes " + std::to_string(expect) + " bytes, file has " + std::to_string(size));
+  }
+  if (expected_tokenizer_hash != 0 && header.tokenizer_hash != expected_tokenizer_hash) {
+    fail("written with tokenizer " + hex64(header.tokenizer_hash) + ", but this run's tokenizer is " +
+         hex64(expected_tokenizer_hash) + "; prepare the data with the run's tokenizer or set data.tokenizer to the one used");
+  }
+  const auto* doc_starts = reinterpret_cast<const uint64_t*>(data + shard_index_offset(header));
+  for (uint64_t d = 0; d < header.doc_count; ++d) {
+    const bool ok = d == 0 ? doc_starts[0] == 0 : doc_starts[d] > doc_starts[d - 1];
+    if (!ok || doc_starts[d] >= header.token_count) fail("corrupt document index at entry " + std::to_string(d));
+  }
+  if (verify_checksum) {
+    const uint64_t sum = fnv1a64(data + sizeof(ShardHeader), size - sizeof(ShardHeader));
+    if (sum != header.payload_checksum) fail("checksum mismatch: the token data is corrupt");
+  }
+  return header;
+}
+
 ShardReader::ShardReader(const std::string& path, uint64_t expected_tokenizer_hash, bool verify_checksum)
     : path_(path) {
   auto fail = [&](const std::string& what) -> void { throw InputError("shard '" + path_ + "': " + what); };
@@ -96,34 +130,9 @@ ShardReader::ShardReader(const std::string& path, uint64_t expected_tokenizer_ha
   ::close(fd);
   if (p == MAP_FAILED) fail(std::string("mmap failed: ") + std::strerror(errno));
   base_ = static_cast<const unsigned char*>(p);
-  std::memcpy(&header_, base_, sizeof header_);
   try {
-    if (std::memcmp(header_.magic, kShardMagic, sizeof kShardMagic) != 0) fail("not a sluice token shard (bad magic)");
-    if (header_.version != kShardVersion) {
-      fail("format version " + std::to_string(header_.version) + ", this sluice reads version " +
-           std::to_string(kShardVersion) + "; prepare the data again with this version");
-    }
-    if (header_.token_bytes != 2 && header_.token_bytes != 4)
-      fail("corrupt header: token size " + std::to_string(header_.token_bytes) + " bytes (expected 2 or 4)");
-    if (header_.token_bytes == 2 && header_.vocab_size > 65536) fail("corrupt header: uint16 tokens for a vocabulary above 65536");
-    const uint64_t expect = shard_file_size(header_);
-    if (header_.token_count > size_ || header_.doc_count > size_ || expect != size_) {
-      fail("truncated or corrupt: header describes " + std::to_string(expect) + " bytes, file has " +
-           std::to_string(size_));
-    }
-    if (expected_tokenizer_hash != 0 && header_.tokenizer_hash != expected_tokenizer_hash) {
-      fail("written with tokenizer " + hex64(header_.tokenizer_hash) + ", but this run's tokenizer is " +
-           hex64(expected_tokenizer_hash) + "; prepare the data with the run's tokenizer or set data.tokenizer to the one used");
-    }
+    header_ = validate_shard(base_, size_, path_, expected_tokenizer_hash, verify_checksum);
     doc_starts_ = reinterpret_cast<const uint64_t*>(base_ + shard_index_offset(header_));
-    for (uint64_t d = 0; d < header_.doc_count; ++d) {
-      const bool ok = d == 0 ? doc_starts_[0] == 0 : doc_starts_[d] > doc_starts_[d - 1];
-      if (!ok || doc_starts_[d] >= header_.token_count) fail("corrupt document index at entry " + std::to_string(d));
-    }
-    if (verify_checksum) {
-      const uint64_t sum = fnv1a64(base_ + sizeof(ShardHeader), size_ - sizeof(ShardHeader));
-      if (sum != header_.payload_checksum) fail("checksum mismatch: the token data is corrupt");
-    }
   } catch (...) {
     ::munmap(const_cast<unsigned char*>(base_), size_);
     base_ = nullptr;

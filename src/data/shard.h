@@ -35,6 +35,11 @@ class ShardWriter {
   void flush_buffer();
 };
 
+// Validates a whole shard held in memory (`data`: `size` bytes, 8-byte aligned) as ShardReader
+// does on open, and returns its header; throws the same InputErrors, naming `path`.
+ShardHeader validate_shard(const unsigned char* data, size_t size, const std::string& path,
+                           uint64_t expected_tokenizer_hash, bool verify_checksum);
+
 // A read-only memory-mapped shard, validated on open.
 class ShardReader {
  public:

@@ -16,6 +16,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -72,30 +73,10 @@ nlohmann::json to_json(const TrainingState& s) {
           {"skipped_steps", s.skipped_steps}};
 }
 
-TrainingState state_from_json(const nlohmann::json& j) {
-  TrainingState s;
-  s.step = j.at("step").get<int64_t>();
-  s.tokens = j.at("tokens").get<int64_t>();
-  s.next_batch = j.at("loader").at("next_batch").get<uint64_t>();
-  s.global_micro_batch = j.at("loader").value("global_micro_batch", uint64_t{0});  // 0: before distributed training
-  s.interval_loss_sum = j.at("interval").at("loss_sum").get<double>();
-  s.interval_finite = j.at("interval").at("finite_steps").get<int64_t>();
-  s.interval_steps = j.at("interval").at("steps").get<int64_t>();
-  s.rank_loss_sums = j.at("interval").value("rank_loss_sums", std::vector<double>{});
-  s.rank_finite_steps = j.at("interval").value("rank_finite_steps", std::vector<int64_t>{});
-  if (s.rank_loss_sums.size() != s.rank_finite_steps.size()) throw InputError("rank_loss_sums and rank_finite_steps differ in length");
-  s.skipped_steps = j.value("skipped_steps", int64_t{0});
-  return s;
-}
-
-nlohmann::json read_json(const fs::path& path) {
-  std::ifstream in(path);
+std::string read_text(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
   if (!in) throw InputError("checkpoint file '" + path.string() + "' is missing");
-  try {
-    return nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw InputError("checkpoint file '" + path.string() + "' is not valid JSON: " + e.what());
-  }
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
 // Complete checkpoints (meta.json present), oldest first.
@@ -199,25 +180,15 @@ std::string resolve_checkpoint(const std::string& path) {
 }
 
 CheckpointInfo read_checkpoint_info(const std::string& dir) {
-  const nlohmann::json meta = read_json(fs::path(dir) / "meta.json");
-  if (meta.value("format", "") != "sluice-checkpoint")
-    throw InputError("checkpoint '" + dir + "': meta.json is not a sluice checkpoint's");
-  const int version = meta.value("format_version", 0);
-  if (version != kCheckpointFormat) {
-    throw InputError(fmt::format("checkpoint '{}': format version {} (written by sluice {}); this sluice {} reads "
-                                 "version {}",
-                                 dir, version, meta.value("sluice_version", "?"), SLUICE_VERSION, kCheckpointFormat));
-  }
+  const fs::path meta = fs::path(dir) / "meta.json";
+  check_checkpoint_meta(read_text(meta), dir, meta.string());
   CheckpointInfo info;
   info.dir = dir;
   const fs::path cfg_path = fs::path(dir) / "config.yaml";
   if (!fs::exists(cfg_path)) throw InputError("checkpoint file '" + cfg_path.string() + "' is missing");
   info.config = load_config(cfg_path.string(), {}, /*check_paths=*/false).config;
-  try {
-    info.state = state_from_json(read_json(fs::path(dir) / "trainer_state.json"));
-  } catch (const nlohmann::json::exception& e) {
-    throw InputError("checkpoint file '" + (fs::path(dir) / "trainer_state.json").string() + "': " + e.what());
-  }
+  const fs::path state = fs::path(dir) / "trainer_state.json";
+  info.state = parse_training_state(read_text(state), state.string());
   return info;
 }
 

@@ -11,10 +11,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "sluice/errors.h"
 #include "sluice/fs.h"
+#include "train/safetensors_header.h"
 
 namespace sluice {
 
@@ -98,60 +100,23 @@ SafetensorsFile read_safetensors(const std::string& path) {
   in.seekg(0, std::ios::end);
   const auto size = static_cast<uint64_t>(in.tellg());
   in.seekg(0);
-  if (size < 8) fail("truncated: " + std::to_string(size) + " bytes");
-  unsigned char len[8];
-  in.read(reinterpret_cast<char*>(len), 8);
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(len[i]) << (8 * i);
-  if (n > size - 8 || n > (uint64_t{100} << 20)) fail(fmt::format("bad header length {} (file has {} bytes)", n, size));
+  std::string prefix(std::min<uint64_t>(size, 8), '\0');
+  in.read(prefix.data(), static_cast<std::streamsize>(prefix.size()));
+  const uint64_t n = safetensors_json_length(prefix, size, path);
   std::string text(n, '\0');
   in.read(text.data(), static_cast<std::streamsize>(n));
-  nlohmann::json header;
-  try {
-    header = nlohmann::json::parse(text);
-  } catch (const std::exception& e) {
-    fail(std::string("header is not valid JSON: ") + e.what());
-  }
-  if (!header.is_object()) fail("header is not a JSON object");
-  const uint64_t data_size = size - 8 - n;
+  if (!in) fail("could not read its header");
+  const SafetensorsHeader header = parse_safetensors_header(text, size, path);  // validates everything
 
   SafetensorsFile out;
-  std::vector<std::pair<uint64_t, uint64_t>> ranges;
-  for (const auto& [name, v] : header.items()) {
-    if (name == "__metadata__") {
-      for (const auto& [k, s] : v.items())
-        if (s.is_string()) out.metadata[k] = s.get<std::string>();
-      continue;
-    }
-    auto bad = [&](const std::string& what) { fail("tensor '" + name + "': " + what); };
-    if (!v.is_object() || !v.contains("dtype") || !v.contains("shape") || !v.contains("data_offsets"))
-      bad("entry lacks dtype, shape or data_offsets");
-    const DtypeInfo* d = by_name(v["dtype"].is_string() ? v["dtype"].get<std::string>() : "");
-    if (!d) bad("unknown dtype " + v["dtype"].dump());
-    std::vector<int64_t> shape;
-    int64_t numel = 1;
-    for (const auto& s : v["shape"]) {
-      if (!s.is_number_integer() || s.get<int64_t>() < 0) bad("bad shape " + v["shape"].dump());
-      shape.push_back(s.get<int64_t>());
-      numel *= shape.back();
-    }
-    const auto& off = v["data_offsets"];
-    if (!off.is_array() || off.size() != 2 || !off[0].is_number_unsigned() || !off[1].is_number_unsigned())
-      bad("bad data_offsets " + off.dump());
-    const uint64_t b = off[0].get<uint64_t>(), e = off[1].get<uint64_t>();
-    if (b > e || e > data_size) bad(fmt::format("data [{}, {}) lies outside the {} data bytes (truncated file?)", b, e, data_size));
-    if (e - b != static_cast<uint64_t>(numel * d->bytes))
-      bad(fmt::format("{} bytes of data for shape {} of {} ({} expected)", e - b, v["shape"].dump(), d->name, numel * d->bytes));
-    ranges.emplace_back(b, e);
-    at::Tensor t = at::empty(shape, at::TensorOptions().dtype(d->type));
-    in.seekg(static_cast<std::streamoff>(8 + n + b));
-    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e - b));
-    if (!in) bad("could not read its data");
-    out.tensors.emplace(name, std::move(t));
+  out.metadata = header.metadata;
+  for (const SafetensorsEntry& e : header.tensors) {
+    at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(by_name(e.dtype)->type));
+    in.seekg(static_cast<std::streamoff>(header.data_offset() + e.begin));
+    in.read(static_cast<char*>(t.data_ptr()), static_cast<std::streamsize>(e.end - e.begin));
+    if (!in) fail("tensor '" + e.name + "': could not read its data");
+    out.tensors.emplace(e.name, std::move(t));
   }
-  std::sort(ranges.begin(), ranges.end());
-  for (size_t i = 1; i < ranges.size(); ++i)
-    if (ranges[i].first < ranges[i - 1].second) fail("tensor data ranges overlap");
   return out;
 }
 
@@ -197,24 +162,19 @@ SafetensorsFile read_safetensors_sharded(const std::string& dir, const std::stri
   const fs::path single = fs::path(dir) / (stem + ".safetensors");
   const fs::path index = fs::path(dir) / (stem + ".safetensors.index.json");
   if (!fs::exists(index)) return read_safetensors(single.string());
-  nlohmann::json j;
-  try {
-    std::ifstream in(index);
-    j = nlohmann::json::parse(in);
-  } catch (const std::exception& e) {
-    throw InputError("checkpoint file '" + index.string() + "': not valid JSON: " + e.what());
-  }
+  std::ifstream in(index, std::ios::binary);
+  if (!in) throw InputError("checkpoint file '" + index.string() + "' cannot be read");
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const SafetensorsIndex map = parse_safetensors_index(text, index.string());
   SafetensorsFile out;
-  std::map<std::string, bool> files;
-  for (const auto& [name, file] : j["weight_map"].items()) files[file.get<std::string>()] = true;
-  for (const auto& f : files) {
-    SafetensorsFile part = read_safetensors((fs::path(dir) / f.first).string());
+  for (const auto& f : map.files) {
+    SafetensorsFile part = read_safetensors((fs::path(dir) / f).string());
     for (auto& kv : part.tensors) out.tensors.insert(std::move(kv));
     out.metadata.insert(part.metadata.begin(), part.metadata.end());
   }
-  for (const auto& [name, file] : j["weight_map"].items()) {
+  for (const auto& [name, file] : map.weight_map) {
     if (!out.tensors.count(name))
-      throw InputError("checkpoint file '" + (fs::path(dir) / file.get<std::string>()).string() + "': tensor '" + name +
+      throw InputError("checkpoint file '" + (fs::path(dir) / file).string() + "': tensor '" + name +
                        "' listed in " + index.filename().string() + " is missing");
   }
   return out;
