@@ -15,7 +15,8 @@ say() { echo "[setup] $*" >&2; }
 pkgs=(cmake ninja-build ccache g++ python3 python3-venv
       libyaml-cpp-dev libspdlog-dev libgtest-dev libgmock-dev googletest
       libsentencepiece-dev sentencepiece libcli11-dev nlohmann-json3-dev libbenchmark-dev
-      libgloo-dev zlib1g-dev chromium)  # gloo: c10d ProcessGroupGloo headers; zlib and chromium: test_report renders the HTML report headless
+      libgloo-dev zlib1g-dev chromium  # gloo: c10d ProcessGroupGloo headers; zlib and chromium: test_report renders the HTML report headless
+      clang-14 libclang-rt-14-dev)     # ASan, UBSan and libFuzzer for scripts/sanitize.sh and scripts/fuzz.sh
 if [ "${SLUICE_SKIP_APT:-0}" != 1 ]; then
   missing=()
   for p in "${pkgs[@]}"; do
