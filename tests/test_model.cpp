@@ -10,6 +10,7 @@
 #include <map>
 #include <cmath>
 
+#include "counting_allocator.h"
 #include "model/activation_checkpoint.h"
 #include "model/chunked_loss.h"
 #include "model/packed_linear.h"
@@ -367,36 +368,7 @@ TEST(ChunkedLoss, EqualsThePlainHeadAndCrossEntropy) {
   EXPECT_THROW(chunked_linear_cross_entropy(h, w, t, 0), c10::Error);
 }
 
-// Live bytes of the CPU allocator while installed: what a forward keeps for backward.
-class CountingCPUAllocator : public c10::Allocator {
- public:
-  CountingCPUAllocator() : base_(c10::GetDefaultCPUAllocator()) {
-    c10::SetCPUAllocator(this, /*priority=*/100);
-  }
-  ~CountingCPUAllocator() override { c10::SetCPUAllocator(base_, /*priority=*/100); }
-  c10::DataPtr allocate(size_t n) override {
-    auto* block = new Block{base_->allocate(n), n, this};
-    live_ += static_cast<int64_t>(n);
-    void* data = block->ptr.get();
-    return {data, block, &release, block->ptr.device()};
-  }
-  void copy_data(void* dest, const void* src, std::size_t count) const override { default_copy_data(dest, src, count); }
-  int64_t live() const { return live_; }
-
- private:
-  struct Block {
-    c10::DataPtr ptr;
-    size_t bytes;
-    CountingCPUAllocator* owner;
-  };
-  static void release(void* ctx) {
-    auto* block = static_cast<Block*>(ctx);
-    block->owner->live_ -= static_cast<int64_t>(block->bytes);
-    delete block;
-  }
-  c10::Allocator* base_;
-  std::atomic<int64_t> live_{0};
-};
+using testing::CountingCPUAllocator;
 
 std::vector<at::Tensor> loss_and_grads(CausalLM& model, const at::Tensor& tokens, const at::Tensor& targets,
                                        const at::Tensor& segments = {}) {

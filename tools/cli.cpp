@@ -13,7 +13,7 @@ int run(int argc, const char* const* argv, Io io) {
   CLI::App app{"Sluice: pretraining decoder transformers and studying attention.", "sluice"};
   app.set_version_flag("--version", "sluice " SLUICE_VERSION);
   app.require_subcommand(1);
-  app.footer("Exit codes: 0 success, 2 bad input (config, arguments, data files), 1 internal error, 3 a distributed "
+  app.footer("Exit codes: 0 success, 2 bad input (config, arguments, data files), 1 internal error or out of memory/disk during a run, 3 a distributed "
              "run lost a rank (another rank died or hung).");
   add_train_command(app, io);
   add_launch_command(app, io);
@@ -34,6 +34,9 @@ int run(int argc, const char* const* argv, Io io) {
   } catch (const InputError& e) {
     io.err << "error: " << e.what() << "\n";
     return kExitBadInput;
+  } catch (const ResourceError& e) {
+    io.err << "error: " << e.what() << "\n";
+    return kExitInternal;
   } catch (const DistributedError& e) {
     io.err << "distributed error: " << e.what() << "\n";
     return kExitPeerLost;

@@ -35,6 +35,8 @@ TrainSummary train_naming_the_rank(const LoadedConfig& cfg, const TrainOptions& 
     throw;
   } catch (const InputError& e) {
     throw InputError(rank + e.what());
+  } catch (const ResourceError& e) {
+    throw ResourceError(rank + e.what());
   } catch (const c10::DistError& e) {
     throw DistributedError(rank + "a collective failed (another rank has probably died or stalled): " +
                            e.what_without_backtrace());

@@ -135,6 +135,7 @@ struct TrainConfig {
   bool deterministic = false;  // torch.use_deterministic_algorithms for the run (reproducible GPU kernels)
   std::string activation_checkpointing = "none";  // none | selective | full: recompute in backward
   int64_t loss_chunk_tokens = 0;  // output head + cross-entropy this many tokens at a time; 0 = all at once
+  std::string memory_check = "error";  // error | warn | off: the pre-flight memory estimate against what is free
 };
 
 struct OptimConfig {

@@ -3,6 +3,7 @@
 // lookup in every binary linking LibTorch, and its remove_all crashes there (calls a null
 // function). See DEVELOPERS.md.
 #pragma once
+#include <fcntl.h>
 #include <ftw.h>
 #include <unistd.h>
 
@@ -33,6 +34,21 @@ inline void write_all(int fd, const void* data, size_t n, const std::string& pat
     p += w;
     n -= static_cast<size_t>(w);
   }
+}
+
+// Writes `text` to `path` (created or truncated) and fsyncs it; every failure, a full disk or a
+// file-size limit included (also when it shows only at fsync or close), throws naming `path`.
+inline void write_file_synced(const std::string& path, const std::string& text) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (fd < 0) throw std::runtime_error("cannot create " + path + ": " + std::strerror(errno));
+  try {
+    write_all(fd, text.data(), text.size(), path);
+    if (::fsync(fd) != 0) throw std::runtime_error("fsync " + path + ": " + std::strerror(errno));
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (::close(fd) != 0) throw std::runtime_error("closing " + path + ": " + std::strerror(errno));
 }
 
 }  // namespace sluice

@@ -401,6 +401,13 @@ std::vector<Field> build_schema() {
                                       "Same loss and gradients up to fp32 summation order. Evaluation that needs "
                                       "logits keeps them. May change on resume.")
       .min(0);
+  b.add(KEY(train.memory_check),
+        "Before the model is built, estimate a step's memory from the config (parameters, gradients, optimizer "
+        "state, activations per micro-batch, logits; docs/memory.md) and compare it with what this device has free "
+        "(CUDA: cudaMemGetInfo; CPU: MemAvailable or the cgroup's limit, shared by the ranks on the node). "
+        "`error`: a run that does not fit stops with the breakdown and what to change (exit 2); `warn`: log it and "
+        "run; `off`: no check. May change on resume.")
+      .choices({"error", "warn", "off"});
   // optim
   b.add(KEY(optim.name), "Optimizer: `adamw` (decoupled weight decay).").choices({"adamw"});
   b.add(KEY(optim.lr), "Peak learning rate.").min(0.0, true);

@@ -23,6 +23,7 @@
 
 #include "sluice/errors.h"
 #include "sluice/fs.h"
+#include "train/out_of_memory.h"
 #include "train/run_dir.h"
 #include "train/safetensors.h"
 
@@ -42,12 +43,7 @@ void test_delay() {
 }
 
 void write_text_synced(const fs::path& path, const std::string& text) {
-  {
-    std::ofstream out(path, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw std::runtime_error("cannot write " + path.string());
-  }
-  fsync_path(path.string());
+  write_file_synced(path.string(), text);
   test_delay();
 }
 
@@ -93,6 +89,11 @@ std::vector<fs::path> complete_checkpoints(const std::string& run_dir) {
   return out;
 }
 
+// The files of a checkpoint into `tmp`, then renamed to root/name and named in `latest`.
+std::string write_checkpoint(const fs::path& root, const fs::path& tmp, const std::string& name, const Config& cfg,
+                             const NamedTensors& model_tensors, const NamedTensors& optimizer_state,
+                             const TrainingState& state);
+
 }  // namespace
 
 std::string checkpoint_dir(const std::string& run_dir, int64_t step) {
@@ -112,9 +113,32 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, Causa
 std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const NamedTensors& model_tensors,
                             const NamedTensors& optimizer_state, const TrainingState& state) {
   const fs::path root = fs::path(run_dir) / "checkpoints";
-  fs::create_directories(root);
   const std::string name = step_name(state.step);
-  const fs::path tmp = root / (".tmp-" + name), final_dir = root / name;
+  const fs::path tmp = root / (".tmp-" + name);
+  try {
+    return write_checkpoint(root, tmp, name, cfg, model_tensors, optimizer_state, state);
+  } catch (const std::exception& e) {
+    if (is_out_of_memory(e)) throw;
+    // A full disk, a quota or a file-size limit: the new checkpoint is dropped, `latest` still
+    // names the previous one (only replaced after a complete write).
+    remove_tree(tmp.string());
+    const std::optional<std::string> previous = latest_checkpoint(run_dir);
+    throw ResourceError(fmt::format("cannot write the checkpoint of step {}: {}. {}; free space under {} and resume "
+                                    "with `sluice train CONFIG --run-dir {}`",
+                                    state.step, e.what(),
+                                    previous ? "The previous checkpoint, " + *previous + ", is intact"
+                                             : std::string("No earlier checkpoint exists"),
+                                    root.string(), run_dir));
+  }
+}
+
+namespace {
+
+std::string write_checkpoint(const fs::path& root, const fs::path& tmp, const std::string& name, const Config& cfg,
+                             const NamedTensors& model_tensors, const NamedTensors& optimizer_state,
+                             const TrainingState& state) {
+  const fs::path final_dir = root / name;
+  fs::create_directories(root);
   remove_tree(tmp.string());
   fs::create_directories(tmp);
 
@@ -148,6 +172,8 @@ std::string save_checkpoint(const std::string& run_dir, const Config& cfg, const
   fsync_path(root.string());
   return final_dir.string();
 }
+
+}  // namespace
 
 void prune_checkpoints(const std::string& run_dir, int64_t keep) {
   std::vector<fs::path> done = complete_checkpoints(run_dir);

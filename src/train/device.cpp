@@ -4,6 +4,7 @@
 #include <ATen/Context.h>
 #include <c10/cuda/CUDACachingAllocator.h>
 #include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
 #include <cuda_runtime_api.h>
 #include <torch/cuda.h>
 
@@ -81,6 +82,19 @@ int64_t peak_device_memory(const c10::Device& device) {
 
 void reset_peak_device_memory(const c10::Device& device) {
   if (device.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(device.index());
+}
+
+int64_t free_device_memory(const c10::Device& device) {
+  if (!device.is_cuda()) return -1;
+  c10::cuda::CUDAGuard guard(device);
+  size_t free = 0, total = 0;
+  if (cudaMemGetInfo(&free, &total) != cudaSuccess) {
+    (void)cudaGetLastError();  // clear it: the check is skipped, not the run
+    return -1;
+  }
+  // What this process's caching allocator holds but does not use is free for it too.
+  const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(device.index());
+  return static_cast<int64_t>(free) + stats.reserved_bytes[0].current - stats.allocated_bytes[0].current;
 }
 
 void synchronize(const c10::Device& device) {

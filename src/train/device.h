@@ -52,5 +52,8 @@ class DeterministicAlgorithmsScope {
 int64_t peak_device_memory(const c10::Device& device);
 void reset_peak_device_memory(const c10::Device& device);
 void synchronize(const c10::Device& device);
+// Bytes free on a CUDA device for this process (cudaMemGetInfo plus what its caching allocator
+// holds unused); -1 on CPU or when the query fails.
+int64_t free_device_memory(const c10::Device& device);
 
 }  // namespace sluice

@@ -1,19 +1,41 @@
 #include "train/metrics.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <cmath>
+#include <cerrno>
+#include <cstring>
 #include <stdexcept>
+
+#include "sluice/errors.h"
+#include "sluice/fs.h"
 
 namespace sluice {
 
-MetricsWriter::MetricsWriter(const std::string& path) : out_(path, std::ios::app) {
-  if (!out_) throw std::runtime_error("cannot open metrics file " + path);
+MetricsWriter::MetricsWriter(const std::string& path)
+    : path_(path), fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644)) {
+  if (fd_ < 0) throw ResourceError("cannot open metrics file " + path + ": " + std::strerror(errno));
+}
+
+MetricsWriter::~MetricsWriter() {
+  if (fd_ >= 0) ::close(fd_);
 }
 
 void MetricsWriter::write(const nlohmann::json& record) {
-  out_ << record.dump() << '\n';
-  out_.flush();
+  const std::string line = record.dump() + "\n";
+  const off_t before = ::lseek(fd_, 0, SEEK_END);
+  try {
+    write_all(fd_, line.data(), line.size(), path_);
+  } catch (const std::exception& e) {
+    if (before >= 0 && ::ftruncate(fd_, before) != 0) {
+      // the partial record stays; readers skip a line that is not JSON
+    }
+    throw ResourceError(fmt::format("cannot write a metrics record (step {}) to {}: {}; the records before it are "
+                                    "intact",
+                                    record.value("step", int64_t{0}), path_, e.what()));
+  }
 }
 
 std::string format_duration(double seconds) {

@@ -5,6 +5,7 @@
 #include <fstream>
 
 #include "sluice/errors.h"
+#include "sluice/fs.h"
 
 namespace sluice {
 
@@ -22,12 +23,11 @@ std::string choose_run_dir(const Config& cfg, const std::string& explicit_dir) {
 
 void write_file_atomic(const std::string& path, const std::string& text) {
   const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    if (!out) throw std::runtime_error("cannot write " + tmp);
-    out << text;
-    out.flush();
-    if (!out) throw std::runtime_error("write failed: " + tmp);
+  try {
+    write_file_synced(tmp, text);
+  } catch (const std::exception& e) {
+    std::remove(tmp.c_str());
+    throw ResourceError(std::string(e.what()) + " (" + path + " is unchanged)");
   }
   fs::rename(tmp, path);
 }

@@ -90,7 +90,7 @@ void write_safetensors(const std::string& path, const NamedTensors& tensors,
     ::close(fd);
     throw;
   }
-  ::close(fd);
+  if (::close(fd) != 0) throw std::runtime_error("closing " + path + ": " + std::strerror(errno));
 }
 
 SafetensorsFile read_safetensors(const std::string& path) {
@@ -150,10 +150,7 @@ std::vector<std::string> write_safetensors_sharded(const std::string& dir, const
   }
   const nlohmann::json index = {{"metadata", {{"total_size", total}}}, {"weight_map", map}};
   const std::string index_path = (fs::path(dir) / (stem + ".safetensors.index.json")).string();
-  {
-    std::ofstream(index_path) << index.dump(2) << "\n";
-  }
-  fsync_path(index_path);
+  write_file_synced(index_path, index.dump(2) + "\n");
   files.push_back(stem + ".safetensors.index.json");
   return files;
 }

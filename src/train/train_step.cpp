@@ -26,11 +26,13 @@ TrainStep::Result TrainStep::run(const std::vector<Batch>& micro_batches, double
   for (size_t i = 0; i < micro_batches.size(); ++i) {
     const Batch& b = micro_batches[i];
     LossParts loss;
+    phase_ = "forward pass";
     {
       AutocastScope autocast(device_, bf16_);
       loss = model_->loss_parts(b.inputs, b.targets, b.segments);
     }
     const at::Tensor scaled = loss.total * inv;
+    phase_ = "backward pass";
     if (parallel_) parallel_->before_backward(scaled, i + 1 == micro_batches.size());
     scaled.backward();
     r.loss.add_(loss.lm.detach(), inv);
@@ -43,6 +45,7 @@ TrainStep::Result TrainStep::run(const std::vector<Batch>& micro_batches, double
       r.z_loss.add_(loss.z.detach(), inv);
     }
   }
+  phase_ = "optimizer step";
   r.grad_norm = optimizer_.clip_grad_norm(grad_clip_);
   // A non-finite norm means some gradient is inf/NaN: the fused AdamW skips the update on
   // the device (no host sync); the trainer decides at its next sync whether to go on.
@@ -50,6 +53,7 @@ TrainStep::Result TrainStep::run(const std::vector<Batch>& micro_batches, double
   optimizer_.step(lr, r.skipped);
   optimizer_.zero_grad();
   model_->after_optimizer_step(r.skipped);
+  phase_ = "idle";
   return r;
 }
 
@@ -59,6 +63,7 @@ double TrainStep::evaluate(const std::vector<Batch>& batches) {
 
 at::Tensor TrainStep::evaluate_sum(const std::vector<Batch>& batches) {
   at::NoGradGuard no_grad;
+  phase_ = "evaluation";
   model_->eval();
   at::Tensor total = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(device_));
   for (const Batch& b : batches) {
@@ -67,6 +72,7 @@ at::Tensor TrainStep::evaluate_sum(const std::vector<Batch>& batches) {
     total.add_(model_->loss_parts(d.inputs, d.targets, d.segments).lm);
   }
   model_->train();
+  phase_ = "idle";
   return total;
 }
 

@@ -39,6 +39,10 @@ class TrainStep {
   // The sum of the batches' mean losses (fp32 device scalar), for reducing over ranks.
   at::Tensor evaluate_sum(const std::vector<Batch>& batches);
 
+  // What run() or evaluate_sum() was doing last: "forward pass", "backward pass", "optimizer step",
+  // "evaluation" (or "idle"): names the phase of a failure such as running out of memory.
+  const char* phase() const { return phase_; }
+
  private:
   CausalLM model_;
   Optimizer& optimizer_;
@@ -46,6 +50,7 @@ class TrainStep {
   c10::Device device_;
   bool bf16_;
   Parallel* parallel_;
+  const char* phase_ = "idle";
 };
 
 }  // namespace sluice

@@ -1,5 +1,6 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
 #include <fmt/format.h>
 
 #include <chrono>
@@ -21,7 +22,9 @@
 #include "sluice/trainer.h"
 #include "train/checkpoint.h"
 #include "train/device.h"
+#include "train/memory_estimate.h"
 #include "train/metrics.h"
+#include "train/out_of_memory.h"
 #include "train/parallel.h"
 #include "train/routing_metrics.h"
 #include "train/run_dir.h"
@@ -103,7 +106,9 @@ void truncate_metrics(const fs::path& path, int64_t step) {
   std::string kept, line;
   while (std::getline(in, line)) {
     if (line.empty()) continue;
-    if (nlohmann::json::parse(line).value("step", int64_t{0}) <= step) kept += line + "\n";
+    // A record cut short (a kill or a full disk during its write) is not JSON: dropped.
+    const nlohmann::json rec = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (rec.is_object() && rec.value("step", int64_t{0}) <= step) kept += line + "\n";
   }
   write_file_atomic(path.string(), kept);
 }
@@ -152,10 +157,22 @@ class Trainer {
 
   TrainSummary run() {
     prepare_inputs();
-    build_model();
-    open_run_dir();
-    log_start();
-    train_loop();
+    try {
+      phase_ = "model initialisation";
+      build_model();
+      open_run_dir();
+      log_start();
+      train_loop();
+    } catch (const std::exception& e) {
+      if (!is_out_of_memory(e)) throw;
+      std::string phase = phase_;
+      if (phase == "step") phase = stepper_->phase() == std::string("idle") ? "data loading" : stepper_->phase();
+      const std::string what = dynamic_cast<const c10::Error*>(&e) != nullptr
+                                   ? static_cast<const c10::Error&>(e).what_without_backtrace()
+                                   : e.what();
+      throw ResourceError(out_of_memory_message(cfg_, phase, current_step_, what, memory_summary_,
+                                                latest_checkpoint(run_dir_), run_dir_));
+    }
     return finish();
   }
 
@@ -183,6 +200,10 @@ class Trainer {
   std::unique_ptr<TrainStep> stepper_;
   // open_run_dir
   std::unique_ptr<MetricsWriter> metrics_;  // rank 0 only
+  // check_memory, and where an out-of-memory failure happened
+  std::string memory_summary_;
+  const char* phase_ = "start";  // "step": TrainStep::phase() says more
+  int64_t current_step_ = 0;
   // train_loop
   ModelStats stats_;
   double peak_ = 0.0;
@@ -199,6 +220,7 @@ class Trainer {
     device_ = par_.device(resolve_device(cfg_.train.device));
     determinism_ = std::make_unique<DeterministicAlgorithmsScope>(cfg_.train.deterministic);
     bf16_ = use_bf16(cfg_.train.precision, device_);
+    check_memory();
     set_threads(cfg_, par_);
     set_malloc_mmap_threshold(cfg_.train.malloc_mmap_threshold_mb);
     tok_ = load_tokenizer(cfg_.data.tokenizer);
@@ -245,6 +267,37 @@ class Trainer {
                               from, old.train.grad_accum, train_loader_->global_batch(), cfg_.train.grad_accum));
       }
     }
+  }
+
+  // Pre-flight (train.memory_check): refuse a step that cannot fit before anything is built.
+  // Every rank decides alike, so that none waits for a rank that stopped.
+  void check_memory() {
+    if (cfg_.train.memory_check == "off") return;
+    StepMemoryLayout layout;
+    layout.world_size = par_.world_size();
+    layout.expert_parallel = cfg_.parallel.expert_parallel;
+    layout.cuda = device_.is_cuda();
+    layout.bf16 = bf16_;
+    const MemoryEstimate est = estimate_step_memory(cfg_, layout);
+    AvailableMemory avail = device_.is_cuda()
+                                ? AvailableMemory{free_device_memory(device_), "cudaMemGetInfo on " + device_.str()}
+                                : available_host_memory(par_.local_world_size());
+    if (avail.bytes < 0) {
+      memory_summary_ = format_bytes(est.total()) + " (free memory unknown)";
+      return;
+    }
+    memory_summary_ = fmt::format("{} of {} available ({})", format_bytes(est.total()), format_bytes(avail.bytes),
+                                  avail.source);
+    const bool fits = est.total() <= avail.bytes;
+    const std::string report = fits ? std::string() : explain_memory_shortfall(cfg_, layout, est, avail, device_.str());
+    if (cfg_.train.memory_check == "warn") {
+      if (!fits) log::warn(report);
+      return;
+    }
+    if (!par_.any(!fits)) return;
+    if (!fits) throw InputError(report);
+    throw InputError("train.memory_check: another rank's step does not fit in its memory (see its message); nothing "
+                     "was started");
   }
 
   // --- model, optimizer (parallelism applied around the model), checkpoint ---
@@ -323,6 +376,7 @@ class Trainer {
     log::info(fmt::format("model: {} parameters ({} in embeddings), {:.3g} training FLOPs/token",
                           format_count(static_cast<double>(par_.parameter_count(*model_))),
                           format_count(static_cast<double>(stats_.params_embedding)), stats_.train_flops_per_token));
+    if (!memory_summary_.empty()) log::info("memory: a step needs about " + memory_summary_ + " (train.memory_check)");
     log::info(fmt::format("optimizer state: {} per rank{}", format_count(static_cast<double>(optimizer_->state_bytes())) + "B",
                           cfg_.parallel.zero == 1 && par_.world_size() > 1 ? " (ZeRO-1: sharded)" : ""));
     log::info(fmt::format("data: {} train / {} val tokens ({} tokenizer, vocabulary {}); {} steps per epoch",
@@ -351,7 +405,11 @@ class Trainer {
     StopSignal stop;
     const int64_t total = cfg_.train.steps;
     for (int64_t step = state_.step + 1; step <= total; ++step) {
+      current_step_ = step;
+      if (step == state_.step + 1) apply_test_address_space_headroom();
+      phase_ = "step";
       train_step(step);
+      phase_ = "logging";
       const bool last = step == total;
       // Every rank stops at the same step, also when a signal reached only some of them.
       const bool stopping = par_.any(stop.requested()) || step == opts_.stop_after;
@@ -364,8 +422,11 @@ class Trainer {
       nlohmann::json rec;
       rec["step"] = step;
       if (log_now) log_interval(step, rec);
+      phase_ = "step";  // TrainStep::phase() is "evaluation" inside
       if (eval_now) validate(step, rec);
+      phase_ = "logging";
       if ((log_now || eval_now) && metrics_) metrics_->write(rec);
+      phase_ = "checkpoint write";
       if (save_now) save(step);
       summary_.steps = step;
       if (stopping && !last) {
