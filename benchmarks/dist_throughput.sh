@@ -21,7 +21,9 @@ import json, sys
 work = sys.argv[1]
 def tps(run):
     recs = [json.loads(l) for l in open(f"{work}/{run}/metrics.jsonl") if l.strip()]
-    v = [r["tokens_per_s"] for r in recs[1:]]
+    v = [r["tokens_per_s"] for r in recs[1:] if "tokens_per_s" in r]
+    if not v:
+        sys.exit(f"{run}: fewer than two log intervals in metrics.jsonl; run at least 20 steps (log_every is 10)")
     return sum(v) / len(v)
 one, two = tps("one"), tps("two")
 result = {"config": "configs/tiny.yaml", "per_rank_batch": "16 x 128", "threads_per_rank": 1,
