@@ -23,6 +23,7 @@ int run(int argc, const char* const* argv, Io io) {
   add_stats_commands(app, io);
   add_generate_commands(app, io);
   add_report_command(app, io);
+  add_ablate_command(app, io);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
