@@ -10,6 +10,7 @@
 #include <thread>
 
 #include "ablate/grid.h"
+#include "ablate/grid_report.h"
 #include "ablate/results.h"
 #include "sluice/errors.h"
 #include "test_util.h"
@@ -178,6 +179,12 @@ TEST_F(Ablate, RunsTheGridLikeSluiceTrainResumesAndWritesTheTables) {
   }
   EXPECT_NE(log.find("± "), std::string::npos) << log;  // the table's mean ± std over the two seeds
   EXPECT_NE(read_file(out() + "/results.csv").find("\ng1,2,"), std::string::npos);
+  // The page: every run, and the Grid section with one mean curve per variant.
+  const std::string html = read_file(out() + "/report.html");
+  EXPECT_NE(html.find("<section id=\"grid\">"), std::string::npos);
+  for (const char* run : {"baseline-s1", "baseline-s2", "g1-s1", "g1-s2"}) EXPECT_NE(html.find(run), std::string::npos) << run;
+  EXPECT_NE(html.find("data-series=\"baseline\""), std::string::npos);
+  EXPECT_NE(html.find("data-series=\"g1\""), std::string::npos);
 
   // The grid's run is the run `sluice train` makes with the same overrides (threads as the grid
   // gave them: the cores split between 2 jobs).

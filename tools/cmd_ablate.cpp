@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "ablate/grid.h"
+#include "ablate/grid_report.h"
 #include "ablate/results.h"
 #include "cli.h"
 #include "sluice/config.h"
@@ -290,7 +291,9 @@ void add_ablate_command(CLI::App& app, Io io) {
     for (const RunSpec& r : p.runs) results.push_back(ablate::read_run_result(r, p.runs_dir));
     ablate::write_results(results, p.out);
     io.out << ablate::summary_table(results);
-    io.out << "results: " << p.out << "/results.json, " << p.out << "/results.csv\n";
+    const bool report = ablate::write_grid_report(results, p.out + "/report.html") > 0;
+    io.out << "results: " << p.out << "/results.json, " << p.out << "/results.csv"
+           << (report ? ", " + p.out + "/report.html" : std::string()) << "\n";
     if (!failures.empty()) {
       std::string list;
       for (const auto& f : failures) list += "\n  " + f;

@@ -170,7 +170,7 @@ void write_results(const std::vector<RunResult>& results, const std::string& out
   write_atomic(fs::path(out_dir) / "results.csv", csv.str());
 }
 
-std::string summary_table(const std::vector<RunResult>& results) {
+std::vector<std::vector<std::string>> grouped_rows(const std::vector<RunResult>& results) {
   // Groups: variant + axis values, in first-seen order.
   std::vector<std::string> order;
   std::map<std::string, std::vector<const RunResult*>> groups;
@@ -219,6 +219,12 @@ std::string summary_table(const std::vector<RunResult>& results) {
     row.push_back(stat(g, [](const RunResult& r) { return r.max_activation; }));
     rows.push_back(std::move(row));
   }
+  return rows;
+}
+
+std::string summary_table(const std::vector<RunResult>& results) {
+  const std::vector<std::vector<std::string>> rows = grouped_rows(results);
+  const std::vector<std::string>& header = rows.front();
   // Column widths in code points (± is two bytes in UTF-8).
   auto width = [](const std::string& s) {
     size_t n = 0;

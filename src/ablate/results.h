@@ -33,7 +33,10 @@ RunResult read_run_result(const RunSpec& spec, const std::string& runs_dir);
 // results.json (one object per run) and results.csv (one row per run) under `out_dir`.
 void write_results(const std::vector<RunResult>& results, const std::string& out_dir);
 
-// The mean ± std over seeds per variant (and axis values), one row each, as a text table.
+// Per variant (and axis values): the number of runs and the mean ± sample std over them of each
+// measure; the first row is the header.
+std::vector<std::vector<std::string>> grouped_rows(const std::vector<RunResult>& results);
+// The same as an aligned text table.
 std::string summary_table(const std::vector<RunResult>& results);
 
 }  // namespace sluice::ablate

@@ -465,13 +465,18 @@ void notes_section(Page& page, const std::vector<Run>& runs) {
 
 }  // namespace
 
-std::string render_report(const std::vector<RunData>& data, ReportSummary* summary) {
+std::string render_report(const std::vector<RunData>& data, ReportSummary* summary,
+                          const std::vector<std::string>& extra_sections) {
   const std::vector<Run> runs = name_runs(data);
   Page page;
   page.summary.runs = runs.size();
   page.html = "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>Sluice report</title>\n"
               "<style>" + std::string(kStyle) + "</style>\n</head>\n<body>\n" + header(runs) + "<main>\n";
   summary_section(page, runs);
+  for (const std::string& section : extra_sections) {
+    page.html += section;
+    for (size_t at = section.find("<svg"); at != std::string::npos; at = section.find("<svg", at + 4)) ++page.summary.charts;
+  }
   training_section(page, runs);
   perplexity_section(page, runs);
   passkey_section(page, runs);
@@ -484,7 +489,8 @@ std::string render_report(const std::vector<RunData>& data, ReportSummary* summa
   return page.html;
 }
 
-ReportSummary write_report(const std::vector<std::string>& run_dirs, const std::string& out) {
+ReportSummary write_report(const std::vector<std::string>& run_dirs, const std::string& out,
+                           const std::vector<std::string>& extra_sections) {
   if (run_dirs.empty()) throw InputError("RUN_DIR: at least one run directory is required");
   if (out.empty()) throw InputError("--out: a file name is required");
   std::error_code ec;
@@ -496,7 +502,7 @@ ReportSummary write_report(const std::vector<std::string>& run_dirs, const std::
   for (const std::string& dir : run_dirs) runs.push_back(load_run(dir));
 
   ReportSummary summary;
-  const std::string html = render_report(runs, &summary);
+  const std::string html = render_report(runs, &summary, extra_sections);
   const std::string tmp = out + ".tmp." + std::to_string(getpid());
   {
     std::ofstream f(tmp, std::ios::binary | std::ios::trunc);

@@ -16,11 +16,15 @@ struct ReportSummary {
 };
 
 // The page for already loaded runs (a pure function: tests render without files).
-std::string render_report(const std::vector<RunData>& runs, ReportSummary* summary = nullptr);
+// `extra_sections`: finished <section> markup from the caller (text escaped there), placed after
+// the Summary, e.g. `sluice ablate`'s per-variant table and curves.
+std::string render_report(const std::vector<RunData>& runs, ReportSummary* summary = nullptr,
+                          const std::vector<std::string>& extra_sections = {});
 
 // Loads every run, renders the page and writes it to `out` atomically (temporary file, then
 // rename). Throws InputError (missing run directory or metrics.jsonl, unwritable --out)
 // before anything is written.
-ReportSummary write_report(const std::vector<std::string>& run_dirs, const std::string& out);
+ReportSummary write_report(const std::vector<std::string>& run_dirs, const std::string& out,
+                           const std::vector<std::string>& extra_sections = {});
 
 }  // namespace sluice::report
