@@ -126,6 +126,32 @@ TEST(AblateResults, ReadsTheRunsFilesAndTablesMeanAndStdOverSeeds) {
   EXPECT_EQ(nlohmann::json::parse(read_file(dir.file("results.json"))).size(), 2u);
 }
 
+// The study grids under configs/studies/ stay valid against the config schema: each is parsed,
+// expanded and every run's config validated, with its data paths (../shared/data, which unit
+// tests must not read) pointed at a small temporary text.
+TEST(AblateGrid, TheCommittedStudyGridsValidate) {
+  TempDir dir;
+  const std::string text = write_file(dir.file("text.txt"), testing::make_corpus(20000));
+  const std::string root = SLUICE_SOURCE_DIR;
+  int grids = 0;
+  for (const auto& e : fs::directory_iterator(root + "/configs/studies")) {
+    if (e.path().extension() != ".yaml") continue;
+    std::string yaml = read_file(e.path().string());
+    for (size_t at = yaml.find("../shared/data/"); at != std::string::npos; at = yaml.find("../shared/data/", at)) {
+      const size_t end = yaml.find_first_of(",} \n", at);
+      yaml.replace(at, end - at, text);
+    }
+    for (size_t at = yaml.find("configs/ablations/"); at != std::string::npos; at = yaml.find("configs/ablations/", at + root.size() + 20))
+      yaml.insert(at, root + "/");
+    SCOPED_TRACE(e.path().string());
+    const auto runs = ablate::expand(ablate::parse_grid(yaml, e.path().string()));
+    EXPECT_GE(runs.size(), 12u);
+    EXPECT_NO_THROW(ablate::validate_runs(runs));
+    ++grids;
+  }
+  EXPECT_EQ(grids, 3);
+}
+
 // --- the real binary ------------------------------------------------------------------------
 
 class Ablate : public ::testing::Test {

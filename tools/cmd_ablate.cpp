@@ -112,11 +112,14 @@ std::string eval_data(const std::string& wanted, const RunSpec& run, const std::
                    "empty (held-out text to evaluate on)");
 }
 
-// Every evaluation's data is known before the first run starts.
+// Every evaluation's data is known, and exists, before the first run starts.
 void validate_evals(const Plan& p) {
+  auto check = [](const std::string& data, const std::string& key) {
+    if (!fs::exists(data)) throw InputError(key + ": '" + data + "' does not exist");
+  };
   for (const RunSpec& r : p.runs) {
-    if (p.grid.ppl.enabled) eval_data(p.grid.ppl.data, r, "evals.ppl.data");
-    if (p.grid.stats.enabled) eval_data(p.grid.stats.data, r, "evals.stats.data");
+    if (p.grid.ppl.enabled) check(eval_data(p.grid.ppl.data, r, "evals.ppl.data"), "evals.ppl.data");
+    if (p.grid.stats.enabled) check(eval_data(p.grid.stats.data, r, "evals.stats.data"), "evals.stats.data");
   }
 }
 
