@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -78,6 +79,12 @@ TEST(AblateGrid, BadGridsAreRefusedNamingTheKey) {
             std::string::npos);
 }
 
+TEST(AblateResults, LossSpikesAreRisesOverTheLowestSoFarAndNonFiniteLosses) {
+  EXPECT_EQ(ablate::count_loss_spikes({5, 4, 3, 3.5, 3.61, 2}), 1);  // 3.61 > 1.2 x 3
+  EXPECT_EQ(ablate::count_loss_spikes({5, 6.5, std::nan(""), 4}), 2);
+  EXPECT_EQ(ablate::count_loss_spikes({}), 0);
+}
+
 TEST(AblateResults, ReadsTheRunsFilesAndTablesMeanAndStdOverSeeds) {
   TempDir dir;
   const std::string runs = dir.file("runs");
@@ -85,8 +92,12 @@ TEST(AblateResults, ReadsTheRunsFilesAndTablesMeanAndStdOverSeeds) {
     fs::create_directories(fs::path(runs) / name / "eval");
     write_file(runs + "/" + name + "/summary.json",
                nlohmann::json({{"steps", 6}, {"target_steps", 6}, {"stopped_by_signal", false}, {"final_loss", val + 0.1},
-                               {"final_val_loss", val}, {"tokens", 960}, {"params", 1000}, {"tokens_per_s", 5.0}})
+                               {"final_val_loss", val}, {"tokens", 960}, {"params", 1000}, {"tokens_per_s", 5.0},
+                               {"skipped_steps", 0}})
                    .dump());
+    // losses 4, 3, 3.7 (spike: > 1.2 x 3), 3.5
+    write_file(runs + "/" + name + "/metrics.jsonl",
+               "{\"step\":1,\"loss\":4}\n{\"step\":2,\"loss\":3}\n{\"step\":3,\"loss\":3.7}\n{\"step\":4,\"loss\":3.5}\n");
     write_file(runs + "/" + name + "/eval/ppl.json",
                nlohmann::json({{"kind", "eval_ppl"}, {"results", {{{"seq_len", 64}, {"ppl", ppl}}}}}).dump());
     write_file(runs + "/" + name + "/eval/stats.json",
@@ -121,8 +132,8 @@ TEST(AblateResults, ReadsTheRunsFilesAndTablesMeanAndStdOverSeeds) {
   const std::string csv = read_file(dir.file("results.csv"));
   EXPECT_EQ(csv.substr(0, csv.find('\n')),
             "variant,seed,params,tokens,final_loss,final_val_loss,ppl_64,first_token_attention,gate_mean,gate_sparsity,"
-            "max_activation,tokens_per_s");
-  EXPECT_NE(csv.find("\na,2,1000,960,3.1,3,20,0.25,0.3,,7.5,5\n"), std::string::npos) << csv;
+            "max_activation,loss_spikes,skipped_steps,tokens_per_s");
+  EXPECT_NE(csv.find("\na,2,1000,960,3.1,3,20,0.25,0.3,,7.5,1,0,5\n"), std::string::npos) << csv;
   EXPECT_EQ(nlohmann::json::parse(read_file(dir.file("results.json"))).size(), 2u);
 }
 

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
@@ -68,6 +69,16 @@ std::string cell(const std::optional<double>& v) { return v ? fmt::format("{:.6g
 
 }  // namespace
 
+int64_t count_loss_spikes(const std::vector<double>& losses) {
+  int64_t spikes = 0;
+  double lowest = std::numeric_limits<double>::infinity();
+  for (double l : losses) {
+    if (!std::isfinite(l) || (std::isfinite(lowest) && l > 1.2 * lowest)) ++spikes;
+    if (std::isfinite(l)) lowest = std::min(lowest, l);
+  }
+  return spikes;
+}
+
 RunResult read_run_result(const RunSpec& spec, const std::string& runs_dir) {
   RunResult r;
   r.name = spec.name;
@@ -83,6 +94,18 @@ RunResult read_run_result(const RunSpec& spec, const std::string& runs_dir) {
     r.final_loss = number(*s, "final_loss");
     r.final_val_loss = number(*s, "final_val_loss");
     r.tokens_per_s = number(*s, "tokens_per_s");
+    r.skipped_steps = number(*s, "skipped_steps");
+  }
+  {
+    std::ifstream in(dir / "metrics.jsonl");
+    std::vector<double> losses;
+    for (std::string line; std::getline(in, line);) {
+      const nlohmann::json rec = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      const nlohmann::json* loss = member(rec, "loss");
+      if (loss == nullptr) continue;
+      losses.push_back(loss->is_number() ? loss->get<double>() : std::numeric_limits<double>::quiet_NaN());  // null: NaN
+    }
+    if (!losses.empty()) r.loss_spikes = static_cast<double>(count_loss_spikes(losses));
   }
   // result lists: [{"<x>": N, "<y>": value}, ...] -> {N: value}
   auto curve = [](const std::optional<nlohmann::json>& j, const char* x, const char* y, std::map<int64_t, double>& out) {
@@ -147,6 +170,8 @@ void write_results(const std::vector<RunResult>& results, const std::string& out
                    {"gate_mean", opt(r.gate_mean)},
                    {"gate_sparsity", opt(r.gate_sparsity)},
                    {"max_activation", opt(r.max_activation)},
+                   {"loss_spikes", opt(r.loss_spikes)},
+                   {"skipped_steps", opt(r.skipped_steps)},
                    {"tokens_per_s", opt(r.tokens_per_s)}});
   }
   write_atomic(fs::path(out_dir) / "results.json", all.dump(2) + "\n");
@@ -157,7 +182,7 @@ void write_results(const std::vector<RunResult>& results, const std::string& out
   csv << ",params,tokens,final_loss,final_val_loss";
   for (int64_t l : ppl_lengths) csv << ",ppl_" << l;
   for (int64_t l : passkey_lengths) csv << ",passkey_" << l;
-  csv << ",first_token_attention,gate_mean,gate_sparsity,max_activation,tokens_per_s\n";
+  csv << ",first_token_attention,gate_mean,gate_sparsity,max_activation,loss_spikes,skipped_steps,tokens_per_s\n";
   for (const auto& r : results) {
     csv << r.variant << "," << (r.seed >= 0 ? std::to_string(r.seed) : std::string());
     for (const auto& a : axes) csv << "," << (r.axis_values.count(a) ? r.axis_values.at(a) : std::string());
@@ -165,7 +190,8 @@ void write_results(const std::vector<RunResult>& results, const std::string& out
     for (int64_t l : ppl_lengths) csv << "," << (r.ppl.count(l) ? cell(r.ppl.at(l)) : std::string());
     for (int64_t l : passkey_lengths) csv << "," << (r.passkey.count(l) ? cell(r.passkey.at(l)) : std::string());
     csv << "," << cell(r.first_token_attention) << "," << cell(r.gate_mean) << "," << cell(r.gate_sparsity) << ","
-        << cell(r.max_activation) << "," << cell(r.tokens_per_s) << "\n";
+        << cell(r.max_activation) << "," << cell(r.loss_spikes) << "," << cell(r.skipped_steps) << ","
+        << cell(r.tokens_per_s) << "\n";
   }
   write_atomic(fs::path(out_dir) / "results.csv", csv.str());
 }
@@ -200,7 +226,7 @@ std::vector<std::vector<std::string>> grouped_rows(const std::vector<RunResult>&
   std::vector<std::string> header = {"variant", "runs", "val_loss", "train_loss"};
   for (int64_t l : ppl_lengths) header.push_back("ppl@" + std::to_string(l));
   for (int64_t l : passkey_lengths) header.push_back("passkey@" + std::to_string(l));
-  header.insert(header.end(), {"sink", "gate_mean", "gate_sparsity", "max_act"});
+  header.insert(header.end(), {"sink", "gate_mean", "gate_sparsity", "max_act", "spikes"});
   std::vector<std::vector<std::string>> rows = {header};
   for (const auto& key : order) {
     const auto& g = groups[key];
@@ -217,6 +243,7 @@ std::vector<std::vector<std::string>> grouped_rows(const std::vector<RunResult>&
     row.push_back(stat(g, [](const RunResult& r) { return r.gate_mean; }));
     row.push_back(stat(g, [](const RunResult& r) { return r.gate_sparsity; }));
     row.push_back(stat(g, [](const RunResult& r) { return r.max_activation; }));
+    row.push_back(stat(g, [](const RunResult& r) { return r.loss_spikes; }));
     rows.push_back(std::move(row));
   }
   return rows;

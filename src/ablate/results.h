@@ -25,7 +25,13 @@ struct RunResult {
   std::optional<double> gate_mean;              // over layers
   std::optional<double> gate_sparsity;          // share of gated SDPA outputs below 1e-2, over layers
   std::optional<double> max_activation;         // max |residual| over layers
+  // Training stability, from metrics.jsonl and summary.json: logged losses more than 20% above
+  // the lowest logged loss before them, or not finite; updates skipped for non-finite gradients.
+  std::optional<double> loss_spikes, skipped_steps;
 };
+
+// The count of loss spikes in a sequence of logged losses (the rule above).
+int64_t count_loss_spikes(const std::vector<double>& logged_losses);
 
 // Reads run `spec` under DIR/runs/<name>/ (missing files leave fields empty).
 RunResult read_run_result(const RunSpec& spec, const std::string& runs_dir);
