@@ -215,6 +215,7 @@ void add_ablate_command(CLI::App& app, Io io) {
   struct Args {
     std::string grid, out;
     int64_t jobs = 1;
+    int64_t threads = 0;
     bool dry_run = false, slurm = false;
     int64_t only = -1;
   };
@@ -223,6 +224,8 @@ void add_ablate_command(CLI::App& app, Io io) {
   cmd->add_option("GRID", args->grid, "grid YAML (docs/ablate.md)")->required();
   cmd->add_option("--out", args->out, "output directory (runs/, logs/, results.json, results.csv)")->required();
   cmd->add_option("--jobs", args->jobs, "runs at a time on this machine (the cores are split between them)")
+      ->check(CLI::PositiveNumber);
+  cmd->add_option("--threads", args->threads, "threads per run (default: the cores divided by --jobs)")
       ->check(CLI::PositiveNumber);
   cmd->add_flag("--dry-run", args->dry_run, "print the runs and how each differs from the base; run nothing");
   cmd->add_flag("--slurm", args->slurm, "write DIR/ablate.sbatch (one array task per run) instead of running");
@@ -261,7 +264,7 @@ void add_ablate_command(CLI::App& app, Io io) {
     }
     const int64_t cores = std::max<unsigned>(1, std::thread::hardware_concurrency());
     const int64_t jobs = std::min<int64_t>(args->jobs, static_cast<int64_t>(p.runs.size()));
-    p.threads = std::max<int64_t>(1, cores / jobs);
+    p.threads = args->threads > 0 ? args->threads : std::max<int64_t>(1, cores / jobs);
     std::vector<size_t> todo;
     for (size_t i = 0; i < p.runs.size(); ++i)
       if (args->only < 0 || static_cast<int64_t>(i) == args->only) todo.push_back(i);
