@@ -1,8 +1,9 @@
 // Torch-free readers of checkpoint files (train/safetensors_header.h, train/checkpoint_meta.h)
 // and the in-memory shard check (validate_shard): valid input parses to what it holds, every
 // kind of bad input is an InputError naming the file and the problem. The cases marked
-// "fuzz:" were found by the fuzz targets (docs/fuzzing.md); before the fix they were a
-// crash, undefined behaviour or an exception other than InputError.
+// "fuzz:" are what the readers before sluice_formats got wrong (a crash, undefined behaviour or
+// an exception other than InputError), found by fuzzing those readers or by review while
+// writing the targets: docs/fuzzing.md, "Found and fixed".
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -138,6 +139,7 @@ TEST(SafetensorsIndex, ParsesTheWeightMap) {
 TEST(SafetensorsIndex, RefusesMissingMapsNonStringsAndPathsOutsideTheDirectory) {
   EXPECT_NE(index_error("{").find("m.safetensors.index.json': not valid JSON"), std::string::npos);
   EXPECT_NE(index_error("[]").find("has no \"weight_map\""), std::string::npos);
+  EXPECT_NE(index_error("5").find("has no \"weight_map\""), std::string::npos);  // the old reader's crash input
   EXPECT_NE(index_error("{\"weight_map\": 3}").find("has no \"weight_map\""), std::string::npos);
   EXPECT_NE(index_error("{\"weight_map\": {\"w\": 3}}").find("'w' is not a file name"), std::string::npos);
   for (const char* f : {"../x.safetensors", "/etc/passwd", "", ".."})
@@ -234,6 +236,7 @@ TEST(CheckpointMeta, MetaJson) {
 // type_error or was undefined behaviour (double -> int) in the old reader.
 TEST(CheckpointMeta, MetaJsonOfWrongTypes) {
   EXPECT_NE(meta_error("[]").find("not a sluice checkpoint's"), std::string::npos);
+  EXPECT_NE(meta_error("8").find("not a sluice checkpoint's"), std::string::npos);  // the old reader's crash input
   EXPECT_NE(meta_error(R"({"format": 1})").find("not a sluice checkpoint's"), std::string::npos);
   for (const char* v : {"1e300", "1.0", "\"1\"", "null"}) {
     const std::string msg = meta_error(std::string(R"({"format": "sluice-checkpoint", "format_version": )") + v + "}");
