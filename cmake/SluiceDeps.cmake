@@ -53,6 +53,15 @@ endif()
 # One interface target for LibTorch users. Torch ships fmt 12 headers; FMT_HEADER_ONLY makes
 # fmt::format usable without linking a fmt library (Debian's libfmt is fmt 9, for spdlog only).
 add_library(sluice_torch INTERFACE)
+# SentencePiece must come before LibTorch in every binary's library search order. Both define a
+# global FLAGS_minloglevel: libc10's is an int, Debian's libsentencepiece's a 24-byte
+# absl::Flag<int>. When libc10's definition wins, sentencepiece's static constructor builds its
+# Flag over libc10's int and the statics after it: c10's FLAGS_caffe2_use_fatal_for_enforce
+# becomes true (an allocation failure in the CPU allocator then aborts instead of throwing) and
+# a flag registry pointer is overwritten. Listed first, sentencepiece's own object wins and c10
+# only reads an int out of it (tests/test_resources.cpp, OutOfMemory..., fails without this).
+target_link_options(sluice_torch INTERFACE "LINKER:--push-state,--no-as-needed" "${SENTENCEPIECE_LIBRARY}"
+                    "LINKER:--pop-state")
 target_link_libraries(sluice_torch INTERFACE ${TORCH_LIBRARIES})
 target_compile_definitions(sluice_torch INTERFACE FMT_HEADER_ONLY)
 target_compile_options(sluice_torch INTERFACE $<$<COMPILE_LANGUAGE:CXX>:-Wno-unused-parameter>)

@@ -2,6 +2,7 @@
 // allocations, its refusal of a step that cannot fit, a real out-of-memory failure in a step,
 // and a full disk (a file-size limit) while writing a checkpoint or a metrics record.
 #include <ATen/ATen.h>
+#include <c10/util/Logging.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
@@ -145,6 +146,16 @@ TEST(MemoryEstimate, TracksTheMeasuredPeakOfAStep) {
     EXPECT_GT(ratio, 0.75) << name << ": estimated " << estimated << " bytes, measured " << measured;
     EXPECT_LT(ratio, 1.25) << name << ": estimated " << estimated << " bytes, measured " << measured;
   }
+}
+
+// libsentencepiece and libc10 both define a global FLAGS_minloglevel (an absl::Flag<int> and an
+// int). When libc10's wins, sentencepiece's static constructor overwrites the c10 statics after
+// it, among them this flag, and an allocation failure then aborts the process instead of
+// throwing (cmake/SluiceDeps.cmake links sentencepiece first). This binary links both, like
+// `sluice`.
+TEST(OutOfMemory, CpuAllocationFailuresThrowInsteadOfAborting) {
+  EXPECT_FALSE(FLAGS_caffe2_use_fatal_for_enforce);
+  EXPECT_THROW(at::empty({int64_t{1} << 62}, at::kByte), c10::Error);  // 4 EiB: the allocator refuses
 }
 
 // --- the `sluice` binary: pre-flight refusal, out of memory in a step, a full disk ---------
