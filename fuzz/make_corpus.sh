@@ -10,6 +10,7 @@
 #   fuzz_safetensors_index  micro model (build/sluice: the LibTorch writer), the index.json of
 #   fuzz_checkpoint_json    the same run sharded (checkpoint.max_shard_mb=1), its
 #                           trainer_state.json and meta.json
+#   fuzz_tfevents           the TensorBoard event files (RUN_DIR/tb/) of those runs
 # Usage: fuzz/make_corpus.sh [SEED_WRITER [SLUICE_BIN]]. Without build/sluice the last three
 # keep their committed seeds.
 set -euo pipefail
@@ -84,6 +85,9 @@ YAML
   d=$out/fuzz_checkpoint_json; rm -rf "$d"; mkdir -p "$d"
   cp "$ck/trainer_state.json" "$ck/meta.json" "$d/"
   cp "$dk/trainer_state.json" "$d/trainer_state-2-ranks.json"
+  d=$out/fuzz_tfevents; rm -rf "$d"; mkdir -p "$d"
+  cp "$tmp"/micro/tb/events.out.tfevents.* "$d/micro.tfevents"
+  cp "$tmp"/dp/tb/events.out.tfevents.* "$d/dp.tfevents"
 fi
 for t in "$out"/*; do echo "$(basename "$t"): $(ls "$t" | wc -l) seeds, $(du -sk "$t" | cut -f1) KiB"; done
 

@@ -39,6 +39,12 @@ if ! torch_ok; then
   .venv/bin/pip install -q --disable-pip-version-check torch==2.11.0
   torch_ok || { say "torch 2.11.0 did not install into .venv"; exit 1; }
 fi
+# tensorboard: its own reader checks RUN_DIR/tb/ in the tests (docs/tensorboard.md)
+py_pkgs=(tensorboard==2.21.0)
+if ! .venv/bin/python -c 'import tensorboard' 2>/dev/null; then
+  say "installing into .venv: ${py_pkgs[*]}"
+  .venv/bin/pip install -q --disable-pip-version-check "${py_pkgs[@]}"
+fi
 
 # --- 3. Configure and build ---
 if ! command -v nvcc >/dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then export PATH=/usr/local/cuda/bin:$PATH; fi

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <fcntl.h>
 #include <functional>
+#include <map>
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -155,6 +156,60 @@ TEST_F(Ckpt, ResumeReproducesTheStraightRunBitwise) {
   for (const auto& [name, t] : wa.tensors) EXPECT_TRUE(at::equal(t, wb.tensors.at(name))) << name;
   EXPECT_EQ(read_file(dir.file("straight/checkpoints/step-00000014/optimizer.safetensors")),
             read_file(dir.file("resumed/checkpoints/step-00000014/optimizer.safetensors")));
+}
+
+// RUN_DIR/tb/ read by TensorBoard's own reader (tensorboard.backend.event_processing): every
+// number of every metrics record at its step, once, also when a resumed run re-logs the steps
+// a killed run had logged after its last checkpoint.
+TEST_F(Ckpt, TensorBoardsReaderSeesEveryScalarOnceAfterAResume) {
+  run("tb", {"checkpoint.every=5"}, /*stop_after=*/12);
+  // killed after logging step 12, before its checkpoint: the run resumes from step 10
+  ASSERT_TRUE(remove_tree(dir.file("tb/checkpoints/step-00000012")));
+  write_file(dir.file("tb/checkpoints/latest"), "step-00000010\n");
+  EXPECT_EQ(run("tb").resumed_from_step, 10);
+
+  const std::string out = dir.file("scalars.json");
+  const std::string cmd = std::string("'") + SLUICE_PYTHON + "' '" + SLUICE_SOURCE_DIR + "/tests/read_tensorboard.py' '" +
+                          dir.file("tb/tb") + "' > '" + out + "' 2> '" + out + ".err'";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << read_file(out + ".err");
+  const nlohmann::json tb = nlohmann::json::parse(read_file(out));
+  std::map<std::string, std::vector<std::pair<int64_t, float>>> want;
+  for (const nlohmann::json& rec : metrics(dir.file("tb"))) {
+    for (const auto& [key, v] : rec.items())
+      if (key != "step" && v.is_number()) want[key].emplace_back(rec["step"].get<int64_t>(), v.get<float>());
+  }
+  ASSERT_GE(want["loss"].size(), 5u);
+  EXPECT_EQ(want["val_loss"].size(), 3u);  // steps 5, 10, 14
+  for (const char* k : {"loss", "lr", "grad_norm", "tokens_per_s", "val_loss"}) EXPECT_TRUE(want.count(k)) << k;
+  EXPECT_EQ(tb.size(), want.size());
+  for (const auto& [tag, points] : want) {
+    ASSERT_TRUE(tb.contains(tag)) << tag;
+    ASSERT_EQ(tb[tag].size(), points.size()) << tag << ": " << tb[tag].dump();
+    for (size_t i = 0; i < points.size(); ++i) {
+      EXPECT_EQ(tb[tag][i][0].get<int64_t>(), points[i].first) << tag;
+      EXPECT_EQ(tb[tag][i][1].get<float>(), points[i].second) << tag << " at step " << points[i].first;
+    }
+  }
+  // `sluice eval ppl` of the run's checkpoint: its results at the checkpoint's step in tb/eval/
+  const std::string eval_cmd = std::string("'") + SLUICE_BIN + "' eval ppl --ckpt '" + dir.file("tb") + "' --data '" + corpus +
+                               "' --seq-len 16,24 --max-docs 1 --out '" + dir.file("ppl.json") + "' > '" + out + ".eval' 2>&1";
+  ASSERT_EQ(std::system(eval_cmd.c_str()), 0) << read_file(out + ".eval");
+  const std::string read_eval = std::string("'") + SLUICE_PYTHON + "' '" + SLUICE_SOURCE_DIR + "/tests/read_tensorboard.py' '" +
+                                dir.file("tb/tb/eval") + "' > '" + out + "' 2> '" + out + ".err'";
+  ASSERT_EQ(std::system(read_eval.c_str()), 0) << read_file(out + ".err");
+  const nlohmann::json eval_tb = nlohmann::json::parse(read_file(out));
+  const nlohmann::json ppl = nlohmann::json::parse(read_file(dir.file("ppl.json")));
+  ASSERT_EQ(eval_tb.size(), 4u) << eval_tb.dump();  // eval_ppl and eval_nll at two lengths
+  for (const auto& r : ppl["results"]) {
+    const std::string len = "len_" + r["seq_len"].dump();
+    ASSERT_TRUE(eval_tb.contains("eval_ppl/" + len)) << eval_tb.dump();
+    EXPECT_EQ(eval_tb["eval_ppl/" + len][0][0].get<int64_t>(), 14);
+    EXPECT_EQ(eval_tb["eval_ppl/" + len][0][1].get<float>(), r["ppl"].get<float>());
+    EXPECT_EQ(eval_tb["eval_nll/" + len][0][1].get<float>(), r["nll"].get<float>());
+  }
+  // log.tensorboard: false writes no tb/
+  run("off", {"log.tensorboard=false", "train.steps=3"});
+  EXPECT_FALSE(fs::exists(dir.file("off/tb")));
 }
 
 TEST_F(Ckpt, LayoutKeepLastAndHuggingFaceNames) {

@@ -44,5 +44,9 @@ void add_generate_commands(CLI::App& app, Io io);
 std::vector<int64_t> parse_int_list(const std::string& text, const std::string& arg);
 // Writes a result file atomically, creating its folder.
 void write_result(const std::string& path, const nlohmann::json& j);
+// The scalars of an evaluation result as a TensorBoard event at the checkpoint's step, in
+// RUN_DIR/tb/eval/, when `checkpoint` is a run directory's whose training wrote RUN_DIR/tb/
+// (log.tensorboard); prints the file written.
+void record_in_tensorboard(const std::string& checkpoint, int64_t step, const nlohmann::json& j, Io io);
 
 }  // namespace sluice::cli

@@ -14,6 +14,7 @@
 #include "eval/eval_model.h"
 #include "eval/attention_stats.h"
 #include "eval/perplexity.h"
+#include "train/tensorboard_writer.h"
 #include "train/device.h"
 #include "sluice/errors.h"
 #include "train/run_dir.h"
@@ -45,6 +46,20 @@ void write_result(const std::string& path, const nlohmann::json& j) {
   const fs::path p(path);
   if (p.has_parent_path()) fs::create_directories(p.parent_path());
   write_file_atomic(path, j.dump(2) + "\n");
+}
+
+void record_in_tensorboard(const std::string& checkpoint, int64_t step, const nlohmann::json& j, Io io) {
+  const fs::path ckpt = fs::absolute(checkpoint).lexically_normal();
+  const fs::path run = ckpt.parent_path().parent_path();
+  std::error_code ec;
+  if (ckpt.parent_path().filename() != "checkpoints" || !fs::is_directory(run / "tb", ec)) return;
+  const std::vector<tb::Scalar> scalars = eval_tensorboard_scalars(j);
+  if (scalars.empty()) return;
+  try {
+    io.out << "tensorboard: " << write_eval_event(run.string(), step, scalars) << "\n";
+  } catch (const std::exception& e) {  // the result file is written; TensorBoard is a view of it
+    io.err << "warning: " << e.what() << "\n";
+  }
 }
 
 // The evaluation corpus: a dataset folder's `split` (its train split when that one is empty),
@@ -111,6 +126,7 @@ void add_eval_commands(CLI::App& app, Io io) {
                               {"elapsed_s", std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count()}};
     write_result(a->out, j);
     io.out << "wrote " << a->out << "\n";
+    record_in_tensorboard(m.checkpoint, m.step, j, io);
   });
 }
 
@@ -171,6 +187,7 @@ void add_stats_commands(CLI::App& app, Io io) {
                             100 * j["sink"]["share_heads_over_half"].get<double>());
     write_result(a->out, j);
     io.out << "wrote " << a->out << "\n";
+    record_in_tensorboard(m.checkpoint, m.step, j, io);
   });
 }
 

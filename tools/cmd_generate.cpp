@@ -114,6 +114,7 @@ void add_passkey(CLI::App& eval, Io io) {
     }
     write_result(a->out, j);
     io.out << "wrote " << a->out << "\n";
+    record_in_tensorboard(m.checkpoint, m.step, j, io);
   });
 }
 

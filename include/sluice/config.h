@@ -174,6 +174,7 @@ struct ParallelConfig {
 struct LogConfig {
   std::string level = "info";
   bool file = true;
+  bool tensorboard = true;
   double peak_tflops = 0.0;
 };
 

@@ -468,6 +468,9 @@ std::vector<Field> build_schema() {
   b.add(KEY(log.level), "Console log level: `debug`, `info`, `warn`, `error`.")
       .choices({"debug", "info", "warn", "error"});
   b.add(KEY(log.file), "Also write the log to `RUN_DIR/train.log`.");
+  b.add(KEY(log.tensorboard), "Also write every metrics record's scalars as TensorBoard event files in "
+                              "`RUN_DIR/tb/` (rank 0; a resumed run continues them without repeating steps). "
+                              "docs/tensorboard.md.");
   b.add(KEY(log.peak_tflops), "Peak bf16 dense TFLOP/s of one device for MFU; 0 = known value for the "
                               "detected GPU (H100/H200: 989, A100: 312).")
       .min(0.0);

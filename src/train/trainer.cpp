@@ -24,6 +24,7 @@
 #include "train/device.h"
 #include "train/memory_estimate.h"
 #include "train/metrics.h"
+#include "train/tensorboard_writer.h"
 #include "train/out_of_memory.h"
 #include "train/parallel.h"
 #include "train/routing_metrics.h"
@@ -200,6 +201,7 @@ class Trainer {
   std::unique_ptr<TrainStep> stepper_;
   // open_run_dir
   std::unique_ptr<MetricsWriter> metrics_;  // rank 0 only
+  std::unique_ptr<TensorBoardWriter> tensorboard_;  // rank 0, log.tensorboard
   // check_memory, and where an out-of-memory failure happened
   std::string memory_summary_;
   const char* phase_ = "start";  // "step": TrainStep::phase() says more
@@ -330,6 +332,7 @@ class Trainer {
         truncate_metrics(dir / "metrics.jsonl", state_.step);
       }
       metrics_ = std::make_unique<MetricsWriter>((dir / "metrics.jsonl").string());
+      if (cfg_.log.tensorboard) tensorboard_ = std::make_unique<TensorBoardWriter>(run_dir_, existing_ ? state_.step : 0);
     }
     par_.barrier("rank 0 to create the run directory");
     const bool distributed = par_.world_size() > 1;
@@ -426,6 +429,7 @@ class Trainer {
       if (eval_now) validate(step, rec);
       phase_ = "logging";
       if ((log_now || eval_now) && metrics_) metrics_->write(rec);
+      if ((log_now || eval_now) && tensorboard_) tensorboard_->write(rec);
       phase_ = "checkpoint write";
       if (save_now) save(step);
       summary_.steps = step;
