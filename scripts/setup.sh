@@ -39,9 +39,11 @@ if ! torch_ok; then
   .venv/bin/pip install -q --disable-pip-version-check torch==2.11.0
   torch_ok || { say "torch 2.11.0 did not install into .venv"; exit 1; }
 fi
-# tensorboard: its own reader checks RUN_DIR/tb/ in the tests (docs/tensorboard.md)
-py_pkgs=(tensorboard==2.21.0)
-if ! .venv/bin/python -c 'import tensorboard' 2>/dev/null; then
+# tensorboard: its own reader checks RUN_DIR/tb/ in the tests (docs/tensorboard.md);
+# transformers: loads `sluice export hf` directories in the tests (docs/interop.md). 5.25 needs a
+# `kernels` release PyPI does not have yet.
+py_pkgs=(tensorboard==2.21.0 transformers==5.24.0)
+if ! .venv/bin/python -c 'import tensorboard, transformers, safetensors' 2>/dev/null; then
   say "installing into .venv: ${py_pkgs[*]}"
   .venv/bin/pip install -q --disable-pip-version-check "${py_pkgs[@]}"
 fi

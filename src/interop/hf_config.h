@@ -1,0 +1,35 @@
+// Sluice model configs as Hugging Face transformers `config.json` files (docs/interop.md).
+// Torch-free: the mapping is a function of the config alone; the weights need no transform for
+// the classes here, because Sluice's tensor names and layouts are theirs.
+//
+//   baseline, no QK-norm       -> LlamaForCausalLM   (model_type llama)
+//   baseline with QK-norm      -> Qwen3ForCausalLM   (model_type qwen3, head_dim explicit)
+//
+// Everything else is refused with the config key that no supported class can express.
+#pragma once
+#include <nlohmann/json.hpp>
+
+#include <cstdint>
+#include <string>
+
+#include "sluice/config.h"
+#include "sluice/tokenizer.h"
+
+namespace sluice {
+
+struct HfModelConfig {
+  std::string architecture;  // "LlamaForCausalLM"
+  nlohmann::json config;     // config.json
+  nlohmann::json generation_config;
+};
+
+// `vocab_size`: rows of the embedding (the config's, resolved); `dtype`: "float32" or "bfloat16".
+// Throws InputError naming the key (e.g. "model.attention.gate.position: G2 ...") when no stock
+// transformers class computes what this config does.
+HfModelConfig hf_config_for(const Config& cfg, int64_t vocab_size, const SpecialTokens& specials,
+                            const std::string& dtype);
+
+// transformers' `rope_parameters` for Sluice's model.rope (static `ntk` as an adjusted theta).
+nlohmann::json hf_rope_parameters(const ModelConfig& m, int64_t train_len);
+
+}  // namespace sluice

@@ -1,0 +1,130 @@
+// `sluice export hf`: a checkpoint as a Hugging Face transformers model directory
+// (config.json, generation_config.json, model.safetensors [sharded with an index], the
+// SentencePiece tokenizer), loadable with AutoModelForCausalLM.from_pretrained (docs/interop.md).
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <string>
+
+#include "cli.h"
+#include "interop/hf_config.h"
+#include "sluice/errors.h"
+#include "sluice/fs.h"
+#include "sluice/tokenizer.h"
+#include "train/checkpoint.h"
+#include "train/run_dir.h"
+#include "train/safetensors.h"
+
+#include <ATen/ATen.h>
+
+namespace sluice::cli {
+namespace fs = std::filesystem;
+namespace {
+
+// The tensor names of the stock class: every one must be in the checkpoint and nothing else.
+std::set<std::string> expected_tensors(const Config& cfg) {
+  const ModelConfig& m = cfg.model;
+  std::set<std::string> names = {"model.embed_tokens.weight", "model.norm.weight"};
+  if (!m.tie_embeddings) names.insert("lm_head.weight");
+  for (int64_t i = 0; i < m.n_layers; ++i) {
+    const std::string p = fmt::format("model.layers.{}.", i);
+    for (const char* t : {"input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
+                          "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
+      names.insert(p + t + ".weight");
+    if (m.qk_norm) {
+      names.insert(p + "self_attn.q_norm.weight");
+      names.insert(p + "self_attn.k_norm.weight");
+    }
+  }
+  return names;
+}
+
+// tokenizer.model of a SentencePiece data.tokenizer (a directory or the file itself).
+std::string sentencepiece_file(const std::string& spec) {
+  fs::path p(spec);
+  std::error_code ec;
+  if (fs::is_directory(p, ec)) p /= "tokenizer.model";
+  return p.string();
+}
+
+struct ExportArgs {
+  std::string ckpt, out, dtype = "fp32";
+  double max_shard_mb = 5000;
+};
+
+void export_hf(const ExportArgs& a, Io io) {
+  std::error_code ec;
+  if (fs::exists(a.out, ec) && !fs::is_empty(a.out, ec))
+    throw InputError("--out: '" + a.out + "' exists and is not empty; export into a new directory");
+  const std::string ckpt = resolve_checkpoint(a.ckpt);
+  const CheckpointInfo info = read_checkpoint_info(ckpt);
+  SafetensorsFile weights = read_safetensors_sharded(ckpt, "model");
+  const auto embed = weights.tensors.find("model.embed_tokens.weight");
+  if (embed == weights.tensors.end())
+    throw InputError("--ckpt: '" + ckpt + "' has no tensor model.embed_tokens.weight");
+  const std::unique_ptr<Tokenizer> tok = load_tokenizer(info.config.data.tokenizer);
+  const HfModelConfig hf = hf_config_for(info.config, embed->second.size(0), tok->specials(),
+                                         a.dtype == "bf16" ? "bfloat16" : "float32");
+
+  const std::set<std::string> want = expected_tensors(info.config);
+  for (const auto& [name, t] : weights.tensors)
+    if (!want.count(name)) throw InputError(fmt::format("--ckpt: tensor {} of '{}' has no place in {}", name, ckpt, hf.architecture));
+  NamedTensors tensors;
+  for (const std::string& name : want) {
+    const auto it = weights.tensors.find(name);
+    if (it == weights.tensors.end()) throw InputError(fmt::format("--ckpt: '{}' lacks tensor {}", ckpt, name));
+    at::Tensor t = it->second;
+    if (a.dtype == "bf16" && t.is_floating_point()) t = t.to(at::kBFloat16);
+    tensors.emplace_back(name, t.contiguous());
+  }
+
+  // Written next to --out and renamed into place: a failed export leaves nothing behind.
+  const fs::path out = fs::absolute(a.out).lexically_normal();
+  if (out.has_parent_path()) fs::create_directories(out.parent_path());
+  const fs::path tmp = out.string() + ".tmp-export";
+  remove_tree(tmp.string());
+  fs::create_directories(tmp);
+  try {
+    const std::vector<std::string> files = write_safetensors_sharded(tmp.string(), "model", tensors,
+                                                                     static_cast<int64_t>(a.max_shard_mb * 1024 * 1024), {{"format", "pt"}});
+    write_file_synced((tmp / "config.json").string(), hf.config.dump(2) + "\n");
+    write_file_synced((tmp / "generation_config.json").string(), hf.generation_config.dump(2) + "\n");
+    if (tok->kind() == "sentencepiece") {
+      fs::copy_file(sentencepiece_file(info.config.data.tokenizer), tmp / "tokenizer.model");
+      const nlohmann::json tc = {{"tokenizer_class", "LlamaTokenizer"},
+                                 {"model_max_length", hf.config["max_position_embeddings"]},
+                                 {"add_bos_token", false},
+                                 {"add_eos_token", false}};
+      write_file_synced((tmp / "tokenizer_config.json").string(), tc.dump(2) + "\n");
+    }
+    if (fs::exists(out, ec)) fs::remove(out);  // an empty directory
+    fs::rename(tmp, out);
+    fsync_path(out.parent_path().string());
+    io.out << fmt::format("exported {} (step {}) as {} to {}: {} tensors in {} file(s), {}{}\n", ckpt, info.state.step,
+                          hf.architecture, out.string(), tensors.size(), files.size(), a.dtype,
+                          tok->kind() == "sentencepiece" ? ", tokenizer.model" : " (byte tokenizer: no tokenizer files)");
+  } catch (...) {
+    remove_tree(tmp.string());
+    throw;
+  }
+}
+
+}  // namespace
+
+void add_export_commands(CLI::App& app, Io io) {
+  CLI::App* exp = app.add_subcommand("export", "Export a checkpoint to another ecosystem's format.");
+  exp->require_subcommand(1);
+  auto a = std::make_shared<ExportArgs>();
+  CLI::App* hf = exp->add_subcommand("hf", "A Hugging Face transformers model directory (docs/interop.md).");
+  hf->add_option("--ckpt", a->ckpt, "checkpoint directory, or a run directory (its latest checkpoint)")->required();
+  hf->add_option("--out", a->out, "new directory for config.json, model.safetensors, ...")->required();
+  hf->add_option("--dtype", a->dtype, "weights as fp32 or bf16")->check(CLI::IsMember({"fp32", "bf16"}));
+  hf->add_option("--max-shard-mb", a->max_shard_mb, "shard model.safetensors above this size (with an index)")
+      ->check(CLI::PositiveNumber);
+  hf->callback([a, io] { export_hf(*a, io); });
+}
+
+}  // namespace sluice::cli
