@@ -19,7 +19,7 @@ from transformers import AutoModelForCausalLM
 
 export_dir, expected_file = sys.argv[1], sys.argv[2]
 expected = load_file(expected_file)
-model = AutoModelForCausalLM.from_pretrained(export_dir, dtype=torch.float32)
+model = AutoModelForCausalLM.from_pretrained(export_dir, dtype=torch.float32, trust_remote_code=True)
 model.eval()
 with torch.no_grad():
     logits = model(expected["tokens"].long()).logits

@@ -69,7 +69,13 @@ void export_hf(const ExportArgs& a, Io io) {
   const HfModelConfig hf = hf_config_for(info.config, embed->second.size(0), tok->specials(),
                                          a.dtype == "bf16" ? "bfloat16" : "float32");
 
-  const std::set<std::string> want = expected_tensors(info.config);
+  // The remote-code model takes Sluice's tensors as they are; a stock class exactly its own.
+  std::set<std::string> want;
+  if (hf.remote_code) {
+    for (const auto& [name, t] : weights.tensors) want.insert(name);
+  } else {
+    want = expected_tensors(info.config);
+  }
   for (const auto& [name, t] : weights.tensors)
     if (!want.count(name)) throw InputError(fmt::format("--ckpt: tensor {} of '{}' has no place in {}", name, ckpt, hf.architecture));
   NamedTensors tensors;
@@ -92,6 +98,8 @@ void export_hf(const ExportArgs& a, Io io) {
                                                                      static_cast<int64_t>(a.max_shard_mb * 1024 * 1024), {{"format", "pt"}});
     write_file_synced((tmp / "config.json").string(), hf.config.dump(2) + "\n");
     write_file_synced((tmp / "generation_config.json").string(), hf.generation_config.dump(2) + "\n");
+    if (hf.remote_code)
+      for (const auto& [name, text] : remote_code_files()) write_file_synced((tmp / name).string(), text);
     if (tok->kind() == "sentencepiece") {
       fs::copy_file(sentencepiece_file(info.config.data.tokenizer), tmp / "tokenizer.model");
       const nlohmann::json tc = {{"tokenizer_class", "LlamaTokenizer"},
@@ -103,8 +111,9 @@ void export_hf(const ExportArgs& a, Io io) {
     if (fs::exists(out, ec)) fs::remove(out);  // an empty directory
     fs::rename(tmp, out);
     fsync_path(out.parent_path().string());
-    io.out << fmt::format("exported {} (step {}) as {} to {}: {} tensors in {} file(s), {}{}\n", ckpt, info.state.step,
-                          hf.architecture, out.string(), tensors.size(), files.size(), a.dtype,
+    io.out << fmt::format("exported {} (step {}) as {}{} to {}: {} tensors in {} file(s), {}{}\n", ckpt, info.state.step,
+                          hf.architecture, hf.remote_code ? " (remote code: load with trust_remote_code=True)" : "",
+                          out.string(), tensors.size(), files.size(), a.dtype,
                           tok->kind() == "sentencepiece" ? ", tokenizer.model" : " (byte tokenizer: no tokenizer files)");
   } catch (...) {
     remove_tree(tmp.string());

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "config/schema.h"
 #include "sluice/errors.h"
 
 namespace sluice {
@@ -15,24 +16,33 @@ namespace {
                                key, value, why));
 }
 
-// Keys whose non-default values no stock class here computes.
-void check_stock_architecture(const ModelConfig& m) {
-  if (m.arch != "dense")
-    refuse("model.arch", m.arch, "MoE export (Qwen3MoeForCausalLM / Qwen2MoeForCausalLM) is not implemented yet");
-  if (m.position != "rope")
-    refuse("model.position", m.position, "Llama and Qwen3 use RoPE on every layer (ALiBi, NoPE and CoCA need the "
-                                         "remote-code model, not implemented yet)");
-  if (m.attention.coca.mode != "off") refuse("model.attention.coca.mode", m.attention.coca.mode, "no stock class has CoCA");
-  if (m.attention.gate.position != "none")
-    refuse("model.attention.gate.position", m.attention.gate.position,
-           "gated attention needs Qwen3NextForCausalLM (G1 with QK-norm) or the remote-code model; neither is "
-           "implemented yet");
-  if (m.attention.output_norm) refuse("model.attention.output_norm", "true", "no stock class normalises the SDPA output");
-  if (m.attention.window != 0)
-    refuse("model.attention.window", std::to_string(m.attention.window), "sliding windows are not exported yet");
-  if (!m.attention.window_pattern.empty())
-    refuse("model.attention.window_pattern", "a pattern", "per-layer windows are not exported yet");
+// The first key whose value the stock classes (Llama, Qwen3) do not compute, with the reason;
+// empty when they do.
+std::pair<std::string, std::string> not_stock(const ModelConfig& m) {
+  if (m.position != "rope") return {"model.position", "Llama and Qwen3 use RoPE on every layer"};
+  if (m.attention.coca.mode != "off") return {"model.attention.coca.mode", "no stock class has CoCA"};
+  if (m.attention.gate.position != "none") return {"model.attention.gate.position", "no stock class here has gates"};
+  if (m.attention.output_norm) return {"model.attention.output_norm", "no stock class normalises the SDPA output"};
+  if (m.attention.window != 0) return {"model.attention.window", "sliding windows"};
+  if (!m.attention.window_pattern.empty()) return {"model.attention.window_pattern", "per-layer windows"};
+  return {};
 }
+
+nlohmann::json yaml_to_json(const YAML::Node& n, config_detail::Kind kind) {
+  using config_detail::Kind;
+  switch (kind) {
+    case Kind::Int: return n.as<int64_t>();
+    case Kind::Float: return n.as<double>();
+    case Kind::Bool: return n.as<bool>();
+    case Kind::String: return n.as<std::string>();
+    case Kind::StringList: return n.as<std::vector<std::string>>();
+    case Kind::IntList: return n.as<std::vector<int64_t>>();
+  }
+  return nullptr;
+}
+
+HfModelConfig remote_code_config(const Config& cfg, int64_t vocab_size, const SpecialTokens& specials,
+                                 const std::string& dtype);
 
 }  // namespace
 
@@ -58,10 +68,24 @@ nlohmann::json hf_rope_parameters(const ModelConfig& m, int64_t train_len) {
   refuse("model.rope.scaling", r.scaling, "no transformers rope type matches");
 }
 
+nlohmann::json config_section_json(const Config& cfg, const std::string& section) {
+  nlohmann::json out = nlohmann::json::object();
+  const std::string prefix = section + ".";
+  for (const config_detail::Field& f : config_detail::schema()) {
+    if (f.path.rfind(prefix, 0) != 0) continue;
+    std::string p = "/" + f.path.substr(prefix.size());  // "rope.base" -> "/rope/base"
+    for (char& c : p) c = c == '.' ? '/' : c;
+    out[nlohmann::json::json_pointer(p)] = yaml_to_json(f.emit(cfg), f.kind);
+  }
+  return out;
+}
+
 HfModelConfig hf_config_for(const Config& cfg, int64_t vocab_size, const SpecialTokens& specials,
                             const std::string& dtype) {
   const ModelConfig& m = cfg.model;
-  check_stock_architecture(m);
+  if (m.arch != "dense")
+    refuse("model.arch", m.arch, "MoE export (Qwen3MoeForCausalLM / Qwen2MoeForCausalLM) is not implemented yet");
+  if (!not_stock(m).first.empty()) return remote_code_config(cfg, vocab_size, specials, dtype);
   HfModelConfig out;
   const bool qwen3 = m.qk_norm;
   out.architecture = qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM";
@@ -112,5 +136,49 @@ HfModelConfig hf_config_for(const Config& cfg, int64_t vocab_size, const Special
   out.generation_config = std::move(gen);
   return out;
 }
+
+namespace {
+
+// SluiceForCausalLM: the usual transformers fields (so that generic tools find the sizes) and
+// the whole `model:` section, which is what modeling_sluice.py reads.
+HfModelConfig remote_code_config(const Config& cfg, int64_t vocab_size, const SpecialTokens& specials,
+                                 const std::string& dtype) {
+  const ModelConfig& m = cfg.model;
+  HfModelConfig out;
+  out.architecture = "SluiceForCausalLM";
+  out.remote_code = true;
+  nlohmann::json model = config_section_json(cfg, "model");
+  model["vocab_size"] = vocab_size;
+  model["head_dim"] = m.resolved_head_dim();
+  model["ffn_hidden"] = m.resolved_ffn_hidden();
+  nlohmann::json c = {
+      {"architectures", {out.architecture}},
+      {"model_type", "sluice"},
+      {"auto_map",
+       {{"AutoConfig", "configuration_sluice.SluiceConfig"}, {"AutoModelForCausalLM", "modeling_sluice.SluiceForCausalLM"}}},
+      {"vocab_size", vocab_size},
+      {"hidden_size", m.d_model},
+      {"intermediate_size", m.resolved_ffn_hidden()},
+      {"num_hidden_layers", m.n_layers},
+      {"num_attention_heads", m.n_heads},
+      {"num_key_value_heads", m.n_kv_heads},
+      {"head_dim", m.resolved_head_dim()},
+      {"rms_norm_eps", m.norm_eps},
+      {"tie_word_embeddings", m.tie_embeddings},
+      {"max_position_embeddings", cfg.data.seq_len},
+      {"sluice", model},
+      {"use_cache", true},
+      {"dtype", dtype},
+  };
+  nlohmann::json gen = {{"do_sample", false}};
+  if (specials.bos >= 0) c["bos_token_id"] = gen["bos_token_id"] = specials.bos;
+  if (specials.eos >= 0) c["eos_token_id"] = gen["eos_token_id"] = specials.eos;
+  if (specials.pad >= 0) c["pad_token_id"] = gen["pad_token_id"] = specials.pad;
+  out.config = std::move(c);
+  out.generation_config = std::move(gen);
+  return out;
+}
+
+}  // namespace
 
 }  // namespace sluice

@@ -4,13 +4,19 @@
 //
 //   baseline, no QK-norm       -> LlamaForCausalLM   (model_type llama)
 //   baseline with QK-norm      -> Qwen3ForCausalLM   (model_type qwen3, head_dim explicit)
+//   every other dense variant  -> SluiceForCausalLM, the remote-code model written beside the
+//                                 weights (modeling_sluice.py, configuration_sluice.py; loaded
+//                                 with trust_remote_code=True); config.json carries the
+//                                 checkpoint's whole `model:` section under "sluice"
 //
-// Everything else is refused with the config key that no supported class can express.
+// What none of them computes is refused with its config key.
 #pragma once
 #include <nlohmann/json.hpp>
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "sluice/config.h"
 #include "sluice/tokenizer.h"
@@ -19,6 +25,7 @@ namespace sluice {
 
 struct HfModelConfig {
   std::string architecture;  // "LlamaForCausalLM"
+  bool remote_code = false;  // SluiceForCausalLM: write remote_code_files() beside config.json
   nlohmann::json config;     // config.json
   nlohmann::json generation_config;
 };
@@ -28,6 +35,13 @@ struct HfModelConfig {
 // transformers class computes what this config does.
 HfModelConfig hf_config_for(const Config& cfg, int64_t vocab_size, const SpecialTokens& specials,
                             const std::string& dtype);
+
+// The Python files of the remote-code model: {file name, contents} (embedded at build time
+// from src/interop/remote_code/).
+std::vector<std::pair<std::string, std::string>> remote_code_files();
+
+// A section of `cfg` ("model") as nested JSON with the YAML keys and types.
+nlohmann::json config_section_json(const Config& cfg, const std::string& section);
 
 // transformers' `rope_parameters` for Sluice's model.rope (static `ntk` as an adjusted theta).
 nlohmann::json hf_rope_parameters(const ModelConfig& m, int64_t train_len);
