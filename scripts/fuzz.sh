@@ -14,7 +14,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 seconds=${1:-60}
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
-targets=${FUZZ_TARGETS:-fuzz_utf8 fuzz_tfevents fuzz_checkpoint_json fuzz_safetensors_index fuzz_safetensors fuzz_shard fuzz_config}
+targets=${FUZZ_TARGETS:-fuzz_utf8 fuzz_tfevents fuzz_hf_config fuzz_checkpoint_json fuzz_safetensors_index fuzz_safetensors fuzz_shard fuzz_config}
 cxx=${CXX_FUZZ:-clang++-14}
 
 if [[ ! -f $build/build.ninja ]]; then

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <nlohmann/json.hpp>
+#include <iostream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -89,6 +90,8 @@ class HfExportTest : public ::testing::Test {
     ASSERT_FALSE(j.is_null());
     EXPECT_EQ(j["architecture"], architecture);
     EXPECT_LE(j["max_abs_logits"].get<double>(), 1e-5) << j.dump();
+    std::cout << "[hf_check] " << j["architecture"].get<std::string>() << ": max |logits - Sluice's| "
+              << j["max_abs_logits"].get<double>() << "\n";
     EXPECT_EQ(j["generated"], j["sluice_generated"]) << "transformers' greedy tokens differ from Sluice's: " << j.dump();
   }
 };

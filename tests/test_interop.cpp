@@ -6,8 +6,11 @@
 // stock class computes load as the remote-code model (more in test_interop_remote.cpp); what
 // no export computes is refused with its key, exit 2, nothing written.
 #include <filesystem>
+#include <functional>
+#include <map>
 
 #include "hf_export_fixture.h"
+#include "train/checkpoint.h"
 
 namespace sluice {
 namespace {
@@ -92,6 +95,195 @@ TEST_F(HfExport, WindowsLoadAsTheRemoteCodeModel) {
     EXPECT_EQ(cfg["sluice"]["attention"]["window"], sets.size() == 1 ? 8 : 0);
     EXPECT_TRUE(fs::exists(run + "-hf/modeling_sluice.py"));
   }
+}
+
+// --- sluice import hf ------------------------------------------------------------------------
+
+// The tensors of a checkpoint (or a run directory's latest).
+std::map<std::string, at::Tensor> checkpoint_tensors(const std::string& ckpt) {
+  return read_safetensors_sharded(resolve_checkpoint(ckpt), "model").tensors;
+}
+
+at::Tensor logits_of(const std::string& ckpt, const at::Tensor& tokens) {
+  EvalModel m = load_eval_model(ckpt, {});
+  at::NoGradGuard no_grad;
+  return m.model->forward(tokens);
+}
+
+void expect_same_tensors(const std::map<std::string, at::Tensor>& a, const std::map<std::string, at::Tensor>& b,
+                         bool bf16 = false) {
+  ASSERT_EQ(a.size(), b.size());
+  for (const auto& [name, t] : a) {
+    ASSERT_TRUE(b.count(name)) << name;
+    const at::Tensor want = bf16 ? t.to(at::kBFloat16).to(at::kFloat) : t;
+    EXPECT_EQ(b.at(name).scalar_type(), at::kFloat) << name;
+    EXPECT_TRUE(at::equal(want, b.at(name))) << name << " differs";
+  }
+}
+
+TEST_F(HfExport, ImportGivesBitwiseTheWeightsAndTheLogits) {
+  at::manual_seed(5);
+  const at::Tensor tokens = at::randint(0, 259, {2, 70}, at::kLong);
+  struct Case {
+    std::string name;
+    std::vector<std::string> sets, export_args;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"llama", {}, {}},
+           {"qwen3-yarn", {"model.qk_norm=true", "model.head_dim=16", "model.rope.scaling=yarn", "model.rope.factor=4",
+                           "model.rope.original_max_len=32"}, {"--max-shard-mb", "0.05"}},
+           {"dynamic-untied", {"model.rope.scaling=dynamic_ntk", "model.rope.factor=2", "model.rope.original_max_len=32",
+                               "model.tie_embeddings=false"}, {}},
+           {"remote-window", {"model.attention.window=8"}, {}}}) {
+    SCOPED_TRACE(c.name);
+    const std::string run = train_run(c.name, c.sets);
+    std::vector<std::string> args = {"export", "hf", "--ckpt", run, "--out", run + "-hf"};
+    args.insert(args.end(), c.export_args.begin(), c.export_args.end());
+    std::string err;
+    ASSERT_EQ(sluice(args, &err), 0) << err;
+    ASSERT_EQ(sluice({"import", "hf", "--model", run + "-hf", "--out", run + "-imported"}, &err), 0) << err;
+    expect_same_tensors(checkpoint_tensors(run), checkpoint_tensors(run + "-imported"));
+    EXPECT_TRUE(at::equal(logits_of(run, tokens), logits_of(run + "-imported", tokens)));
+    const CheckpointInfo info = read_checkpoint_info(resolve_checkpoint(run + "-imported"));
+    EXPECT_EQ(info.state.step, 0);
+    EXPECT_EQ(info.config.data.tokenizer, "byte");
+    const Config original = read_checkpoint_info(resolve_checkpoint(run)).config;
+    for (const std::string& d : diff_for_resume(original, info.config).incompatible)
+      EXPECT_NE(d.rfind("model.", 0), 0u) << "model key changed on the way: " << d;
+  }
+  // bf16 files import as their values in fp32
+  const std::string run = dir.file("llama");
+  std::string err;
+  ASSERT_EQ(sluice({"export", "hf", "--ckpt", run, "--out", run + "-bf16", "--dtype", "bf16"}, &err), 0) << err;
+  ASSERT_EQ(sluice({"import", "hf", "--model", run + "-bf16", "--out", run + "-bf16-imported"}, &err), 0) << err;
+  expect_same_tensors(checkpoint_tensors(run), checkpoint_tensors(run + "-bf16-imported"), /*bf16=*/true);
+}
+
+// Directories written by transformers' own save_pretrained (tests/hf_make_model.py): imported,
+// Sluice's logits equal transformers' within 1e-5.
+TEST_F(HfExport, ImportsWhatTransformersSaves) {
+  struct Case {
+    std::string name, kind, dtype, overrides;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"llama-fp32", "llama", "float32", "{}"},
+           {"llama-bf16-linear", "llama", "bfloat16",
+            R"({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0}})"},
+           {"qwen3-fp16-tied-yarn", "qwen3", "float16",
+            R"({"tie_word_embeddings": true, "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 16}})"},
+           {"llama-dynamic", "llama", "float32",
+            R"({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}, "max_position_embeddings": 16})"}}) {
+    SCOPED_TRACE(c.name);
+    const std::string d = dir.file(c.name);
+    const std::string cmd = std::string("'") + SLUICE_PYTHON + "' '" + SLUICE_SOURCE_DIR + "/tests/hf_make_model.py' '" + d +
+                            "' " + c.kind + " " + c.dtype + " '" + c.overrides + "' > '" + d + ".log' 2>&1";
+    ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_file(d + ".log");
+    std::string err;
+    ASSERT_EQ(sluice({"import", "hf", "--model", d, "--out", d + "-imported"}, &err), 0) << err;
+    const SafetensorsFile expected = read_safetensors(d + "/expected.safetensors");
+    const at::Tensor logits = logits_of(d + "-imported", expected.tensors.at("tokens"));
+    EXPECT_LE((logits - expected.tensors.at("logits")).abs().max().item<double>(), 1e-5)
+        << "logits up to " << expected.tensors.at("logits").abs().max().item<double>();
+  }
+}
+
+TEST_F(HfExport, InitFromStartsANewRunFromTheImportedWeights) {
+  const std::string run = train_run("base", {});
+  std::string err;
+  ASSERT_EQ(sluice({"export", "hf", "--ckpt", run, "--out", run + "-hf"}, &err), 0) << err;
+  ASSERT_EQ(sluice({"import", "hf", "--model", run + "-hf", "--out", dir.file("imported")}, &err), 0) << err;
+  // lr 1e-30: the one step's update is below every weight's rounding, so its checkpoint holds
+  // exactly the weights it started from
+  const std::vector<std::string> sets = {"data.train=" + corpus, "train.steps=1", "optim.lr=1e-30", "schedule.warmup_steps=0",
+                                         "train.eval_every=0", "train.device=cpu", "train.threads=1", "log.level=warn"};
+  const std::string cfg = resolve_checkpoint(dir.file("imported")) + "/config.yaml";
+  std::vector<std::string> args = {"train", cfg, "--init-from", dir.file("imported"), "--run-dir", dir.file("tuned")};
+  for (const std::string& s : sets) args.insert(args.end(), {"--set", s});
+  ASSERT_EQ(sluice(args, &err), 0) << err;
+  expect_same_tensors(checkpoint_tensors(run), checkpoint_tensors(dir.file("tuned")));
+  EXPECT_EQ(read_checkpoint_info(resolve_checkpoint(dir.file("tuned"))).state.step, 1);
+  // a model of other shapes: exit 2 naming the tensor, and no run directory
+  args = {"train", cfg, "--init-from", dir.file("imported"), "--run-dir", dir.file("wrong"), "--set", "model.ffn_hidden=96"};
+  for (const std::string& s : sets) args.insert(args.end(), {"--set", s});
+  EXPECT_EQ(sluice(args, &err), 2);
+  EXPECT_NE(err.find("--init-from"), std::string::npos) << err;
+  EXPECT_NE(err.find("mlp."), std::string::npos) << err;
+  EXPECT_FALSE(fs::exists(dir.file("wrong")));
+}
+
+TEST_F(HfExport, BadModelDirectoriesAreRefusedNamingFileAndTensor) {
+  const std::string run = train_run("base", {"train.steps=2"});
+  const std::string hf = run + "-hf";
+  std::string err;
+  ASSERT_EQ(sluice({"export", "hf", "--ckpt", run, "--out", hf}, &err), 0) << err;
+  const std::string config = testing::read_file(hf + "/config.json");
+  const std::string weights = testing::read_file(hf + "/model.safetensors");
+  // a copy of the export with one thing changed
+  int n = 0;
+  auto variant = [&](const std::function<void(const std::string&)>& change) {
+    const std::string d = dir.file("bad-" + std::to_string(n++));
+    fs::create_directories(d);
+    testing::write_file(d + "/config.json", config);
+    testing::write_file(d + "/model.safetensors", weights);
+    change(d);
+    return d;
+  };
+  auto expect_refused = [&](const std::string& d, const std::vector<std::string>& words) {
+    std::string e;
+    EXPECT_EQ(sluice({"import", "hf", "--model", d, "--out", d + "-imported"}, &e), 2) << d;
+    for (const std::string& w : words) EXPECT_NE(e.find(w), std::string::npos) << "'" << w << "' not in: " << e;
+    EXPECT_FALSE(fs::exists(d + "-imported"));
+    EXPECT_FALSE(fs::exists(d + "-imported.tmp-import"));
+  };
+  expect_refused(variant([](const std::string& d) { fs::remove(d + "/config.json"); }), {"config.json"});
+  expect_refused(variant([&](const std::string& d) {
+                   nlohmann::json j = nlohmann::json::parse(config);
+                   j["model_type"] = "gpt2";
+                   testing::write_file(d + "/config.json", j.dump());
+                 }),
+                 {"config.json", "model_type", "gpt2"});
+  expect_refused(variant([&](const std::string& d) {
+                   nlohmann::json j = nlohmann::json::parse(config);
+                   j["attention_bias"] = true;
+                   testing::write_file(d + "/config.json", j.dump());
+                 }),
+                 {"config.json", "attention_bias"});
+  expect_refused(variant([&](const std::string& d) {
+                   nlohmann::json j = nlohmann::json::parse(config);
+                   j["rope_parameters"] = {{"rope_type", "llama3"}, {"rope_theta", 5e5}, {"factor", 8.0}};
+                   testing::write_file(d + "/config.json", j.dump());
+                 }),
+                 {"rope_type", "llama3"});
+  expect_refused(variant([&](const std::string& d) {
+                   nlohmann::json j = nlohmann::json::parse(config);
+                   j["some_new_field"] = 1;
+                   testing::write_file(d + "/config.json", j.dump());
+                 }),
+                 {"some_new_field"});
+  // tensors: missing, mis-shaped, truncated file
+  auto rewrite = [&](const std::string& d, const std::function<void(std::map<std::string, at::Tensor>&)>& change) {
+    std::map<std::string, at::Tensor> t = read_safetensors(hf + "/model.safetensors").tensors;
+    change(t);
+    NamedTensors named(t.begin(), t.end());
+    write_safetensors(d + "/model.safetensors", named, {{"format", "pt"}});
+  };
+  expect_refused(variant([&](const std::string& d) {
+                   rewrite(d, [](auto& t) { t.erase("model.layers.1.mlp.up_proj.weight"); });
+                 }),
+                 {"model.safetensors", "model.layers.1.mlp.up_proj.weight", "missing"});
+  expect_refused(variant([&](const std::string& d) {
+                   rewrite(d, [](auto& t) { t["model.norm.weight"] = at::ones({31}); });
+                 }),
+                 {"model.safetensors", "model.norm.weight", "31"});
+  expect_refused(variant([&](const std::string& d) {
+                   rewrite(d, [](auto& t) { t["model.layers.0.self_attn.q_proj.bias"] = at::zeros({32}); });
+                 }),
+                 {"model.layers.0.self_attn.q_proj.bias"});
+  expect_refused(variant([&](const std::string& d) {
+                   testing::write_file(d + "/model.safetensors", weights.substr(0, weights.size() - 100));
+                 }),
+                 {"model.safetensors"});
+  expect_refused(variant([](const std::string& d) { fs::remove(d + "/model.safetensors"); }), {"model.safetensors"});
 }
 
 }  // namespace

@@ -25,6 +25,7 @@ int run(int argc, const char* const* argv, Io io) {
   add_report_command(app, io);
   add_ablate_command(app, io);
   add_export_commands(app, io);
+  add_import_commands(app, io);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -37,6 +37,7 @@ void add_stats_commands(CLI::App& app, Io io);
 void add_report_command(CLI::App& app, Io io);
 void add_ablate_command(CLI::App& app, Io io);
 void add_export_commands(CLI::App& app, Io io);
+void add_import_commands(CLI::App& app, Io io);
 // `generate`, and `eval passkey` under the `eval` command (call after add_eval_commands).
 void add_generate_commands(CLI::App& app, Io io);
 

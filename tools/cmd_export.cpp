@@ -66,8 +66,9 @@ void export_hf(const ExportArgs& a, Io io) {
   if (embed == weights.tensors.end())
     throw InputError("--ckpt: '" + ckpt + "' has no tensor model.embed_tokens.weight");
   const std::unique_ptr<Tokenizer> tok = load_tokenizer(info.config.data.tokenizer);
-  const HfModelConfig hf = hf_config_for(info.config, embed->second.size(0), tok->specials(),
-                                         a.dtype == "bf16" ? "bfloat16" : "float32");
+  HfModelConfig hf = hf_config_for(info.config, embed->second.size(0), tok->specials(),
+                                   a.dtype == "bf16" ? "bfloat16" : "float32");
+  if (tok->kind() == "byte") hf.config["sluice_tokenizer"] = "byte";  // for `sluice import hf`
 
   // The remote-code model takes Sluice's tensors as they are; a stock class exactly its own.
   std::set<std::string> want;

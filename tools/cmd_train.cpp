@@ -56,6 +56,7 @@ void add_train_command(CLI::App& app, Io io) {
     std::string run_dir;
     std::string resume = "auto";
     int64_t stop_after = 0;
+    std::string init_from;
   };
   auto args = std::make_shared<Args>();
   CLI::App* cmd = app.add_subcommand("train", "Train a model from a YAML configuration.");
@@ -70,12 +71,16 @@ void add_train_command(CLI::App& app, Io io) {
       ->default_str("auto");
   cmd->add_option("--stop-after", args->stop_after,
                   "Stop after this step with a checkpoint, as on SIGTERM (chunked jobs; resume later)");
+  cmd->add_option("--init-from", args->init_from,
+                  "Start a new run (step 0, fresh optimizer) from the weights of this checkpoint or run directory, "
+                  "e.g. one of `sluice import hf`; a resumed run ignores it");
   cmd->callback([args, io] {
     const LoadedConfig cfg = load_config(args->file, args->sets);
     TrainOptions opts;
     opts.run_dir = args->run_dir;
     opts.resume = args->resume;
     opts.stop_after = args->stop_after;
+    opts.init_from = args->init_from;
     opts.parallel = dist::connect(cfg);  // null without a launcher
     const TrainSummary s = train_naming_the_rank(cfg, opts);
     if (opts.parallel && !opts.parallel->is_main()) return;  // rank 0 reports for the job

@@ -15,6 +15,8 @@ struct TrainOptions {
   std::string resume = "auto";  // auto: continue the run directory's latest checkpoint if it has
                                 // one; never: refuse an existing run; else a checkpoint or run dir
   int64_t stop_after = 0;       // > 0: stop after this step with a checkpoint, as on SIGTERM
+  std::string init_from;        // a checkpoint or run dir (e.g. `sluice import hf`'s): a new run starts
+                                // from its weights (step 0, fresh optimizer); a resume ignores it
   std::shared_ptr<Parallel> parallel;  // the ranks of a distributed run (dist::connect); null: one process
 };
 

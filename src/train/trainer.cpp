@@ -193,6 +193,7 @@ class Trainer {
   std::string run_dir_;
   bool existing_ = false;
   std::optional<CheckpointInfo> resume_;
+  std::optional<CheckpointInfo> init_from_;  // --init-from on a fresh start
   int64_t tokens_per_step_ = 0;  // all ranks together
   // build_model
   CausalLM model_{nullptr};
@@ -255,6 +256,13 @@ class Trainer {
     run_dir_ = par_.agree("the run directory", choose_run_dir(cfg_, opts_.run_dir));
     existing_ = fs::exists(fs::path(run_dir_) / "config.yaml");
     resume_ = choose_resume(cfg_, run_dir_, opts_.resume);
+    if (!resume_ && !opts_.init_from.empty()) {
+      try {
+        init_from_ = read_checkpoint_info(resolve_checkpoint(opts_.init_from));
+      } catch (const InputError& e) {
+        throw InputError(std::string("--init-from: ") + e.what());
+      }
+    }
     if (resume_) {
       const Config& old = resume_->config;
       const uint64_t from = resume_->state.global_micro_batch > 0 ? resume_->state.global_micro_batch
@@ -312,9 +320,17 @@ class Trainer {
     model_->to(device_);
     model_->set_routing_count_reducer(par_.routing_count_reducer());
     optimizer_ = par_.make_optimizer(*model_, named_parameters(model_), cfg_);
+    const TensorPart part = [this](const std::string& name, const at::Tensor& whole) { return par_.local_part(name, whole); };
     if (resume_) {
-      load_checkpoint(resume_->dir, *model_, optimizer_.get(), /*restore_rng=*/true,
-                      [this](const std::string& name, const at::Tensor& whole) { return par_.local_part(name, whole); });
+      load_checkpoint(resume_->dir, *model_, optimizer_.get(), /*restore_rng=*/true, part);
+    } else if (init_from_) {
+      // Weights only: names and shapes must match (the message names the tensor); the model keys
+      // may differ where they change no shape (e.g. RoPE scaling for a longer context).
+      try {
+        load_checkpoint(init_from_->dir, *model_, nullptr, /*restore_rng=*/false, part);
+      } catch (const InputError& e) {
+        throw InputError(std::string("--init-from: ") + e.what());
+      }
     }
     state_.global_micro_batch = train_loader_->global_batch();
     stepper_ = std::make_unique<TrainStep>(model_, *optimizer_, cfg_.train.grad_clip, device_, bf16_, &par_);
@@ -357,6 +373,12 @@ class Trainer {
     peak_ = peak_flops(device_, cfg_.log.peak_tflops);
     log::info(fmt::format("run dir {}", run_dir_));
     if (resume_) log::info(fmt::format("resuming from {} (step {})", resume_->dir, state_.step));
+    if (init_from_) {
+      log::info(fmt::format("initialised from {} (weights of its step {}; step 0, fresh optimizer)", init_from_->dir,
+                            init_from_->state.step));
+      for (const std::string& d : diff_for_resume(init_from_->config, cfg_).incompatible)
+        if (d.rfind("model.", 0) == 0) log::info("init-from: model key differs from the checkpoint's: " + d);
+    }
     if (par_.world_size() > 1) log::info("distributed: " + par_.describe());
     log::info(fmt::format("device {} ({}), precision {}, attention backend {}, {} threads", device_.str(),
                           device_name(device_), bf16_ ? "bf16 autocast" : "fp32", cfg_.model.attention.backend,

@@ -1,0 +1,30 @@
+// The Hugging Face config.json reader of `sluice import hf` (src/interop/hf_import.*).
+// Properties: only InputError escapes; an accepted config names one of the supported
+// architectures and is a valid Sluice config (plan_hf_import validates it with the config
+// loader, whose own errors are InputError too), which to_yaml prints and loads back unchanged.
+#include <cstdint>
+#include <string>
+
+#include "fuzz_util.h"
+#include "interop/hf_import.h"
+#include "sluice/config.h"
+#include "sluice/errors.h"
+
+using namespace sluice;
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  const std::string text(fuzz::as_text(data, size));
+  HfImportPlan plan;
+  try {
+    plan = plan_hf_import(text, "config.json");
+  } catch (const InputError&) {
+    return 0;
+  }
+  fuzz::check(plan.architecture == "LlamaForCausalLM" || plan.architecture == "Qwen3ForCausalLM" ||
+                  plan.architecture == "SluiceForCausalLM",
+              "unexpected architecture " + plan.architecture);
+  const std::string yaml = to_yaml(plan.config);
+  const LoadedConfig again = load_config_text(yaml, "round trip", {}, /*check_paths=*/false);
+  fuzz::check(to_yaml(again.config) == yaml, "an accepted config does not load back to itself");
+  return 0;
+}

@@ -1,0 +1,39 @@
+"""Writes a small randomly initialised transformers model with save_pretrained, and its logits
+on a fixed batch, for the import tests (tests/test_interop.cpp): what a directory made by
+transformers itself (not by `sluice export hf`) looks like.
+
+    python tests/hf_make_model.py OUT_DIR llama|qwen3 DTYPE [CONFIG_JSON_OVERRIDES]
+
+DTYPE: float32, bfloat16 or float16 (the saved weights; logits are computed in fp32 from
+exactly the saved values). OUT_DIR/expected.safetensors: tokens [2, 48], logits [2, 48, V].
+"""
+import json
+import sys
+
+import torch
+from safetensors.torch import save_file
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+out, kind, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
+extra = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
+torch.manual_seed(0)
+common = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5)
+common.update(extra)
+if kind == "llama":
+    model = LlamaForCausalLM(LlamaConfig(**common))
+else:
+    model = Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common))
+with torch.no_grad():  # norms away from 1, so that a lost or misplaced norm weight shows
+    for name, p in model.named_parameters():
+        if "norm" in name:
+            p.copy_(1.0 + 0.3 * torch.randn_like(p))
+model = model.to(dtype)
+model.save_pretrained(out)
+# the reference: the saved files loaded back in fp32 (not model.float(): .to(dtype) also rounded
+# RoPE's inv_freq buffer, which loading recomputes)
+model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
+tokens = torch.randint(0, 300, (2, 48), generator=torch.Generator().manual_seed(1))
+with torch.no_grad():
+    logits = model(tokens).logits
+save_file({"tokens": tokens, "logits": logits.contiguous()}, f"{out}/expected.safetensors")
