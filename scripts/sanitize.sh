@@ -3,7 +3,7 @@
 # code (build-asan/: clang++-14, SLUICE_TORCH_FREE_ONLY, SLUICE_SANITIZE, SLUICE_FUZZ) and
 #   1. the cpu-labelled tests of it under ctest: test_config (config loading, validation,
 #      overrides), test_text (UTF-8, tokenizers, shards, `data prepare`), test_formats (the
-#      safetensors and checkpoint JSON readers);
+#      safetensors and checkpoint JSON readers), test_tensorboard_events, test_hf_import;
 #   2. every fuzz target on its committed seed corpus for FUZZ_SECONDS (default 15) each, so a
 #      reader change that crashes, hangs, leaks or trips UBSan on the corpus fails CI.
 # LibTorch is not instrumented and not part of this build, so nothing is suppressed: any report

@@ -2,7 +2,7 @@
 on a fixed batch, for the import tests (tests/test_interop.cpp): what a directory made by
 transformers itself (not by `sluice export hf`) looks like.
 
-    python tests/hf_make_model.py OUT_DIR llama|qwen3 DTYPE [CONFIG_JSON_OVERRIDES]
+    python tests/hf_make_model.py OUT_DIR llama|qwen3|qwen3_moe|qwen2_moe DTYPE [CONFIG_JSON_OVERRIDES]
 
 DTYPE: float32, bfloat16 or float16 (the saved weights; logits are computed in fp32 from
 exactly the saved values). OUT_DIR/expected.safetensors: tokens [2, 48], logits [2, 48, V].
@@ -12,7 +12,8 @@ import sys
 
 import torch
 from safetensors.torch import save_file
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen3Config, Qwen3ForCausalLM
+from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
 
 out, kind, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
 extra = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
@@ -20,10 +21,19 @@ torch.manual_seed(0)
 common = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=64, rms_norm_eps=1e-5)
 common.update(extra)
+moe = dict(num_experts=4, num_experts_per_tok=2, moe_intermediate_size=24)
 if kind == "llama":
     model = LlamaForCausalLM(LlamaConfig(**common))
-else:
+elif kind == "qwen3":
     model = Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common))
+elif kind == "qwen3_moe":
+    model = Qwen3MoeForCausalLM(Qwen3MoeConfig(head_dim=16, decoder_sparse_step=2, norm_topk_prob=True, **moe, **common))
+else:
+    model = Qwen2MoeForCausalLM(Qwen2MoeConfig(qkv_bias=False, shared_expert_intermediate_size=40, **moe, **common))
+with torch.no_grad():  # routers away from zero, so that routing differs between tokens
+    for name, p in model.named_parameters():
+        if name.endswith("mlp.gate.weight") or "shared_expert_gate" in name:
+            p.normal_(0.0, 0.5)
 with torch.no_grad():  # norms away from 1, so that a lost or misplaced norm weight shows
     for name, p in model.named_parameters():
         if "norm" in name:

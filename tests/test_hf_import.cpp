@@ -133,6 +133,50 @@ TEST(HfImport, RefusalsNameTheFileAndTheField) {
   }
 }
 
+TEST(HfImport, QwenMoeRoutingAndSharedExperts) {
+  json j = llama();
+  j["model_type"] = "qwen3_moe";
+  j["num_local_experts"] = 8;  // what transformers 5 writes
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 48;
+  j["decoder_sparse_step"] = 2;
+  j["norm_topk_prob"] = true;
+  j["mlp_only_layers"] = json::array();
+  HfImportPlan p = plan_hf_import(j.dump(), "m/config.json");
+  EXPECT_EQ(p.architecture, "Qwen3MoeForCausalLM");
+  const ModelConfig& m = p.config.model;
+  EXPECT_EQ(m.arch, "moe");
+  EXPECT_TRUE(m.qk_norm);
+  EXPECT_EQ(m.moe.n_experts, 8);
+  EXPECT_EQ(m.moe.top_k, 2);
+  EXPECT_EQ(m.moe.ffn_hidden, 48);
+  EXPECT_EQ(m.moe.every, 2);
+  EXPECT_TRUE(m.moe.norm_topk_prob);
+  EXPECT_EQ(m.moe.shared_experts, 0);
+  j["mlp_only_layers"] = {0};
+  EXPECT_NE(error_of(j).find("mlp_only_layers"), std::string::npos);
+  j["mlp_only_layers"] = json::array();
+  j["num_experts_per_tok"] = 9;
+  EXPECT_NE(error_of(j).find("num_experts_per_tok"), std::string::npos);
+
+  j = llama();
+  j["model_type"] = "qwen2_moe";
+  j["num_experts"] = 4;
+  j["num_experts_per_tok"] = 2;
+  j["moe_intermediate_size"] = 32;
+  j["shared_expert_intermediate_size"] = 96;
+  j["qkv_bias"] = false;
+  p = plan_hf_import(j.dump(), "m/config.json");
+  EXPECT_EQ(p.architecture, "Qwen2MoeForCausalLM");
+  EXPECT_FALSE(p.config.model.qk_norm);
+  EXPECT_EQ(p.config.model.moe.shared_experts, 1);
+  EXPECT_EQ(p.config.model.moe.shared_ffn_hidden, 96);
+  EXPECT_TRUE(p.config.model.moe.shared_expert_gate);
+  EXPECT_FALSE(p.config.model.moe.norm_topk_prob);  // Qwen2-MoE's default
+  j.erase("qkv_bias");  // its default is true
+  EXPECT_NE(error_of(j).find("qkv_bias"), std::string::npos) << error_of(j);
+}
+
 TEST(HfImport, SluiceRemoteCodeConfigsCarryTheModelSection) {
   const json j = {{"model_type", "sluice"},
                   {"max_position_embeddings", 64},

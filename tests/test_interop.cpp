@@ -69,18 +69,68 @@ TEST_F(HfExport, ShardedAndBf16Files) {
 
 TEST_F(HfExport, ModelsNoExportComputesAreRefusedByKey) {
   const std::string base = train_run("base", {"train.steps=2"});
-  const std::string run = train_run("moe", {"model.arch=moe", "model.moe.n_experts=4", "train.steps=2"});
+  const std::vector<std::string> moe = {"model.arch=moe", "model.moe.n_experts=4", "train.steps=2"};
+  struct Case {
+    std::vector<std::string> sets;
+    std::string key;
+  };
+  for (const Case& c : std::vector<Case>{
+           {{}, "model.qk_norm"},  // MoE without shared experts is Qwen3-MoE, which has QK-norm
+           {{"model.qk_norm=true", "model.moe.shared_experts=1", "model.moe.shared_expert_gate=true"},
+            "model.moe.shared_experts"},
+           {{"model.moe.shared_experts=1"}, "model.moe.shared_expert_gate"},
+           {{"model.qk_norm=true", "model.moe.scoring=sigmoid"}, "model.moe.scoring"},
+           {{"model.qk_norm=true", "model.moe.capacity_factor=1.5"}, "model.moe.capacity_factor"},
+           {{"model.qk_norm=true", "model.attention.gate.position=G1"}, "model.attention.gate.position"}}) {
+    std::vector<std::string> sets = moe;
+    sets.insert(sets.end(), c.sets.begin(), c.sets.end());
+    const std::string run = train_run("moe-" + c.key, sets);
+    std::string err;
+    EXPECT_EQ(sluice({"export", "hf", "--ckpt", run, "--out", run + "-hf"}, &err), 2) << c.key;
+    EXPECT_NE(err.find(c.key), std::string::npos) << err;
+    EXPECT_FALSE(fs::exists(run + "-hf")) << "nothing is written";
+    EXPECT_FALSE(fs::exists(run + "-hf.tmp-export"));
+  }
   std::string err;
-  EXPECT_EQ(sluice({"export", "hf", "--ckpt", run, "--out", run + "-hf"}, &err), 2);
-  EXPECT_NE(err.find("model.arch"), std::string::npos) << err;
-  EXPECT_FALSE(fs::exists(run + "-hf")) << "nothing is written";
-  EXPECT_FALSE(fs::exists(run + "-hf.tmp-export"));
   // --out must be new
   fs::create_directories(base + "-full");
   testing::write_file(base + "-full/x", "x");
   EXPECT_EQ(sluice({"export", "hf", "--ckpt", base, "--out", base + "-full"}, &err), 2);
   EXPECT_NE(err.find("--out"), std::string::npos) << err;
   EXPECT_EQ(sluice({"export", "hf", "--ckpt", dir.file("missing"), "--out", dir.file("m-hf")}, &err), 2);
+}
+
+// MoE: Qwen3-MoE (QK-norm, no shared experts) and Qwen2-MoE (one gated shared expert), with
+// dense blocks between (moe.every = decoder_sparse_step); experts as transformers saves them.
+TEST_F(HfExport, MoeModelsLoadAsQwenMoe) {
+  const std::vector<std::string> moe = {"model.arch=moe", "model.moe.n_experts=4", "model.moe.top_k=2",
+                                        "model.moe.ffn_hidden=32", "model.n_layers=3"};
+  struct Case {
+    std::string name, architecture;
+    std::vector<std::string> sets;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"qwen3moe", "Qwen3MoeForCausalLM", {"model.qk_norm=true", "model.moe.every=2", "model.moe.norm_topk_prob=true"}},
+           {"qwen2moe", "Qwen2MoeForCausalLM",
+            {"model.moe.shared_experts=1", "model.moe.shared_ffn_hidden=48", "model.moe.shared_expert_gate=true",
+             "model.moe.norm_topk_prob=false"}}}) {
+    SCOPED_TRACE(c.name);
+    std::vector<std::string> sets = moe;
+    sets.insert(sets.end(), c.sets.begin(), c.sets.end());
+    const std::string run = train_run(c.name, sets);
+    expect_equal_outputs(export_and_check(run), c.architecture);
+    const nlohmann::json cfg = nlohmann::json::parse(testing::read_file(run + "-hf/config.json"));
+    EXPECT_EQ(cfg["num_experts"], 4);
+    const SafetensorsFile files = read_safetensors(run + "-hf/model.safetensors");
+    EXPECT_TRUE(files.tensors.count("model.layers.1.mlp.experts.3.down_proj.weight"));
+    // and back: bitwise the checkpoint's stacked experts
+    std::string err;
+    ASSERT_EQ(sluice({"import", "hf", "--model", run + "-hf", "--out", run + "-imported"}, &err), 0) << err;
+    const auto a = read_safetensors_sharded(resolve_checkpoint(run), "model").tensors;
+    const auto b = read_safetensors_sharded(resolve_checkpoint(run + "-imported"), "model").tensors;
+    ASSERT_EQ(a.size(), b.size());
+    for (const auto& [name, t] : a) EXPECT_TRUE(b.count(name) && at::equal(t, b.at(name))) << name;
+  }
 }
 
 // Variants no stock class computes load as the remote-code model (trust_remote_code=True).
@@ -171,6 +221,8 @@ TEST_F(HfExport, ImportsWhatTransformersSaves) {
             R"({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0}})"},
            {"qwen3-fp16-tied-yarn", "qwen3", "float16",
             R"({"tie_word_embeddings": true, "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 16}})"},
+           {"qwen3-moe-bf16", "qwen3_moe", "bfloat16", "{}"},
+           {"qwen2-moe", "qwen2_moe", "float32", "{}"},
            {"llama-dynamic", "llama", "float32",
             R"({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}, "max_position_embeddings": 16})"}}) {
     SCOPED_TRACE(c.name);

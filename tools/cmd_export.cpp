@@ -11,6 +11,7 @@
 
 #include "cli.h"
 #include "interop/hf_config.h"
+#include "interop/hf_tensors.h"
 #include "sluice/errors.h"
 #include "sluice/fs.h"
 #include "sluice/tokenizer.h"
@@ -32,8 +33,18 @@ std::set<std::string> expected_tensors(const Config& cfg) {
   for (int64_t i = 0; i < m.n_layers; ++i) {
     const std::string p = fmt::format("model.layers.{}.", i);
     for (const char* t : {"input_layernorm", "post_attention_layernorm", "self_attn.q_proj", "self_attn.k_proj",
-                          "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"})
+                          "self_attn.v_proj", "self_attn.o_proj"})
       names.insert(p + t + ".weight");
+    if (!m.is_moe_layer(i)) {
+      for (const char* t : {"mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) names.insert(p + t + ".weight");
+    } else {
+      names.insert(p + "mlp.gate.weight");  // the router
+      for (const char* t : {"gate_proj", "up_proj", "down_proj"}) names.insert(p + "mlp.experts." + t);  // stacked
+      if (m.moe.shared_experts > 0) {
+        for (const char* t : {"gate_proj", "up_proj", "down_proj"}) names.insert(p + "mlp.shared_expert." + t + ".weight");
+        if (m.moe.shared_expert_gate) names.insert(p + "mlp.shared_expert_gate.weight");
+      }
+    }
     if (m.qk_norm) {
       names.insert(p + "self_attn.q_norm.weight");
       names.insert(p + "self_attn.k_norm.weight");
@@ -79,14 +90,11 @@ void export_hf(const ExportArgs& a, Io io) {
   }
   for (const auto& [name, t] : weights.tensors)
     if (!want.count(name)) throw InputError(fmt::format("--ckpt: tensor {} of '{}' has no place in {}", name, ckpt, hf.architecture));
+  for (const std::string& name : want)
+    if (!weights.tensors.count(name)) throw InputError(fmt::format("--ckpt: '{}' lacks tensor {}", ckpt, name));
   NamedTensors tensors;
-  for (const std::string& name : want) {
-    const auto it = weights.tensors.find(name);
-    if (it == weights.tensors.end()) throw InputError(fmt::format("--ckpt: '{}' lacks tensor {}", ckpt, name));
-    at::Tensor t = it->second;
-    if (a.dtype == "bf16" && t.is_floating_point()) t = t.to(at::kBFloat16);
-    tensors.emplace_back(name, t.contiguous());
-  }
+  for (auto& [name, t] : hf.remote_code ? weights.tensors : to_hf_tensors(weights.tensors))
+    tensors.emplace_back(name, (a.dtype == "bf16" && t.is_floating_point() ? t.to(at::kBFloat16) : t).contiguous());
 
   // Written next to --out and renamed into place: a failed export leaves nothing behind.
   const fs::path out = fs::absolute(a.out).lexically_normal();

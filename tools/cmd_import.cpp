@@ -13,6 +13,7 @@
 
 #include "cli.h"
 #include "interop/hf_import.h"
+#include "interop/hf_tensors.h"
 #include "sluice/errors.h"
 #include "sluice/fs.h"
 #include "sluice/model.h"
@@ -68,6 +69,7 @@ void import_hf(const ImportArgs& a, Io io) {
   // The model Sluice builds from the config says which tensors, of which shapes, must be there.
   std::string weights_file;
   SafetensorsFile weights = read_weights(dir, weights_file);
+  weights.tensors = from_hf_tensors(weights.tensors, weights_file);  // MoE experts stacked as Sluice keeps them
   CausalLM model(cfg.model);
   NamedTensors tensors;
   std::set<std::string> expected;

@@ -28,6 +28,28 @@ std::pair<std::string, std::string> not_stock(const ModelConfig& m) {
   return {};
 }
 
+// Sluice's MoE layers as Qwen3-MoE's (softmax top-k, optionally renormalised, no shared
+// experts, QK-norm) or Qwen2-MoE's (the same router, one gated shared expert, no QK-norm).
+void check_stock_moe(const ModelConfig& m) {
+  const MoEConfig& e = m.moe;
+  if (e.router != "softmax_topk") refuse("model.moe.router", e.router, "Qwen-MoE routes by softmax top-k");
+  if (e.scoring != "softmax") refuse("model.moe.scoring", e.scoring, "Qwen-MoE scores experts by softmax");
+  if (e.bias_update_rate != 0.0)
+    refuse("model.moe.bias_update_rate", std::to_string(e.bias_update_rate), "Qwen-MoE has no routing bias");
+  if (e.capacity_factor != 0.0)
+    refuse("model.moe.capacity_factor", std::to_string(e.capacity_factor), "Qwen-MoE is dropless");
+  if (m.qk_norm && e.shared_experts > 0)
+    refuse("model.moe.shared_experts", std::to_string(e.shared_experts),
+           "with QK-norm the class is Qwen3MoeForCausalLM, which has no shared experts (Qwen2MoeForCausalLM has "
+           "them but no QK-norm)");
+  if (!m.qk_norm && e.shared_experts == 0)
+    refuse("model.qk_norm", "false",
+           "an MoE model without shared experts maps to Qwen3MoeForCausalLM, which has QK-norm (Qwen2MoeForCausalLM "
+           "always has a gated shared expert)");
+  if (!m.qk_norm && !e.shared_expert_gate)
+    refuse("model.moe.shared_expert_gate", "false", "Qwen2MoeForCausalLM gates its shared expert");
+}
+
 nlohmann::json yaml_to_json(const YAML::Node& n, config_detail::Kind kind) {
   using config_detail::Kind;
   switch (kind) {
@@ -83,12 +105,21 @@ nlohmann::json config_section_json(const Config& cfg, const std::string& section
 HfModelConfig hf_config_for(const Config& cfg, int64_t vocab_size, const SpecialTokens& specials,
                             const std::string& dtype) {
   const ModelConfig& m = cfg.model;
-  if (m.arch != "dense")
-    refuse("model.arch", m.arch, "MoE export (Qwen3MoeForCausalLM / Qwen2MoeForCausalLM) is not implemented yet");
-  if (!not_stock(m).first.empty()) return remote_code_config(cfg, vocab_size, specials, dtype);
+  const bool moe = m.arch == "moe";
+  const auto [key, why] = not_stock(m);
+  if (!key.empty()) {
+    if (moe) refuse(key, "this value in an MoE model", why + "; the remote-code model has no MoE layers");
+    return remote_code_config(cfg, vocab_size, specials, dtype);
+  }
+  if (moe) check_stock_moe(m);
   HfModelConfig out;
   const bool qwen3 = m.qk_norm;
+  std::string model_type = qwen3 ? "qwen3" : "llama";
   out.architecture = qwen3 ? "Qwen3ForCausalLM" : "LlamaForCausalLM";
+  if (moe) {
+    model_type = qwen3 ? "qwen3_moe" : "qwen2_moe";
+    out.architecture = qwen3 ? "Qwen3MoeForCausalLM" : "Qwen2MoeForCausalLM";
+  }
   const int64_t train_len = cfg.data.seq_len;
   const int64_t original = m.rope.original_max_len > 0 ? m.rope.original_max_len : train_len;
   // The length the positions were trained for; dynamic NTK reads it as its original length.
@@ -100,7 +131,7 @@ HfModelConfig hf_config_for(const Config& cfg, int64_t vocab_size, const Special
 
   nlohmann::json c = {
       {"architectures", {out.architecture}},
-      {"model_type", qwen3 ? "qwen3" : "llama"},
+      {"model_type", model_type},
       {"vocab_size", vocab_size},
       {"hidden_size", m.d_model},
       {"intermediate_size", m.resolved_ffn_hidden()},
@@ -119,7 +150,21 @@ HfModelConfig hf_config_for(const Config& cfg, int64_t vocab_size, const Special
       {"use_cache", true},
       {"dtype", dtype},
   };
-  if (qwen3) {
+  if (moe) {
+    c["num_experts"] = m.moe.n_experts;
+    c["num_experts_per_tok"] = m.moe.top_k;
+    c["moe_intermediate_size"] = m.resolved_expert_hidden();
+    c["decoder_sparse_step"] = m.moe.every;  // Sluice's is_moe_layer is transformers' rule
+    c["mlp_only_layers"] = nlohmann::json::array();
+    c["norm_topk_prob"] = m.moe.norm_topk_prob;
+    c["router_aux_loss_coef"] = m.moe.aux_loss_coef;
+    c["output_router_logits"] = false;
+    if (!qwen3) {
+      c["shared_expert_intermediate_size"] = m.resolved_shared_hidden();
+      c["qkv_bias"] = false;
+    }
+  }
+  if (qwen3 || moe) {
     c["use_sliding_window"] = false;
     c["sliding_window"] = nullptr;
     c["max_window_layers"] = m.n_layers;

@@ -136,6 +136,36 @@ void read_rope(Reader& r, const json& cfg, RopeConfig& rope, int64_t max_positio
   p.refuse_unknown();
 }
 
+// Qwen3-MoE / Qwen2-MoE routing: softmax top-k (renormalised with norm_topk_prob), MoE in
+// blocks with (i + 1) % decoder_sparse_step == 0 (Sluice's moe.every), Qwen2-MoE's one gated
+// shared expert.
+void read_moe(Reader& r, const std::string& type, ModelConfig& m) {
+  MoEConfig& e = m.moe;
+  // transformers 5 writes num_local_experts (num_experts is its alias); 4.x num_experts
+  e.n_experts = r.find("num_local_experts") != nullptr ? r.positive("num_local_experts") : r.positive("num_experts");
+  e.top_k = r.positive("num_experts_per_tok");
+  if (e.top_k > e.n_experts) r.fail("num_experts_per_tok", "exceeds num_experts");
+  e.ffn_hidden = r.positive("moe_intermediate_size");
+  e.every = r.positive("decoder_sparse_step", 1);
+  e.norm_topk_prob = r.boolean("norm_topk_prob", false);
+  e.aux_loss_coef = r.number("router_aux_loss_coef", 0.001);
+  if (e.aux_loss_coef < 0) e.aux_loss_coef = 0;
+  e.router = "softmax_topk";
+  e.scoring = "softmax";
+  r.find("output_router_logits");
+  if (const json* only = r.find("mlp_only_layers")) {
+    if (!only->is_array() || !only->empty())
+      r.fail("mlp_only_layers", only->dump() + " is not supported; Sluice places MoE layers by decoder_sparse_step only");
+  }
+  if (type == "qwen2_moe") {
+    if (r.find("qkv_bias") == nullptr) r.fail("qkv_bias", "is absent, which means true in Qwen2-MoE; Sluice's projections have no bias");
+    r.require("qkv_bias", false, "Sluice's projections have no bias");
+    e.shared_experts = 1;
+    e.shared_ffn_hidden = r.positive("shared_expert_intermediate_size");
+    e.shared_expert_gate = true;
+  }
+}
+
 }  // namespace
 
 HfImportPlan plan_hf_import(const std::string& text, const std::string& path) {
@@ -147,9 +177,13 @@ HfImportPlan plan_hf_import(const std::string& text, const std::string& path) {
   HfImportPlan plan;
   Config& c = plan.config;
   ModelConfig& m = c.model;
-  if (type == "llama" || type == "qwen3") {
-    plan.architecture = type == "llama" ? "LlamaForCausalLM" : "Qwen3ForCausalLM";
-    m.arch = "dense";
+  const bool moe = type == "qwen3_moe" || type == "qwen2_moe";
+  if (type == "llama" || type == "qwen3" || moe) {
+    plan.architecture = type == "llama"       ? "LlamaForCausalLM"
+                        : type == "qwen3"     ? "Qwen3ForCausalLM"
+                        : type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
+                                              : "Qwen2MoeForCausalLM";
+    m.arch = moe ? "moe" : "dense";
     m.vocab_size = r.positive("vocab_size");
     m.d_model = r.positive("hidden_size");
     m.ffn_hidden = r.positive("intermediate_size");
@@ -163,10 +197,11 @@ HfImportPlan plan_hf_import(const std::string& text, const std::string& path) {
     m.tie_embeddings = r.boolean("tie_word_embeddings", false);
     m.init_std = r.number("initializer_range", 0.02);
     if (!(m.init_std > 0)) m.init_std = 0.02;
-    m.qk_norm = type == "qwen3";
+    m.qk_norm = type == "qwen3" || type == "qwen3_moe";
     r.require("hidden_act", "silu", "Sluice's MLP is SwiGLU");
     r.require("attention_bias", false, "Sluice's projections have no bias");
     r.require("attention_dropout", 0.0, "dropout changes evaluation");
+    if (moe) read_moe(r, type, m);
     if (type == "llama") {
       r.require("mlp_bias", false, "Sluice's MLP has no bias");
     } else {
@@ -199,8 +234,9 @@ HfImportPlan plan_hf_import(const std::string& text, const std::string& path) {
     if (c.model.head_dim * c.model.n_heads == c.model.d_model) c.model.head_dim = 0;
   } else {
     r.fail("model_type", (type.empty() ? std::string("missing") : "'" + type + "'") +
-                             ": supported are llama (LlamaForCausalLM), qwen3 (Qwen3ForCausalLM) and sluice "
-                             "(SluiceForCausalLM, a `sluice export hf` remote-code model)");
+                             ": supported are llama (LlamaForCausalLM), qwen3 (Qwen3ForCausalLM), qwen3_moe "
+                             "(Qwen3MoeForCausalLM), qwen2_moe (Qwen2MoeForCausalLM) and sluice (SluiceForCausalLM, a "
+                             "`sluice export hf` remote-code model)");
   }
   const std::string tok = r.string("sluice_tokenizer", "");
   if (!tok.empty() && tok != "byte") r.fail("sluice_tokenizer", "expected \"byte\"");
