@@ -2,7 +2,7 @@
 on a fixed batch, for the import tests (tests/test_interop.cpp): what a directory made by
 transformers itself (not by `sluice export hf`) looks like.
 
-    python tests/hf_make_model.py OUT_DIR llama|qwen3|qwen3_moe|qwen2_moe DTYPE [CONFIG_JSON_OVERRIDES]
+    python tests/hf_make_model.py OUT_DIR llama|qwen3|qwen3_next|qwen3_moe|qwen2_moe DTYPE [CONFIG_JSON_OVERRIDES]
 
 DTYPE: float32, bfloat16 or float16 (the saved weights; logits are computed in fp32 from
 exactly the saved values). OUT_DIR/expected.safetensors: tokens [2, 48], logits [2, 48, V].
@@ -13,7 +13,8 @@ import sys
 import torch
 from safetensors.torch import save_file
 from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2MoeConfig, Qwen2MoeForCausalLM,
-                          Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM)
+                          Qwen3Config, Qwen3ForCausalLM, Qwen3MoeConfig, Qwen3MoeForCausalLM, Qwen3NextConfig,
+                          Qwen3NextForCausalLM)
 
 out, kind, dtype = sys.argv[1], sys.argv[2], getattr(torch, sys.argv[3])
 extra = json.loads(sys.argv[4]) if len(sys.argv) > 4 else {}
@@ -26,6 +27,11 @@ if kind == "llama":
     model = LlamaForCausalLM(LlamaConfig(**common))
 elif kind == "qwen3":
     model = Qwen3ForCausalLM(Qwen3Config(head_dim=16, **common))
+elif kind == "qwen3_next":  # full attention everywhere, dense MLPs, whole heads rotated
+    layers = common["num_hidden_layers"]
+    model = Qwen3NextForCausalLM(Qwen3NextConfig(head_dim=16, layer_types=["full_attention"] * layers,
+                                                 mlp_only_layers=list(range(layers)), partial_rotary_factor=1.0,
+                                                 **common))
 elif kind == "qwen3_moe":
     model = Qwen3MoeForCausalLM(Qwen3MoeConfig(head_dim=16, decoder_sparse_step=2, norm_topk_prob=True, **moe, **common))
 else:
@@ -36,8 +42,8 @@ with torch.no_grad():  # routers away from zero, so that routing differs between
             p.normal_(0.0, 0.5)
 with torch.no_grad():  # norms away from 1, so that a lost or misplaced norm weight shows
     for name, p in model.named_parameters():
-        if "norm" in name:
-            p.copy_(1.0 + 0.3 * torch.randn_like(p))
+        if "norm" in name:  # Qwen3-Next's norms are x̂·(1 + w): the same spread around 1
+            p.copy_((0.0 if kind == "qwen3_next" else 1.0) + 0.3 * torch.randn_like(p))
 model = model.to(dtype)
 model.save_pretrained(out)
 # the reference: the saved files loaded back in fp32 (not model.float(): .to(dtype) also rounded

@@ -177,6 +177,31 @@ TEST(HfImport, QwenMoeRoutingAndSharedExperts) {
   EXPECT_NE(error_of(j).find("qkv_bias"), std::string::npos) << error_of(j);
 }
 
+TEST(HfImport, Qwen3NextIsG1WithQkNormWhenEveryLayerIsFullAttention) {
+  json j = llama();
+  j["model_type"] = "qwen3_next";
+  j["head_dim"] = 16;
+  j["layer_types"] = {"full_attention", "full_attention", "full_attention"};
+  j["mlp_only_layers"] = {0, 1, 2};
+  j["partial_rotary_factor"] = 1.0;
+  j["linear_num_value_heads"] = 32;  // used by linear-attention layers only
+  const HfImportPlan p = plan_hf_import(j.dump(), "m/config.json");
+  EXPECT_EQ(p.architecture, "Qwen3NextForCausalLM");
+  EXPECT_TRUE(p.config.model.qk_norm);
+  EXPECT_EQ(p.config.model.attention.gate.position, "G1");
+  EXPECT_EQ(p.config.model.attention.gate.granularity, "elementwise");
+  EXPECT_EQ(p.config.model.attention.gate.activation, "sigmoid");
+  json bad = j;
+  bad.erase("partial_rotary_factor");  // Qwen3-Next's default is 0.25
+  EXPECT_NE(error_of(bad).find("partial_rotary_factor"), std::string::npos) << error_of(bad);
+  bad = j;
+  bad["layer_types"][2] = "linear_attention";
+  EXPECT_NE(error_of(bad).find("layer_types"), std::string::npos);
+  bad = j;
+  bad["mlp_only_layers"] = {0};
+  EXPECT_NE(error_of(bad).find("mlp_only_layers"), std::string::npos);
+}
+
 TEST(HfImport, SluiceRemoteCodeConfigsCarryTheModelSection) {
   const json j = {{"model_type", "sluice"},
                   {"max_position_embeddings", 64},

@@ -221,6 +221,7 @@ TEST_F(HfExport, ImportsWhatTransformersSaves) {
             R"({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0}})"},
            {"qwen3-fp16-tied-yarn", "qwen3", "float16",
             R"({"tie_word_embeddings": true, "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 16}})"},
+           {"qwen3-next", "qwen3_next", "float32", "{}"},
            {"qwen3-moe-bf16", "qwen3_moe", "bfloat16", "{}"},
            {"qwen2-moe", "qwen2_moe", "float32", "{}"},
            {"llama-dynamic", "llama", "float32",
@@ -336,6 +337,38 @@ TEST_F(HfExport, BadModelDirectoriesAreRefusedNamingFileAndTensor) {
                  }),
                  {"model.safetensors"});
   expect_refused(variant([](const std::string& d) { fs::remove(d + "/model.safetensors"); }), {"model.safetensors"});
+}
+
+// G1 with QK-norm is Qwen3-Next's full attention: q_proj holds [q_h; gate_h] per head and its
+// RMSNorms compute x̂·(1 + w), which the export writes as w - 1; a headwise gate's row repeats
+// over the head's dimensions.
+TEST_F(HfExport, G1WithQkNormLoadsAsQwen3Next) {
+  for (const char* granularity : {"elementwise", "headwise"}) {
+    SCOPED_TRACE(granularity);
+    const std::string run =
+        train_run(std::string("next-") + granularity,
+                  {"model.qk_norm=true", "model.attention.gate.position=G1",
+                   std::string("model.attention.gate.granularity=") + granularity, "model.rope.base=50000"});
+    expect_equal_outputs(export_and_check(run), "Qwen3NextForCausalLM");
+    // and back: elementwise as it was; headwise comes back as the elementwise gate it equals
+    std::string err;
+    ASSERT_EQ(sluice({"import", "hf", "--model", run + "-hf", "--out", run + "-imported"}, &err), 0) << err;
+    const auto a = read_safetensors_sharded(resolve_checkpoint(run), "model").tensors;
+    const auto b = read_safetensors_sharded(resolve_checkpoint(run + "-imported"), "model").tensors;
+    for (const auto& [name, t] : a) {
+      ASSERT_TRUE(b.count(name)) << name;
+      const at::Tensor want = std::string(granularity) == "headwise" && name.find("g_proj") != std::string::npos
+                                  ? t.repeat_interleave(8, 0)  // each head's row over its head_dim (32 / 4)
+                                  : t;
+      if (name.find("norm") != std::string::npos) {
+        EXPECT_LE((want - b.at(name)).abs().max().item<double>(), 1e-7) << name << ": (w - 1) + 1";
+      } else {
+        EXPECT_TRUE(at::equal(want, b.at(name))) << name;
+      }
+    }
+    const at::Tensor tokens = at::randint(0, 259, {1, 40}, at::kLong);
+    EXPECT_LE((logits_of(run, tokens) - logits_of(run + "-imported", tokens)).abs().max().item<double>(), 1e-5);
+  }
 }
 
 }  // namespace

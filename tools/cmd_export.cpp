@@ -49,6 +49,7 @@ std::set<std::string> expected_tensors(const Config& cfg) {
       names.insert(p + "self_attn.q_norm.weight");
       names.insert(p + "self_attn.k_norm.weight");
     }
+    if (is_qwen3_next_gate(m)) names.insert(p + "self_attn.g_proj.weight");
   }
   return names;
 }
@@ -93,7 +94,9 @@ void export_hf(const ExportArgs& a, Io io) {
   for (const std::string& name : want)
     if (!weights.tensors.count(name)) throw InputError(fmt::format("--ckpt: '{}' lacks tensor {}", ckpt, name));
   NamedTensors tensors;
-  for (auto& [name, t] : hf.remote_code ? weights.tensors : to_hf_tensors(weights.tensors))
+  const ModelConfig& m = info.config.model;
+  const GateLayout gate{m.n_heads, m.resolved_head_dim(), m.attention.gate.granularity == "headwise"};
+  for (auto& [name, t] : hf.remote_code ? weights.tensors : to_hf_tensors(weights.tensors, hf.architecture, gate))
     tensors.emplace_back(name, (a.dtype == "bf16" && t.is_floating_point() ? t.to(at::kBFloat16) : t).contiguous());
 
   // Written next to --out and renamed into place: a failed export leaves nothing behind.

@@ -69,7 +69,9 @@ void import_hf(const ImportArgs& a, Io io) {
   // The model Sluice builds from the config says which tensors, of which shapes, must be there.
   std::string weights_file;
   SafetensorsFile weights = read_weights(dir, weights_file);
-  weights.tensors = from_hf_tensors(weights.tensors, weights_file);  // MoE experts stacked as Sluice keeps them
+  // MoE experts stacked as Sluice keeps them; Qwen3-Next's q_proj and norms
+  const GateLayout gate{cfg.model.n_heads, cfg.model.resolved_head_dim(), false};
+  weights.tensors = from_hf_tensors(weights.tensors, weights_file, plan.architecture, gate);
   CausalLM model(cfg.model);
   NamedTensors tensors;
   std::set<std::string> expected;

@@ -50,6 +50,19 @@ void check_stock_moe(const ModelConfig& m) {
     refuse("model.moe.shared_expert_gate", "false", "Qwen2MoeForCausalLM gates its shared expert");
 }
 
+// max_position_embeddings: the length the positions were trained for; dynamic NTK reads it as
+// its original length.
+int64_t max_positions_for(const Config& cfg) {
+  const ModelConfig& m = cfg.model;
+  const int64_t train_len = cfg.data.seq_len;
+  const int64_t original = m.rope.original_max_len > 0 ? m.rope.original_max_len : train_len;
+  if (m.rope.scaling == "dynamic_ntk") return original;
+  if (m.rope.scaling == "yarn") return std::llround(static_cast<double>(original) * m.rope.factor);
+  if (m.rope.scaling == "linear" || m.rope.scaling == "ntk")
+    return std::llround(static_cast<double>(train_len) * std::max(1.0, m.rope.factor));
+  return train_len;
+}
+
 nlohmann::json yaml_to_json(const YAML::Node& n, config_detail::Kind kind) {
   using config_detail::Kind;
   switch (kind) {
@@ -65,8 +78,18 @@ nlohmann::json yaml_to_json(const YAML::Node& n, config_detail::Kind kind) {
 
 HfModelConfig remote_code_config(const Config& cfg, int64_t vocab_size, const SpecialTokens& specials,
                                  const std::string& dtype);
+HfModelConfig qwen3_next_config(const Config& cfg, int64_t vocab_size, const SpecialTokens& specials,
+                                const std::string& dtype);
 
 }  // namespace
+
+bool is_qwen3_next_gate(const ModelConfig& m) {
+  const GateConfig& g = m.attention.gate;
+  return m.arch == "dense" && m.qk_norm && m.position == "rope" && m.attention.coca.mode == "off" &&
+         !m.attention.output_norm && m.attention.window == 0 && m.attention.window_pattern.empty() && g.position == "G1" &&
+         (g.granularity == "elementwise" || g.granularity == "headwise") && g.sharing == "head_specific" &&
+         g.form == "multiplicative" && g.activation == "sigmoid" && g.input == "hidden" && !g.bias;
+}
 
 nlohmann::json hf_rope_parameters(const ModelConfig& m, int64_t train_len) {
   const RopeConfig& r = m.rope;
@@ -106,6 +129,7 @@ HfModelConfig hf_config_for(const Config& cfg, int64_t vocab_size, const Special
                             const std::string& dtype) {
   const ModelConfig& m = cfg.model;
   const bool moe = m.arch == "moe";
+  if (!moe && is_qwen3_next_gate(m)) return qwen3_next_config(cfg, vocab_size, specials, dtype);
   const auto [key, why] = not_stock(m);
   if (!key.empty()) {
     if (moe) refuse(key, "this value in an MoE model", why + "; the remote-code model has no MoE layers");
@@ -121,13 +145,7 @@ HfModelConfig hf_config_for(const Config& cfg, int64_t vocab_size, const Special
     out.architecture = qwen3 ? "Qwen3MoeForCausalLM" : "Qwen2MoeForCausalLM";
   }
   const int64_t train_len = cfg.data.seq_len;
-  const int64_t original = m.rope.original_max_len > 0 ? m.rope.original_max_len : train_len;
-  // The length the positions were trained for; dynamic NTK reads it as its original length.
-  int64_t max_positions = train_len;
-  if (m.rope.scaling == "dynamic_ntk") max_positions = original;
-  if (m.rope.scaling == "yarn") max_positions = std::llround(static_cast<double>(original) * m.rope.factor);
-  if (m.rope.scaling == "linear" || m.rope.scaling == "ntk")
-    max_positions = std::llround(static_cast<double>(train_len) * std::max(1.0, m.rope.factor));
+  const int64_t max_positions = max_positions_for(cfg);
 
   nlohmann::json c = {
       {"architectures", {out.architecture}},
@@ -212,6 +230,55 @@ HfModelConfig remote_code_config(const Config& cfg, int64_t vocab_size, const Sp
       {"tie_word_embeddings", m.tie_embeddings},
       {"max_position_embeddings", cfg.data.seq_len},
       {"sluice", model},
+      {"use_cache", true},
+      {"dtype", dtype},
+  };
+  nlohmann::json gen = {{"do_sample", false}};
+  if (specials.bos >= 0) c["bos_token_id"] = gen["bos_token_id"] = specials.bos;
+  if (specials.eos >= 0) c["eos_token_id"] = gen["eos_token_id"] = specials.eos;
+  if (specials.pad >= 0) c["pad_token_id"] = gen["pad_token_id"] = specials.pad;
+  out.config = std::move(c);
+  out.generation_config = std::move(gen);
+  return out;
+}
+
+}  // namespace
+
+namespace {
+
+// Qwen3NextForCausalLM with every layer full attention and a dense MLP: its attention is G1
+// (elementwise sigmoid gate from the hidden state, head-specific) with QK-norm.
+HfModelConfig qwen3_next_config(const Config& cfg, int64_t vocab_size, const SpecialTokens& specials,
+                                const std::string& dtype) {
+  const ModelConfig& m = cfg.model;
+  HfModelConfig out;
+  out.architecture = "Qwen3NextForCausalLM";
+  nlohmann::json rope = hf_rope_parameters(m, cfg.data.seq_len);
+  rope["partial_rotary_factor"] = 1.0;  // Qwen3-Next's default rotates a quarter of each head
+  std::vector<int64_t> all_layers;
+  for (int64_t i = 0; i < m.n_layers; ++i) all_layers.push_back(i);
+  nlohmann::json c = {
+      {"architectures", {out.architecture}},
+      {"model_type", "qwen3_next"},
+      {"vocab_size", vocab_size},
+      {"hidden_size", m.d_model},
+      {"intermediate_size", m.resolved_ffn_hidden()},
+      {"num_hidden_layers", m.n_layers},
+      {"num_attention_heads", m.n_heads},
+      {"num_key_value_heads", m.n_kv_heads},
+      {"head_dim", m.resolved_head_dim()},
+      {"hidden_act", "silu"},
+      {"max_position_embeddings", max_positions_for(cfg)},
+      {"rms_norm_eps", m.norm_eps},
+      {"initializer_range", m.init_std},
+      {"tie_word_embeddings", m.tie_embeddings},
+      {"attention_bias", false},
+      {"attention_dropout", 0.0},
+      {"rope_parameters", rope},
+      {"partial_rotary_factor", 1.0},
+      {"layer_types", std::vector<std::string>(static_cast<size_t>(m.n_layers), "full_attention")},
+      {"mlp_only_layers", all_layers},  // dense MLPs everywhere
+      {"num_experts", 0},
       {"use_cache", true},
       {"dtype", dtype},
   };

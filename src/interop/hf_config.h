@@ -4,6 +4,8 @@
 //
 //   baseline, no QK-norm       -> LlamaForCausalLM   (model_type llama)
 //   baseline with QK-norm      -> Qwen3ForCausalLM   (model_type qwen3, head_dim explicit)
+//   G1 gate with QK-norm       -> Qwen3NextForCausalLM (every layer full attention, dense MLPs)
+//   MoE                        -> Qwen3MoeForCausalLM / Qwen2MoeForCausalLM
 //   every other dense variant  -> SluiceForCausalLM, the remote-code model written beside the
 //                                 weights (modeling_sluice.py, configuration_sluice.py; loaded
 //                                 with trust_remote_code=True); config.json carries the
@@ -42,6 +44,10 @@ std::vector<std::pair<std::string, std::string>> remote_code_files();
 
 // A section of `cfg` ("model") as nested JSON with the YAML keys and types.
 nlohmann::json config_section_json(const Config& cfg, const std::string& section);
+
+// G1 (elementwise or headwise sigmoid gate from the hidden state, head-specific, no bias) with
+// QK-norm and nothing else: what Qwen3NextForCausalLM's full-attention layers compute.
+bool is_qwen3_next_gate(const ModelConfig& m);
 
 // transformers' `rope_parameters` for Sluice's model.rope (static `ntk` as an adjusted theta).
 nlohmann::json hf_rope_parameters(const ModelConfig& m, int64_t train_len);

@@ -166,6 +166,41 @@ void read_moe(Reader& r, const std::string& type, ModelConfig& m) {
   }
 }
 
+// Qwen3-Next with full attention in every layer and dense MLPs: G1 (an elementwise sigmoid gate
+// from the hidden state, per head) with QK-norm; its whole heads rotate only with
+// partial_rotary_factor 1 (its default is 0.25).
+void read_qwen3_next(Reader& r, const json& cfg, ModelConfig& m) {
+  GateConfig& g = m.attention.gate;
+  g.position = "G1";
+  g.granularity = "elementwise";
+  g.sharing = "head_specific";
+  g.form = "multiplicative";
+  g.activation = "sigmoid";
+  g.input = "hidden";
+  g.bias = false;
+  const json* layer_types = r.find("layer_types");
+  if (layer_types == nullptr || !layer_types->is_array() || static_cast<int64_t>(layer_types->size()) != m.n_layers)
+    r.fail("layer_types", "must list every layer as full_attention (Sluice has no linear-attention layers)");
+  for (const json& t : *layer_types)
+    if (t != "full_attention") r.fail("layer_types", t.dump() + " is not supported; every layer must be full_attention");
+  const json* only = r.find("mlp_only_layers");
+  const json* experts = r.find("num_experts");  // absent: Qwen3-Next's default, 512
+  const bool no_experts = experts != nullptr && *experts == json(0);
+  const bool all_dense = no_experts || (only != nullptr && only->is_array() && static_cast<int64_t>(only->size()) == m.n_layers);
+  if (!all_dense) r.fail("mlp_only_layers", "must name every layer (or num_experts be 0): Qwen3-Next's MoE layers are not imported");
+  bool rotates_all = false;
+  if (const json* f = r.find("partial_rotary_factor")) rotates_all = *f == json(1.0);
+  const auto rope = cfg.find("rope_parameters");
+  if (rope != cfg.end() && rope->is_object() && rope->contains("partial_rotary_factor"))
+    rotates_all = (*rope)["partial_rotary_factor"] == json(1.0);
+  if (!rotates_all) r.fail("partial_rotary_factor", "must be 1.0 (Qwen3-Next's default 0.25 rotates a quarter of each head; Sluice rotates whole heads)");
+  for (const char* f : {"linear_conv_kernel_dim", "linear_key_head_dim", "linear_value_head_dim", "linear_num_key_heads",
+                        "linear_num_value_heads", "decoder_sparse_step", "moe_intermediate_size",
+                        "shared_expert_intermediate_size", "num_experts_per_tok", "norm_topk_prob", "output_router_logits",
+                        "router_aux_loss_coef", "full_attention_interval"})
+    r.find(f);  // only used by linear-attention or MoE layers, which are not there
+}
+
 }  // namespace
 
 HfImportPlan plan_hf_import(const std::string& text, const std::string& path) {
@@ -178,10 +213,12 @@ HfImportPlan plan_hf_import(const std::string& text, const std::string& path) {
   Config& c = plan.config;
   ModelConfig& m = c.model;
   const bool moe = type == "qwen3_moe" || type == "qwen2_moe";
-  if (type == "llama" || type == "qwen3" || moe) {
+  const bool next = type == "qwen3_next";
+  if (type == "llama" || type == "qwen3" || moe || next) {
     plan.architecture = type == "llama"       ? "LlamaForCausalLM"
                         : type == "qwen3"     ? "Qwen3ForCausalLM"
                         : type == "qwen3_moe" ? "Qwen3MoeForCausalLM"
+                        : next                ? "Qwen3NextForCausalLM"
                                               : "Qwen2MoeForCausalLM";
     m.arch = moe ? "moe" : "dense";
     m.vocab_size = r.positive("vocab_size");
@@ -197,11 +234,12 @@ HfImportPlan plan_hf_import(const std::string& text, const std::string& path) {
     m.tie_embeddings = r.boolean("tie_word_embeddings", false);
     m.init_std = r.number("initializer_range", 0.02);
     if (!(m.init_std > 0)) m.init_std = 0.02;
-    m.qk_norm = type == "qwen3" || type == "qwen3_moe";
+    m.qk_norm = type == "qwen3" || type == "qwen3_moe" || next;
     r.require("hidden_act", "silu", "Sluice's MLP is SwiGLU");
     r.require("attention_bias", false, "Sluice's projections have no bias");
     r.require("attention_dropout", 0.0, "dropout changes evaluation");
     if (moe) read_moe(r, type, m);
+    if (next) read_qwen3_next(r, cfg, m);
     if (type == "llama") {
       r.require("mlp_bias", false, "Sluice's MLP has no bias");
     } else {
@@ -234,7 +272,8 @@ HfImportPlan plan_hf_import(const std::string& text, const std::string& path) {
     if (c.model.head_dim * c.model.n_heads == c.model.d_model) c.model.head_dim = 0;
   } else {
     r.fail("model_type", (type.empty() ? std::string("missing") : "'" + type + "'") +
-                             ": supported are llama (LlamaForCausalLM), qwen3 (Qwen3ForCausalLM), qwen3_moe "
+                             ": supported are llama (LlamaForCausalLM), qwen3 (Qwen3ForCausalLM), qwen3_next "
+                             "(Qwen3NextForCausalLM, full attention only), qwen3_moe "
                              "(Qwen3MoeForCausalLM), qwen2_moe (Qwen2MoeForCausalLM) and sluice (SluiceForCausalLM, a "
                              "`sluice export hf` remote-code model)");
   }

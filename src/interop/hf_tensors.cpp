@@ -10,11 +10,44 @@
 
 namespace sluice {
 
-std::map<std::string, at::Tensor> to_hf_tensors(const std::map<std::string, at::Tensor>& sluice) {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+bool is_norm_weight(const std::string& name) {
+  static const std::regex norm(R"((.*(layernorm|_norm)|model\.norm)\.weight)");
+  return std::regex_match(name, norm);
+}
+
+// Qwen3-Next's q_proj: per head [q rows; gate rows] -> [H * 2D, d]
+at::Tensor interleave_query_and_gate(const at::Tensor& q, const at::Tensor& g, const GateLayout& l) {
+  const int64_t d = q.size(1);
+  const at::Tensor qh = q.view({l.n_heads, l.head_dim, d});
+  const at::Tensor gh = l.headwise ? g.view({l.n_heads, 1, d}).expand({l.n_heads, l.head_dim, d}) : g.view({l.n_heads, l.head_dim, d});
+  return at::cat({qh, gh}, 1).reshape({2 * l.n_heads * l.head_dim, d}).contiguous();
+}
+
+}  // namespace
+
+std::map<std::string, at::Tensor> to_hf_tensors(const std::map<std::string, at::Tensor>& sluice,
+                                                const std::string& architecture, const GateLayout& gate) {
   static const std::regex stacked(R"((.*\.mlp\.experts)\.(gate_proj|up_proj|down_proj))");
+  static const std::regex query(R"((.*\.self_attn)\.q_proj\.weight)");
+  const bool next = architecture == "Qwen3NextForCausalLM";
   std::map<std::string, at::Tensor> out;
   std::smatch m;
   for (const auto& [name, t] : sluice) {
+    if (next && is_norm_weight(name)) {
+      out.emplace(name, (t - 1.0).contiguous());  // x̂·(1 + w)
+      continue;
+    }
+    if (next && std::regex_match(name, m, query)) {
+      out.emplace(name, interleave_query_and_gate(t, sluice.at(m[1].str() + ".g_proj.weight"), gate));
+      continue;
+    }
+    if (next && ends_with(name, ".self_attn.g_proj.weight")) continue;  // inside q_proj
     if (!std::regex_match(name, m, stacked)) {
       out.emplace(name, t);
       continue;
@@ -24,9 +57,33 @@ std::map<std::string, at::Tensor> to_hf_tensors(const std::map<std::string, at::
   return out;
 }
 
-std::map<std::string, at::Tensor> from_hf_tensors(const std::map<std::string, at::Tensor>& hf, const std::string& file) {
+std::map<std::string, at::Tensor> from_hf_tensors(const std::map<std::string, at::Tensor>& hf, const std::string& file,
+                                                  const std::string& architecture, const GateLayout& gate) {
   static const std::regex per_expert(R"((.*\.mlp\.experts)\.(\d+)\.(gate_proj|up_proj|down_proj)\.weight)");
   static const std::regex fused(R"((.*\.mlp\.experts)\.gate_up_proj)");
+  if (architecture == "Qwen3NextForCausalLM") {
+    // q_proj [H * 2D, d] -> q_proj and g_proj [H * D, d] (an elementwise G1 gate); norms w + 1
+    static const std::regex query(R"((.*\.self_attn)\.q_proj\.weight)");
+    std::map<std::string, at::Tensor> plain;
+    std::smatch q;
+    for (const auto& [name, t] : hf) {
+      if (is_norm_weight(name)) {
+        plain.emplace(name, (t.to(at::kFloat) + 1.0).contiguous());
+      } else if (std::regex_match(name, q, query)) {
+        const int64_t rows = 2 * gate.n_heads * gate.head_dim;
+        if (t.dim() != 2 || t.size(0) != rows)
+          throw InputError(fmt::format("{}: tensor {} has shape {}; Qwen3-Next's q_proj holds query and gate: [{}, hidden]",
+                                       file, name, c10::str(t.sizes()), rows));
+        const at::Tensor h = t.view({gate.n_heads, 2 * gate.head_dim, t.size(1)});
+        plain.emplace(name, h.narrow(1, 0, gate.head_dim).reshape({rows / 2, t.size(1)}).contiguous());
+        plain.emplace(q[1].str() + ".g_proj.weight",
+                      h.narrow(1, gate.head_dim, gate.head_dim).reshape({rows / 2, t.size(1)}).contiguous());
+      } else {
+        plain.emplace(name, t);
+      }
+    }
+    return from_hf_tensors(plain, file);
+  }
   std::map<std::string, at::Tensor> out;
   std::map<std::string, std::map<int64_t, at::Tensor>> experts;  // "model.layers.1.mlp.experts.gate_proj" -> e -> [F, D]
   std::smatch m;
