@@ -63,6 +63,43 @@ int64_t max_positions_for(const Config& cfg) {
   return train_len;
 }
 
+// The fields of every export (sizes, dtype, token ids) and generation_config.json.
+HfModelConfig base_config(const ModelConfig& m, const std::string& architecture, const std::string& model_type,
+                          int64_t vocab_size, const SpecialTokens& specials, const std::string& dtype) {
+  HfModelConfig out;
+  out.architecture = architecture;
+  out.config = {{"architectures", {architecture}},
+                {"model_type", model_type},
+                {"vocab_size", vocab_size},
+                {"hidden_size", m.d_model},
+                {"intermediate_size", m.resolved_ffn_hidden()},
+                {"num_hidden_layers", m.n_layers},
+                {"num_attention_heads", m.n_heads},
+                {"num_key_value_heads", m.n_kv_heads},
+                {"head_dim", m.resolved_head_dim()},
+                {"rms_norm_eps", m.norm_eps},
+                {"tie_word_embeddings", m.tie_embeddings},
+                {"use_cache", true},
+                {"dtype", dtype}};
+  out.generation_config = {{"do_sample", false}};
+  for (const auto& [field, id] : {std::pair<const char*, int32_t>{"bos_token_id", specials.bos},
+                                  {"eos_token_id", specials.eos},
+                                  {"pad_token_id", specials.pad}})
+    if (id >= 0) out.config[field] = out.generation_config[field] = id;
+  return out;
+}
+
+// What the Llama family of stock classes reads besides the sizes.
+void add_stock_fields(nlohmann::json& c, const Config& cfg) {
+  const ModelConfig& m = cfg.model;
+  c["hidden_act"] = "silu";
+  c["max_position_embeddings"] = max_positions_for(cfg);
+  c["initializer_range"] = m.init_std;
+  c["attention_bias"] = false;
+  c["attention_dropout"] = 0.0;
+  c["rope_parameters"] = hf_rope_parameters(m, cfg.data.seq_len);
+}
+
 nlohmann::json yaml_to_json(const YAML::Node& n, config_detail::Kind kind) {
   using config_detail::Kind;
   switch (kind) {
@@ -144,30 +181,9 @@ HfModelConfig hf_config_for(const Config& cfg, int64_t vocab_size, const Special
     model_type = qwen3 ? "qwen3_moe" : "qwen2_moe";
     out.architecture = qwen3 ? "Qwen3MoeForCausalLM" : "Qwen2MoeForCausalLM";
   }
-  const int64_t train_len = cfg.data.seq_len;
-  const int64_t max_positions = max_positions_for(cfg);
-
-  nlohmann::json c = {
-      {"architectures", {out.architecture}},
-      {"model_type", model_type},
-      {"vocab_size", vocab_size},
-      {"hidden_size", m.d_model},
-      {"intermediate_size", m.resolved_ffn_hidden()},
-      {"num_hidden_layers", m.n_layers},
-      {"num_attention_heads", m.n_heads},
-      {"num_key_value_heads", m.n_kv_heads},
-      {"head_dim", m.resolved_head_dim()},
-      {"hidden_act", "silu"},
-      {"max_position_embeddings", max_positions},
-      {"rms_norm_eps", m.norm_eps},
-      {"initializer_range", m.init_std},
-      {"tie_word_embeddings", m.tie_embeddings},
-      {"attention_bias", false},
-      {"attention_dropout", 0.0},
-      {"rope_parameters", hf_rope_parameters(m, train_len)},
-      {"use_cache", true},
-      {"dtype", dtype},
-  };
+  out = base_config(m, out.architecture, model_type, vocab_size, specials, dtype);
+  nlohmann::json& c = out.config;
+  add_stock_fields(c, cfg);
   if (moe) {
     c["num_experts"] = m.moe.n_experts;
     c["num_experts_per_tok"] = m.moe.top_k;
@@ -191,12 +207,6 @@ HfModelConfig hf_config_for(const Config& cfg, int64_t vocab_size, const Special
     c["mlp_bias"] = false;
     c["pretraining_tp"] = 1;
   }
-  nlohmann::json gen = {{"do_sample", false}};
-  if (specials.bos >= 0) c["bos_token_id"] = gen["bos_token_id"] = specials.bos;
-  if (specials.eos >= 0) c["eos_token_id"] = gen["eos_token_id"] = specials.eos;
-  if (specials.pad >= 0) c["pad_token_id"] = gen["pad_token_id"] = specials.pad;
-  out.config = std::move(c);
-  out.generation_config = std::move(gen);
   return out;
 }
 
@@ -208,37 +218,16 @@ HfModelConfig remote_code_config(const Config& cfg, int64_t vocab_size, const Sp
                                  const std::string& dtype) {
   const ModelConfig& m = cfg.model;
   HfModelConfig out;
-  out.architecture = "SluiceForCausalLM";
-  out.remote_code = true;
   nlohmann::json model = config_section_json(cfg, "model");
   model["vocab_size"] = vocab_size;
   model["head_dim"] = m.resolved_head_dim();
   model["ffn_hidden"] = m.resolved_ffn_hidden();
-  nlohmann::json c = {
-      {"architectures", {out.architecture}},
-      {"model_type", "sluice"},
-      {"auto_map",
-       {{"AutoConfig", "configuration_sluice.SluiceConfig"}, {"AutoModelForCausalLM", "modeling_sluice.SluiceForCausalLM"}}},
-      {"vocab_size", vocab_size},
-      {"hidden_size", m.d_model},
-      {"intermediate_size", m.resolved_ffn_hidden()},
-      {"num_hidden_layers", m.n_layers},
-      {"num_attention_heads", m.n_heads},
-      {"num_key_value_heads", m.n_kv_heads},
-      {"head_dim", m.resolved_head_dim()},
-      {"rms_norm_eps", m.norm_eps},
-      {"tie_word_embeddings", m.tie_embeddings},
-      {"max_position_embeddings", cfg.data.seq_len},
-      {"sluice", model},
-      {"use_cache", true},
-      {"dtype", dtype},
-  };
-  nlohmann::json gen = {{"do_sample", false}};
-  if (specials.bos >= 0) c["bos_token_id"] = gen["bos_token_id"] = specials.bos;
-  if (specials.eos >= 0) c["eos_token_id"] = gen["eos_token_id"] = specials.eos;
-  if (specials.pad >= 0) c["pad_token_id"] = gen["pad_token_id"] = specials.pad;
-  out.config = std::move(c);
-  out.generation_config = std::move(gen);
+  out = base_config(m, "SluiceForCausalLM", "sluice", vocab_size, specials, dtype);
+  out.remote_code = true;
+  out.config["auto_map"] = {{"AutoConfig", "configuration_sluice.SluiceConfig"},
+                            {"AutoModelForCausalLM", "modeling_sluice.SluiceForCausalLM"}};
+  out.config["max_position_embeddings"] = cfg.data.seq_len;
+  out.config["sluice"] = model;
   return out;
 }
 
@@ -253,41 +242,16 @@ HfModelConfig qwen3_next_config(const Config& cfg, int64_t vocab_size, const Spe
   const ModelConfig& m = cfg.model;
   HfModelConfig out;
   out.architecture = "Qwen3NextForCausalLM";
-  nlohmann::json rope = hf_rope_parameters(m, cfg.data.seq_len);
-  rope["partial_rotary_factor"] = 1.0;  // Qwen3-Next's default rotates a quarter of each head
   std::vector<int64_t> all_layers;
   for (int64_t i = 0; i < m.n_layers; ++i) all_layers.push_back(i);
-  nlohmann::json c = {
-      {"architectures", {out.architecture}},
-      {"model_type", "qwen3_next"},
-      {"vocab_size", vocab_size},
-      {"hidden_size", m.d_model},
-      {"intermediate_size", m.resolved_ffn_hidden()},
-      {"num_hidden_layers", m.n_layers},
-      {"num_attention_heads", m.n_heads},
-      {"num_key_value_heads", m.n_kv_heads},
-      {"head_dim", m.resolved_head_dim()},
-      {"hidden_act", "silu"},
-      {"max_position_embeddings", max_positions_for(cfg)},
-      {"rms_norm_eps", m.norm_eps},
-      {"initializer_range", m.init_std},
-      {"tie_word_embeddings", m.tie_embeddings},
-      {"attention_bias", false},
-      {"attention_dropout", 0.0},
-      {"rope_parameters", rope},
-      {"partial_rotary_factor", 1.0},
-      {"layer_types", std::vector<std::string>(static_cast<size_t>(m.n_layers), "full_attention")},
-      {"mlp_only_layers", all_layers},  // dense MLPs everywhere
-      {"num_experts", 0},
-      {"use_cache", true},
-      {"dtype", dtype},
-  };
-  nlohmann::json gen = {{"do_sample", false}};
-  if (specials.bos >= 0) c["bos_token_id"] = gen["bos_token_id"] = specials.bos;
-  if (specials.eos >= 0) c["eos_token_id"] = gen["eos_token_id"] = specials.eos;
-  if (specials.pad >= 0) c["pad_token_id"] = gen["pad_token_id"] = specials.pad;
-  out.config = std::move(c);
-  out.generation_config = std::move(gen);
+  out = base_config(m, out.architecture, "qwen3_next", vocab_size, specials, dtype);
+  nlohmann::json& c = out.config;
+  add_stock_fields(c, cfg);
+  c["rope_parameters"]["partial_rotary_factor"] = 1.0;  // Qwen3-Next's default rotates a quarter of each head
+  c["partial_rotary_factor"] = 1.0;
+  c["layer_types"] = std::vector<std::string>(static_cast<size_t>(m.n_layers), "full_attention");
+  c["mlp_only_layers"] = all_layers;  // dense MLPs everywhere
+  c["num_experts"] = 0;
   return out;
 }
 
