@@ -40,10 +40,11 @@ if ! torch_ok; then
   torch_ok || { say "torch 2.11.0 did not install into .venv"; exit 1; }
 fi
 # tensorboard: its own reader checks RUN_DIR/tb/ in the tests (docs/tensorboard.md);
-# transformers: loads `sluice export hf` directories in the tests (docs/interop.md). 5.25 needs a
-# `kernels` release PyPI does not have yet.
-py_pkgs=(tensorboard==2.21.0 transformers==5.24.0)
-if ! .venv/bin/python -c 'import tensorboard, transformers, safetensors' 2>/dev/null; then
+# transformers: loads `sluice export hf` directories in the tests (docs/interop.md; 5.25 needs a
+# `kernels` release PyPI does not have yet); sentencepiece + protobuf: its LlamaTokenizer reads
+# an exported tokenizer.model with them.
+py_pkgs=(tensorboard==2.21.0 transformers==5.24.0 sentencepiece==0.2.3 protobuf==7.36.2)
+if ! .venv/bin/python -c 'import tensorboard, transformers, safetensors, sentencepiece, google.protobuf' 2>/dev/null; then
   say "installing into .venv: ${py_pkgs[*]}"
   .venv/bin/pip install -q --disable-pip-version-check "${py_pkgs[@]}"
 fi

@@ -114,10 +114,15 @@ void export_hf(const ExportArgs& a, Io io) {
       for (const auto& [name, text] : remote_code_files()) write_file_synced((tmp / name).string(), text);
     if (tok->kind() == "sentencepiece") {
       fs::copy_file(sentencepiece_file(info.config.data.tokenizer), tmp / "tokenizer.model");
+      // transformers' LlamaTokenizer puts "▁" before the text unless told not to; whether this
+      // model does (add_dummy_prefix, Llama-2's) shows in "a" encoding as " a" does.
+      const bool dummy_prefix = tok->encode("a") == tok->encode(" a");
       const nlohmann::json tc = {{"tokenizer_class", "LlamaTokenizer"},
                                  {"model_max_length", hf.config["max_position_embeddings"]},
-                                 {"add_bos_token", false},
-                                 {"add_eos_token", false}};
+                                 {"add_bos_token", false},  // Sluice's ids are the model's pieces, no BOS
+                                 {"add_eos_token", false},
+                                 {"add_prefix_space", dummy_prefix},
+                                 {"legacy", false}};
       write_file_synced((tmp / "tokenizer_config.json").string(), tc.dump(2) + "\n");
     }
     if (fs::exists(out, ec)) fs::remove(out);  // an empty directory
