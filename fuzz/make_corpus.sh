@@ -11,6 +11,9 @@
 #   fuzz_checkpoint_json    the same run sharded (checkpoint.max_shard_mb=1), its
 #                           trainer_state.json and meta.json
 #   fuzz_tfevents           the TensorBoard event files (RUN_DIR/tb/) of those runs
+#   fuzz_hf_config          config.json of `sluice export hf` (Llama, Qwen3, Qwen3-Next, Qwen3-MoE,
+#                           remote code) and of transformers' save_pretrained (tests/hf_make_model.py),
+#                           and that file in transformers 4.x's rope_scaling layout
 # Usage: fuzz/make_corpus.sh [SEED_WRITER [SLUICE_BIN]]. Without build/sluice the last three
 # keep their committed seeds.
 set -euo pipefail
@@ -88,6 +91,30 @@ YAML
   d=$out/fuzz_tfevents; rm -rf "$d"; mkdir -p "$d"
   cp "$tmp"/micro/tb/events.out.tfevents.* "$d/micro.tfevents"
   cp "$tmp"/dp/tb/events.out.tfevents.* "$d/dp.tfevents"
+  # config.json of `sluice export hf` for each kind of class, and of transformers' save_pretrained
+  d=$out/fuzz_hf_config; rm -rf "$d"; mkdir -p "$d"
+  for v in "llama:" "qwen3:--set model.qk_norm=true --set model.head_dim=4" \
+           "yarn:--set model.rope.scaling=yarn --set model.rope.factor=4 --set model.rope.original_max_len=16" \
+           "qwen3_next:--set model.qk_norm=true --set model.attention.gate.position=G1" \
+           "qwen3_moe:--set model.qk_norm=true --set model.arch=moe --set model.moe.n_experts=4" \
+           "remote:--set model.attention.gate.position=G1 --set model.attention.window=4"; do
+    name=${v%%:*}; sets=${v#*:}
+    # shellcheck disable=SC2086
+    "$sluice_bin" train "$tmp/micro.yaml" --run-dir "$tmp/hf-$name" --set train.steps=1 $sets > "$tmp/hf-$name.log" 2>&1 \
+      || { cat "$tmp/hf-$name.log"; exit 1; }
+    "$sluice_bin" export hf --ckpt "$tmp/hf-$name" --out "$tmp/hf-$name-export" > /dev/null
+    cp "$tmp/hf-$name-export/config.json" "$d/sluice-export-$name.json"
+  done
+  python=$root/.venv/bin/python
+  if "$python" -c 'import transformers' 2>/dev/null; then
+    for kind in llama qwen3_moe; do
+      "$python" tests/hf_make_model.py "$tmp/tf-$kind" $kind float32 > /dev/null 2>&1
+      cp "$tmp/tf-$kind/config.json" "$d/transformers-$kind.json"
+    done
+    # the transformers 4.x layout of the same file: rope_theta + rope_scaling instead of rope_parameters
+    "$python" -c 'import json, sys; c = json.load(open(sys.argv[1])); r = c.pop("rope_parameters"); c["rope_theta"] = r["rope_theta"]; c["rope_scaling"] = {"type": "linear", "factor": 2.0}; c["torch_dtype"] = c.pop("dtype"); json.dump(c, open(sys.argv[2], "w"), indent=2)' \
+      "$d/transformers-llama.json" "$d/transformers4-rope-scaling.json"
+  fi
 fi
 for t in "$out"/*; do echo "$(basename "$t"): $(ls "$t" | wc -l) seeds, $(du -sk "$t" | cut -f1) KiB"; done
 
