@@ -1,6 +1,7 @@
 // The `sluice` command line, callable in-process (tests) with its own output streams.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <iosfwd>
 #include <nlohmann/json_fwd.hpp>
 #include <string>
@@ -49,6 +50,11 @@ void write_result(const std::string& path, const nlohmann::json& j);
 // The scalars of an evaluation result as a TensorBoard event at the checkpoint's step, in
 // RUN_DIR/tb/eval/, when `checkpoint` is a run directory's whose training wrote RUN_DIR/tb/
 // (log.tensorboard); prints the file written.
+// Writes a new directory `out` (absent or empty, else InputError naming `arg`) through `write`,
+// which fills the sibling temporary directory `out` + `tmp_suffix`, then renamed into place: a
+// failed or refused write leaves nothing behind. Returns the absolute path.
+std::string write_new_directory(const std::string& out, const std::string& arg, const std::string& tmp_suffix,
+                                const std::function<void(const std::string& dir)>& write);
 void record_in_tensorboard(const std::string& checkpoint, int64_t step, const nlohmann::json& j, Io io);
 
 }  // namespace sluice::cli

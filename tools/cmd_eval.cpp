@@ -15,6 +15,8 @@
 #include "eval/attention_stats.h"
 #include "eval/perplexity.h"
 #include "train/tensorboard_writer.h"
+#include "train/safetensors.h"
+#include "sluice/fs.h"
 #include "train/device.h"
 #include "sluice/errors.h"
 #include "train/run_dir.h"
@@ -46,6 +48,28 @@ void write_result(const std::string& path, const nlohmann::json& j) {
   const fs::path p(path);
   if (p.has_parent_path()) fs::create_directories(p.parent_path());
   write_file_atomic(path, j.dump(2) + "\n");
+}
+
+std::string write_new_directory(const std::string& out, const std::string& arg, const std::string& tmp_suffix,
+                                const std::function<void(const std::string& dir)>& write) {
+  std::error_code ec;
+  if (fs::exists(out, ec) && !fs::is_empty(out, ec))
+    throw InputError(arg + ": '" + out + "' exists and is not empty; write into a new directory");
+  const fs::path final_dir = fs::absolute(out).lexically_normal();
+  if (final_dir.has_parent_path()) fs::create_directories(final_dir.parent_path());
+  const fs::path tmp = final_dir.string() + tmp_suffix;
+  remove_tree(tmp.string());
+  try {
+    fs::create_directories(tmp);
+    write(tmp.string());
+    if (fs::exists(final_dir, ec)) fs::remove(final_dir);  // an empty directory
+    fs::rename(tmp, final_dir);
+    fsync_path(final_dir.parent_path().string());
+  } catch (...) {
+    remove_tree(tmp.string());
+    throw;
+  }
+  return final_dir.string();
 }
 
 void record_in_tensorboard(const std::string& checkpoint, int64_t step, const nlohmann::json& j, Io io) {

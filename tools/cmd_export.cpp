@@ -70,7 +70,7 @@ struct ExportArgs {
 void export_hf(const ExportArgs& a, Io io) {
   std::error_code ec;
   if (fs::exists(a.out, ec) && !fs::is_empty(a.out, ec))
-    throw InputError("--out: '" + a.out + "' exists and is not empty; export into a new directory");
+    throw InputError("--out: '" + a.out + "' exists and is not empty; export into a new directory");  // before reading
   const std::string ckpt = resolve_checkpoint(a.ckpt);
   const CheckpointInfo info = read_checkpoint_info(ckpt);
   SafetensorsFile weights = read_safetensors_sharded(ckpt, "model");
@@ -99,15 +99,11 @@ void export_hf(const ExportArgs& a, Io io) {
   for (auto& [name, t] : hf.remote_code ? weights.tensors : to_hf_tensors(weights.tensors, hf.architecture, gate))
     tensors.emplace_back(name, (a.dtype == "bf16" && t.is_floating_point() ? t.to(at::kBFloat16) : t).contiguous());
 
-  // Written next to --out and renamed into place: a failed export leaves nothing behind.
-  const fs::path out = fs::absolute(a.out).lexically_normal();
-  if (out.has_parent_path()) fs::create_directories(out.parent_path());
-  const fs::path tmp = out.string() + ".tmp-export";
-  remove_tree(tmp.string());
-  fs::create_directories(tmp);
-  try {
-    const std::vector<std::string> files = write_safetensors_sharded(tmp.string(), "model", tensors,
-                                                                     static_cast<int64_t>(a.max_shard_mb * 1024 * 1024), {{"format", "pt"}});
+  std::vector<std::string> files;
+  const std::string out = write_new_directory(a.out, "--out", ".tmp-export", [&](const std::string& dir) {
+    const fs::path tmp(dir);
+    files = write_safetensors_sharded(dir, "model", tensors, static_cast<int64_t>(a.max_shard_mb * 1024 * 1024),
+                                      {{"format", "pt"}});
     write_file_synced((tmp / "config.json").string(), hf.config.dump(2) + "\n");
     write_file_synced((tmp / "generation_config.json").string(), hf.generation_config.dump(2) + "\n");
     if (hf.remote_code)
@@ -125,17 +121,11 @@ void export_hf(const ExportArgs& a, Io io) {
                                  {"legacy", false}};
       write_file_synced((tmp / "tokenizer_config.json").string(), tc.dump(2) + "\n");
     }
-    if (fs::exists(out, ec)) fs::remove(out);  // an empty directory
-    fs::rename(tmp, out);
-    fsync_path(out.parent_path().string());
-    io.out << fmt::format("exported {} (step {}) as {}{} to {}: {} tensors in {} file(s), {}{}\n", ckpt, info.state.step,
-                          hf.architecture, hf.remote_code ? " (remote code: load with trust_remote_code=True)" : "",
-                          out.string(), tensors.size(), files.size(), a.dtype,
-                          tok->kind() == "sentencepiece" ? ", tokenizer.model" : " (byte tokenizer: no tokenizer files)");
-  } catch (...) {
-    remove_tree(tmp.string());
-    throw;
-  }
+  });
+  io.out << fmt::format("exported {} (step {}) as {}{} to {}: {} tensors in {} file(s), {}{}\n", ckpt, info.state.step,
+                        hf.architecture, hf.remote_code ? " (remote code: load with trust_remote_code=True)" : "",
+                        out, tensors.size(), files.size(), a.dtype,
+                        tok->kind() == "sentencepiece" ? ", tokenizer.model" : " (byte tokenizer: no tokenizer files)");
 }
 
 }  // namespace

@@ -62,7 +62,7 @@ void import_hf(const ImportArgs& a, Io io) {
   HfImportPlan plan = plan_hf_import(read_text(config_file), config_file.string());
   Config& cfg = plan.config;
 
-  const fs::path out = fs::absolute(a.out).lexically_normal();
+  const fs::path out = fs::absolute(a.out).lexically_normal();  // where write_new_directory puts it
   const bool sentencepiece = fs::exists(dir / "tokenizer.model", ec);
   if (sentencepiece) cfg.data.tokenizer = (out / "tokenizer").string();
 
@@ -98,25 +98,15 @@ void import_hf(const ImportArgs& a, Io io) {
                                  weights_file, name, plan.architecture, cfg.model.tie_embeddings ? "tied" : "untied"));
   }
 
-  // Written next to --out and renamed into place: a failed import leaves nothing behind.
-  if (out.has_parent_path()) fs::create_directories(out.parent_path());
-  const fs::path tmp = out.string() + ".tmp-import";
-  remove_tree(tmp.string());
-  try {
-    fs::create_directories(tmp);
+  write_new_directory(a.out, "--out", ".tmp-import", [&](const std::string& tmp_dir) {
+    const fs::path tmp(tmp_dir);
     if (sentencepiece) {
       fs::create_directories(tmp / "tokenizer");
       fs::copy_file(dir / "tokenizer.model", tmp / "tokenizer" / "tokenizer.model");
     }
     TrainingState state;  // step 0: `--init-from` starts a new run from these weights
-    save_checkpoint(tmp.string(), cfg, tensors, {}, state);
-    if (fs::exists(out, ec)) fs::remove(out);  // an empty directory
-    fs::rename(tmp, out);
-    fsync_path(out.parent_path().string());
-  } catch (...) {
-    remove_tree(tmp.string());
-    throw;
-  }
+    save_checkpoint(tmp_dir, cfg, tensors, {}, state);
+  });
   io.out << fmt::format("imported {} ({}) to {}: {} tensors, {} parameters{}\n", a.model, plan.architecture, out.string(),
                         tensors.size(), [&] {
                           int64_t n = 0;
