@@ -21,14 +21,19 @@ ActivationCheckpointing parse_activation_checkpointing(const std::string& name) 
 
 namespace {
 
-// What the recompute needs besides the inputs: the region, and the forward's RNG and autocast state.
-struct Recompute : torch::CustomClassHolder {
-  RegionFn region;
+// The forward's RNG and autocast state, for a later recompute on tensors of `device`.
+struct ForwardState {
   c10::DeviceType device = c10::DeviceType::CPU;
   at::Generator generator;  // the device's default generator
   at::Tensor rng_state;     // its state when the forward ran the region
   bool autocast = false;
   at::ScalarType autocast_dtype = at::kFloat;
+};
+
+// What the recompute needs besides the inputs.
+struct Recompute : torch::CustomClassHolder {
+  RegionFn region;
+  ForwardState state;
 };
 
 // Not held while the region runs: its random ops take the same lock.
@@ -66,28 +71,40 @@ class AutocastScope {
 // Runs r's region on `inputs` as the forward did: its generator state and autocast state; the
 // generator then goes on from where it is now, so the recompute consumes no random numbers.
 std::vector<at::Tensor> recompute(Recompute& r, const std::vector<at::Tensor>& inputs, bool with_grad) {
-  const at::Tensor now = generator_state(r.generator);
-  set_generator_state(r.generator, r.rng_state);
+  ForwardState& f = r.state;
+  const at::Tensor now = generator_state(f.generator);
+  set_generator_state(f.generator, f.rng_state);
   std::vector<at::Tensor> outputs;
   {
-    AutocastScope autocast(r.device, r.autocast, r.autocast_dtype);
+    AutocastScope autocast(f.device, f.autocast, f.autocast_dtype);
     at::AutoGradMode grad(with_grad);
     outputs = r.region(inputs);
   }
-  set_generator_state(r.generator, now);
+  set_generator_state(f.generator, now);
   return outputs;
 }
 
-// The forward's state for a later recompute of `region` on tensors of `device`.
-c10::intrusive_ptr<Recompute> capture(RegionFn region, c10::DeviceType device) {
+ForwardState capture(c10::DeviceType device) {
+  ForwardState f;
+  f.device = device;
+  f.generator = at::globalContext().defaultGenerator(c10::Device(device));
+  f.rng_state = generator_state(f.generator);
+  f.autocast = at::autocast::is_autocast_enabled(device);
+  f.autocast_dtype = at::autocast::get_autocast_dtype(device);
+  return f;
+}
+
+c10::intrusive_ptr<Recompute> make_recompute(RegionFn region, ForwardState state) {
   auto r = c10::make_intrusive<Recompute>();
   r->region = std::move(region);
-  r->device = device;
-  r->generator = at::globalContext().defaultGenerator(c10::Device(device));
-  r->rng_state = generator_state(r->generator);
-  r->autocast = at::autocast::is_autocast_enabled(device);
-  r->autocast_dtype = at::autocast::get_autocast_dtype(device);
+  r->state = std::move(state);
   return r;
+}
+
+bool needs_checkpoint(const std::vector<at::Tensor>& inputs) {
+  bool any_grad = false;
+  for (const at::Tensor& x : inputs) any_grad = any_grad || (x.defined() && x.requires_grad());
+  return at::GradMode::is_enabled() && any_grad;
 }
 
 class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> {
@@ -128,12 +145,9 @@ class CheckpointFunction : public torch::autograd::Function<CheckpointFunction> 
   }
 };
 
-}  // namespace
-
-std::vector<at::Tensor> checkpoint(const RegionFn& region, const std::vector<at::Tensor>& inputs) {
-  bool any_grad = false;
-  for (const at::Tensor& x : inputs) any_grad = any_grad || (x.defined() && x.requires_grad());
-  if (!at::GradMode::is_enabled() || !any_grad) return region(inputs);
+// checkpoint() with the forward's state already captured (`state`, taken before the region runs).
+std::vector<at::Tensor> checkpoint_from(const RegionFn& region, const std::vector<at::Tensor>& inputs,
+                                        ForwardState state) {
   // The Function sees only the defined inputs; the region gets the undefined ones back in place.
   std::vector<size_t> slots;
   std::vector<at::Tensor> present;
@@ -147,11 +161,15 @@ std::vector<at::Tensor> checkpoint(const RegionFn& region, const std::vector<at:
     for (size_t j = 0; j < slots.size(); ++j) all[slots[j]] = p[j];
     return region(all);
   };
-  const auto r = capture(all, present.front().device().type());
-  return CheckpointFunction::apply(r, at::TensorList(present));
+  return CheckpointFunction::apply(make_recompute(all, std::move(state)), at::TensorList(present));
 }
 
-namespace {
+c10::DeviceType first_defined_device(const std::vector<at::Tensor>& inputs) {
+  for (const at::Tensor& x : inputs) {
+    if (x.defined()) return x.device().type();
+  }
+  return c10::DeviceType::CPU;
+}
 
 // Puts the recomputed result back into the released memory before the consumer's backward.
 class RestoreBeforeBackward : public torch::autograd::FunctionPreHook {
@@ -181,20 +199,21 @@ class RestoreBeforeBackward : public torch::autograd::FunctionPreHook {
 
 }  // namespace
 
+std::vector<at::Tensor> checkpoint(const RegionFn& region, const std::vector<at::Tensor>& inputs) {
+  if (!needs_checkpoint(inputs)) return region(inputs);
+  return checkpoint_from(region, inputs, capture(first_defined_device(inputs)));
+}
+
 at::Tensor with_recomputed_input(const RegionFn& region, const std::vector<at::Tensor>& inputs,
                                  const std::function<at::Tensor(const at::Tensor&)>& consumer) {
-  c10::intrusive_ptr<Recompute> r;
-  if (at::GradMode::is_enabled()) {
-    for (const at::Tensor& x : inputs) {
-      if (!x.defined()) continue;
-      r = capture(region, x.device().type());  // before the region runs: its random numbers
-      break;
-    }
-  }
-  const at::Tensor value = checkpoint(region, inputs).at(0);
+  if (!needs_checkpoint(inputs)) return consumer(region(inputs).at(0));
+  // One capture, before the region runs (its random numbers), for both recomputes.
+  ForwardState state = capture(first_defined_device(inputs));
+  c10::intrusive_ptr<Recompute> r = make_recompute(region, state);
+  const at::Tensor value = checkpoint_from(region, inputs, std::move(state)).at(0);
   at::Tensor result = consumer(value);
   const size_t bytes = value.numel() * value.element_size();
-  const bool releasable = r && value.requires_grad() && result.grad_fn() &&
+  const bool releasable = value.requires_grad() && result.grad_fn() &&
                           value.is_contiguous() && value.storage_offset() == 0 &&
                           value.storage().nbytes() == bytes && !result.is_alias_of(value);
   if (!releasable) return result;
