@@ -13,7 +13,11 @@
 #include "ablate/grid.h"
 #include "ablate/grid_report.h"
 #include "ablate/results.h"
+#include "data/prepare.h"
+#include "sluice/config.h"
 #include "sluice/errors.h"
+#include "sluice/model.h"
+#include "sluice/tokenizer.h"
 #include "test_util.h"
 
 namespace sluice {
@@ -158,6 +162,88 @@ TEST(AblateGrid, TheCommittedStudyGridsValidate) {
     const auto runs = ablate::expand(ablate::parse_grid(yaml, e.path().string()));
     EXPECT_GE(runs.size(), 12u);
     EXPECT_NO_THROW(ablate::validate_runs(runs));
+    ++grids;
+  }
+  EXPECT_EQ(grids, 3);
+}
+
+// The GPU-scale grids beside them (configs/studies/gpu/, docs in its README.md): they train on
+// the folder configs/studies/gpu/prepare_data.sh makes, runs/data/gutenberg_bpe16k/ (tokenizer/,
+// train/ and val/ dataset folders, eval/ texts), which is not here; the test makes a small one
+// of the same layout and points the grids at it. Each grid keeps its CPU grid's variants and
+// evaluations; every run validates, respects documents, trains in bf16 on CUDA and has at least
+// 50M parameters, counted by model_stats (equal to the built model's count for every variant,
+// test_attention_variants) with the grid's explicit model.vocab_size, also without the embedding.
+TEST(AblateGrid, TheCommittedGpuStudyGridsValidate) {
+  TempDir dir;
+  const std::string data = dir.file("gutenberg_bpe16k");
+  for (const char* d : {"/books/train", "/books/val", "/eval"}) fs::create_directories(data + d);
+  write_file(data + "/books/train/book-000.txt", testing::make_corpus(12000));
+  write_file(data + "/books/train/book-001.txt", testing::make_corpus(8000).substr(500));
+  write_file(data + "/books/val/book-000.txt", testing::make_corpus(4000).substr(1000));
+  for (const char* f : {"/eval/gutenberg_val.txt", "/eval/shelley_frankenstein.txt"})
+    write_file(data + f, testing::make_corpus(6000).substr(2000));
+  TokenizerTrainingOptions tok;
+  tok.inputs = {data + "/books/train/book-000.txt", data + "/books/train/book-001.txt"};
+  tok.vocab_size = 300;  // the corpus has 11 words: at most 326 pieces
+  tok.out_dir = data + "/tokenizer";
+  tok.threads = 1;
+  train_tokenizer(tok);
+  for (const char* split : {"train", "val"}) {
+    PrepareOptions p;
+    p.tokenizer = tok.out_dir;
+    p.inputs = {data + "/books/" + split};
+    p.out_dir = data + "/" + split;
+    p.workers = 1;
+    p.progress = false;
+    prepare_shards(p);
+  }
+
+  const std::string root = SLUICE_SOURCE_DIR;
+  const std::string prepared = "runs/data/gutenberg_bpe16k/";
+  int grids = 0;
+  for (const auto& e : fs::directory_iterator(root + "/configs/studies/gpu")) {
+    if (e.path().extension() != ".yaml") continue;
+    SCOPED_TRACE(e.path().string());
+    std::string yaml = read_file(e.path().string());
+    for (size_t at = yaml.find(prepared); at != std::string::npos; at = yaml.find(prepared, at + data.size()))
+      yaml.replace(at, prepared.size(), data + "/");
+    for (size_t at = yaml.find("configs/ablations/"); at != std::string::npos; at = yaml.find("configs/ablations/", at + root.size() + 20))
+      yaml.insert(at, root + "/");
+    const ablate::Grid grid = ablate::parse_grid(yaml, e.path().string());
+    const auto runs = ablate::expand(grid);
+    for (const auto& r : runs)  // a GPU machine lacks ../shared: every data path is in the prepared folder
+      for (const auto& o : r.overrides) EXPECT_EQ(o.find("../shared/"), std::string::npos) << o;
+
+    // Beside its CPU grid: the same variants, axes and evaluations, at least as many seeds.
+    const ablate::Grid cpu = ablate::load_grid(root + "/configs/studies/" + e.path().filename().string());
+    ASSERT_EQ(grid.variants.size(), cpu.variants.size());
+    for (size_t i = 0; i < cpu.variants.size(); ++i) EXPECT_EQ(grid.variants[i].name, cpu.variants[i].name);
+    ASSERT_EQ(grid.axes.size(), cpu.axes.size());
+    for (size_t i = 0; i < cpu.axes.size(); ++i) {
+      EXPECT_EQ(grid.axes[i].key, cpu.axes[i].key);
+      EXPECT_EQ(grid.axes[i].values.size(), cpu.axes[i].values.size());
+    }
+    EXPECT_GE(grid.seeds.size(), cpu.seeds.size());
+    EXPECT_EQ(grid.ppl.enabled, cpu.ppl.enabled);
+    EXPECT_EQ(grid.passkey.enabled, cpu.passkey.enabled);
+    EXPECT_EQ(grid.stats.enabled, cpu.stats.enabled);
+    EXPECT_EQ(grid.ppl.seq_len.size(), cpu.ppl.seq_len.size());
+    EXPECT_GE(grid.passkey.lengths.size(), cpu.passkey.lengths.size());
+    if (grid.ppl.enabled) EXPECT_TRUE(fs::is_regular_file(grid.ppl.data)) << grid.ppl.data;
+    if (grid.stats.enabled) EXPECT_TRUE(fs::is_regular_file(grid.stats.data)) << grid.stats.data;
+
+    EXPECT_NO_THROW(ablate::validate_runs(runs));
+    for (const auto& r : runs) {
+      const Config c = load_config(r.config_file, r.overrides).config;
+      const ModelStats s = model_stats(c.model, c.data.seq_len);
+      EXPECT_GE(s.params_total - s.params_embedding, 50'000'000) << r.name;
+      EXPECT_TRUE(c.data.respect_documents) << r.name;
+      EXPECT_EQ(c.train.device, "cuda") << r.name;
+      EXPECT_EQ(c.train.precision, "bf16") << r.name;
+      if (c.model.rope.scaling == "dynamic_ntk") EXPECT_EQ(c.model.rope.original_max_len, c.data.seq_len) << r.name;
+      if (grid.ppl.enabled) EXPECT_EQ(grid.ppl.seq_len.front(), c.data.seq_len) << r.name;  // 1x first, as on the CPU
+    }
     ++grids;
   }
   EXPECT_EQ(grids, 3);
