@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -21,6 +22,7 @@
 #include "sluice/errors.h"
 #include "eval/generate.h"
 #include "eval/passkey.h"
+#include "eval/passkey_corpus.h"
 #include "model/kv_cache.h"
 #include "sluice/config.h"
 #include "sluice/forward_observer.h"
@@ -33,6 +35,7 @@
 namespace sluice {
 namespace {
 
+namespace fs = std::filesystem;
 using testing::TempDir;
 using testing::read_file;
 using testing::write_file;
@@ -554,15 +557,6 @@ TEST(PasskeyPrompt, HaystackTextIsUsedConsecutivelyAndWraps) {
   EXPECT_GT(big.ids.size(), 7000u);
 }
 
-// Answers: the first run of digits.
-TEST(PasskeyPrompt, FirstDigits) {
-  EXPECT_EQ(first_digits(" 12345. Remember"), "12345");
-  EXPECT_EQ(first_digits("12345"), "12345");
-  EXPECT_EQ(first_digits(" 123456"), "123456");
-  EXPECT_EQ(first_digits(" 12 345"), "12");
-  EXPECT_EQ(first_digits(" the"), "");
-}
-
 // The oracle reads the needle from the prompt's text, as a perfect copier would.
 PasskeyDecoder oracle(const Tokenizer& tok, bool wrong) {
   return [&tok, wrong](const std::vector<int32_t>& ids) {
@@ -572,6 +566,169 @@ PasskeyDecoder oracle(const Tokenizer& tok, bool wrong) {
     if (wrong) digits = std::to_string(10000 + (std::stoi(digits) - 10000 + 1) % 90000);
     return tok.encode(" " + digits + ". Remember");
   };
+}
+
+// The compact format: no task line, the needle "The passkey is NNNNN.", filler in word units,
+// so a prompt fits a short training length and meets it to within one word.
+Parts split_compact(const std::string& text) {
+  const std::string tail = "\n" + std::string(kPasskeyQuestion);
+  EXPECT_EQ(text.find(kPasskeyTask), std::string::npos) << "no task line";
+  EXPECT_GE(text.size(), tail.size());
+  EXPECT_EQ(text.compare(text.size() - tail.size(), tail.size(), tail), 0) << "ends with the question";
+  const size_t n = text.find("\nThe passkey is ");
+  EXPECT_NE(n, std::string::npos);
+  const size_t n_end = text.find('\n', n + 1);
+  return {text.substr(0, n), text.substr(n + 1, n_end - n - 1), text.substr(n_end + 1, text.size() - tail.size() - n_end - 1)};
+}
+
+std::string collapse_whitespace(const std::string& s) {
+  std::string out;
+  for (char c : s) {
+    const bool space = c == ' ' || c == '\n' || c == '\t' || c == '\r';
+    if (!space) out.push_back(c);
+    else if (!out.empty() && out.back() != ' ') out.push_back(' ');
+  }
+  while (!out.empty() && out.back() == ' ') out.pop_back();
+  return out;
+}
+
+TEST(PasskeyPrompt, CompactFormatFitsShortLengthsToWithinOneWord) {
+  const PasskeyFiller h = PasskeyFiller::from_text("One. Two! Three?  Four\nline two\n\n\nlast words").words();
+  EXPECT_EQ(h.units, (std::vector<std::string>{"One. ", "Two! ", "Three?  ", "Four\n", "line ", "two\n\n\n", "last ", "words"}));
+  EXPECT_EQ(parse_passkey_format("compact", "--format"), PasskeyFormat::compact);
+  EXPECT_EQ(parse_passkey_format("landmark", "--format"), PasskeyFormat::landmark);
+  EXPECT_THROW(parse_passkey_format("short", "--format"), InputError);
+
+  const PasskeyFiller f = PasskeyFiller::repeated().words();
+  ASSERT_EQ(f.units.size(), 19u);
+  const size_t word = longest_unit_chars(f);  // "yellow. "
+  EXPECT_EQ(word, 8u);
+  std::string cyc;
+  for (int i = 0; i < 40; ++i) cyc += std::string(kPasskeyFiller) + " ";
+  cyc = collapse_whitespace(cyc);
+  for (int64_t L : {72, 100, 128, 129, 256, 2048}) {
+    for (double depth : {0.0, 0.3, 0.5, 1.0}) {
+      const PasskeyPrompt p = make_passkey_prompt(byte_tok, f, L, depth, 48213, PasskeyFormat::compact);
+      const auto n = static_cast<int64_t>(p.ids.size());
+      EXPECT_LE(n, L);
+      EXPECT_GT(n, L - static_cast<int64_t>(word)) << L << " " << depth;
+      const Parts parts = split_compact(p.text);
+      EXPECT_EQ(parts.needle, "The passkey is 48213.");
+      EXPECT_EQ(p.text.find("48213"), p.text.rfind("48213")) << "the passkey only in the needle";
+      const double filler = static_cast<double>(parts.prefix.size() + parts.suffix.size());
+      EXPECT_NEAR(static_cast<double>(parts.prefix.size()) / filler, p.depth, 1e-12);
+      EXPECT_LE(std::abs(p.depth - depth), static_cast<double>(word) / filler) << L << " " << depth;
+      const std::string used = collapse_whitespace(parts.prefix + " " + parts.suffix);
+      EXPECT_EQ(cyc.compare(0, used.size(), used), 0) << "the filler's words in order, from the first: " << p.text;
+    }
+  }
+  // the landmark prompt does not fit 128 bytes; the compact one leaves most of it to filler
+  EXPECT_THROW(make_passkey_prompt(byte_tok, PasskeyFiller::repeated(), 128, 0.5, 12345), InputError);
+  EXPECT_THROW(make_passkey_prompt(byte_tok, f, 60, 0.5, 12345, PasskeyFormat::compact), InputError);
+  // first_unit: the filler starts at that unit and goes on cyclically
+  const PasskeyPrompt later = make_passkey_prompt(byte_tok, f, 128, 0.0, 12345, PasskeyFormat::compact, 25);
+  EXPECT_EQ(split_compact(later.text).suffix.rfind("is blue. The sun", 0), 0u) << later.text;
+}
+
+TEST(PasskeyEval, CompactFormatOracleScoresAllAndTheJsonNamesTheFormat) {
+  PasskeyOptions o;
+  o.lengths = {128, 256, 1024};
+  o.trials = 10;
+  o.format = PasskeyFormat::compact;
+  const PasskeyFiller f = PasskeyFiller::from_text(testing::make_corpus(5000)).words();
+  const PasskeyResult good = run_passkey(byte_tok, f, o, oracle(byte_tok, false));
+  const PasskeyResult bad = run_passkey(byte_tok, f, o, oracle(byte_tok, true));
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(good.lengths[i].accuracy(), 1.0);
+    EXPECT_EQ(bad.lengths[i].accuracy(), 0.0);
+    EXPECT_LE(good.lengths[i].prompt_tokens_max, o.lengths[i]);
+  }
+  EXPECT_EQ(passkey_json(good, o, {}, "")["format"], "compact");
+  o.format = PasskeyFormat::landmark;
+  EXPECT_EQ(passkey_json(good, o, {}, "")["format"], "landmark");
+}
+
+// The training text: samples of [min, max] tokens, each a compact prompt and its answer, the
+// filler taken from the haystack's words in order across samples.
+TEST(PasskeyCorpus, SamplesAreCompactPromptsAnsweredWithTheirPasskeyOverConsecutiveText) {
+  const std::string text = testing::make_corpus(30000);
+  const PasskeyFiller words = PasskeyFiller::from_text(text).words();
+  PasskeyCorpusOptions o;
+  o.min_tokens = 80;
+  o.max_tokens = 128;
+  o.tokens = 6000;
+  o.seed = 3;
+  std::ostringstream out;
+  const PasskeyCorpusSummary s = write_passkey_corpus(byte_tok, words, o, out);
+  const std::string corpus = out.str();
+  EXPECT_EQ(s.tokens, static_cast<int64_t>(corpus.size())) << "bytes are tokens";
+  EXPECT_GE(s.tokens, 6000);
+  EXPECT_LT(s.tokens, 6000 + 128);
+  EXPECT_EQ(s.skipped_units, 0);
+
+  const std::string q = "\n" + std::string(kPasskeyQuestion);
+  std::string filler;
+  std::set<int64_t> lengths;
+  std::set<std::string> keys;
+  int64_t samples = 0, empty_prefix = 0, empty_suffix = 0;
+  for (size_t at = 0; at < corpus.size();) {
+    const size_t qa = corpus.find(q, at);
+    ASSERT_NE(qa, std::string::npos);
+    const size_t end = corpus.find('\n', qa + q.size()) + 1;
+    const std::string sample = corpus.substr(at, end - at);
+    const std::string answer = corpus.substr(qa + q.size(), end - qa - q.size());
+    const Parts parts = split_compact(sample.substr(0, qa - at + q.size()));
+    ASSERT_EQ(answer.size(), 8u) << answer;  // " NNNNN.\n"
+    EXPECT_EQ(answer, passkey_corpus_answer(parts.needle.substr(15, 5)));
+    EXPECT_EQ(parts.needle, "The passkey is " + answer.substr(1, 6));
+    EXPECT_GT(sample.size(), 80u - 8) << "short of its drawn length by less than a word";
+    EXPECT_LE(sample.size(), 128u);
+    lengths.insert(static_cast<int64_t>(sample.size()));
+    keys.insert(answer.substr(1, 5));
+    empty_prefix += parts.prefix.empty();
+    empty_suffix += parts.suffix.empty();
+    filler += parts.prefix + " " + parts.suffix + " ";
+    ++samples;
+    at = end;
+  }
+  EXPECT_EQ(samples, s.samples);
+  EXPECT_GT(lengths.size(), 20u) << "lengths drawn over [min, max]";
+  EXPECT_GT(keys.size(), static_cast<size_t>(samples) - 3);
+  EXPECT_GT(empty_prefix + empty_suffix, 0) << "needles at both ends too";
+  EXPECT_LT(empty_prefix + empty_suffix, samples / 2) << "and mostly inside";
+  const std::string used = collapse_whitespace(filler);
+  EXPECT_EQ(collapse_whitespace(text).compare(0, used.size(), used), 0) << "the haystack's words in order";
+
+  std::ostringstream again, other;
+  write_passkey_corpus(byte_tok, words, o, again);
+  EXPECT_EQ(again.str(), corpus);
+  o.seed = 4;
+  write_passkey_corpus(byte_tok, words, o, other);
+  EXPECT_NE(other.str(), corpus);
+
+  o.min_tokens = 40;  // the fixed text and the answer alone take 67 bytes
+  EXPECT_THROW(write_passkey_corpus(byte_tok, words, o, other), InputError);
+  o.min_tokens = 200;
+  EXPECT_THROW(write_passkey_corpus(byte_tok, words, o, other), InputError);  // max < min
+  o.min_tokens = 80;
+  o.tokens = 0;
+  EXPECT_THROW(write_passkey_corpus(byte_tok, words, o, other), InputError);
+  // a word longer than a sample is passed over, not an error
+  o.tokens = 500;
+  std::ostringstream skipping;
+  const PasskeyCorpusSummary k =
+      write_passkey_corpus(byte_tok, PasskeyFiller::from_text(std::string(150, '-') + " " + text).words(), o, skipping);
+  EXPECT_EQ(k.skipped_units, 1);
+  EXPECT_EQ(skipping.str().find("---"), std::string::npos);
+}
+
+// Answers: the first run of digits.
+TEST(PasskeyPrompt, FirstDigits) {
+  EXPECT_EQ(first_digits(" 12345. Remember"), "12345");
+  EXPECT_EQ(first_digits("12345"), "12345");
+  EXPECT_EQ(first_digits(" 123456"), "123456");
+  EXPECT_EQ(first_digits(" 12 345"), "12");
+  EXPECT_EQ(first_digits(" the"), "");
 }
 
 TEST(PasskeyEval, OracleScoresAllWrongOracleNoneAndJsonHasTheDocumentedFields) {
@@ -760,6 +917,45 @@ TEST_F(Commands, PasskeyRunsEndToEndAndWritesTheDocumentedJson) {
   EXPECT_EQ(sluice({"eval", "passkey", "--ckpt", run_dir(), "--lengths", "300", "--haystack", dir_->file("none.txt"),
                     "--out", again}),
             2);
+}
+
+TEST_F(Commands, PasskeyCorpusWritesSamplesAndTheCompactEvalReadsThem) {
+  const std::string hay = write_file(dir_->file("words.txt"), testing::make_corpus(8000));
+  const std::string out_file = dir_->file("pk/corpus.txt");
+  fs::create_directories(dir_->file("pk"));
+  ASSERT_EQ(sluice({"data", "passkey-corpus", "--haystack", hay, "--tokens", "3000", "--min-length", "90",
+                    "--max-length", "128", "--seed", "2", "--out", out_file}),
+            0)
+      << err.str();
+  EXPECT_NE(out.str().find("samples"), std::string::npos) << out.str();
+  const std::string corpus = read_file(out_file);
+  EXPECT_GE(corpus.size(), 3000u);
+  EXPECT_NE(corpus.find("What is the passkey? The passkey is "), std::string::npos);
+  EXPECT_FALSE(fs::exists(out_file + ".tmp"));
+  // refused: nothing written
+  const std::string refused = dir_->file("pk/refused.txt");
+  EXPECT_EQ(sluice({"data", "passkey-corpus", "--haystack", hay, "--tokens", "3000", "--min-length", "30",
+                    "--out", refused}),
+            2);
+  EXPECT_NE(err.str().find("--min-length"), std::string::npos) << err.str();
+  EXPECT_EQ(sluice({"data", "passkey-corpus", "--haystack", dir_->file("none.txt"), "--tokens", "10", "--out", refused}), 2);
+  EXPECT_NE(err.str().find("--haystack"), std::string::npos) << err.str();
+  EXPECT_FALSE(fs::exists(refused));
+  EXPECT_FALSE(fs::exists(refused + ".tmp"));
+
+  // the compact format fits the training length (48 here); the landmark one does not
+  const std::string json_path = dir_->file("eval/compact.json");
+  ASSERT_EQ(sluice({"eval", "passkey", "--ckpt", run_dir(), "--lengths", "96,192", "--trials", "3", "--format",
+                    "compact", "--haystack", hay, "--out", json_path}),
+            0)
+      << err.str();
+  const nlohmann::json j = nlohmann::json::parse(read_file(json_path));
+  EXPECT_EQ(j["format"], "compact");
+  EXPECT_LE(j["results"][0]["prompt_tokens_max"].get<int64_t>(), 96);
+  EXPECT_GT(j["results"][0]["prompt_tokens_min"].get<int64_t>(), 80);
+  EXPECT_EQ(sluice({"eval", "passkey", "--ckpt", run_dir(), "--lengths", "96", "--out", json_path}), 2);
+  EXPECT_EQ(sluice({"eval", "passkey", "--ckpt", run_dir(), "--lengths", "96", "--format", "short", "--out", json_path}), 2);
+  EXPECT_NE(err.str().find("--format"), std::string::npos) << err.str();
 }
 
 }  // namespace

@@ -2,9 +2,7 @@
 // every run of the grid trained by `sluice train` in its own process, then evaluated by
 // `sluice eval ppl` / `eval passkey` / `stats attention`, then one table. Rerunning skips what
 // is finished and resumes the interrupted run from its checkpoint.
-#include <fcntl.h>
 #include <fmt/format.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,11 +22,10 @@
 #include "ablate/grid_report.h"
 #include "ablate/results.h"
 #include "cli.h"
+#include "dist/child_process.h"
 #include "sluice/config.h"
 #include "sluice/errors.h"
 #include "sluice/fs.h"
-
-extern char** environ;
 
 namespace sluice::cli {
 
@@ -59,24 +56,10 @@ int run_logged(const std::vector<std::string>& args, const std::string& log, int
     for (const auto& a : args) out << " " << a;
     out << "\n";
   }
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e)
-    if (std::string(*e).rfind("OMP_NUM_THREADS=", 0) != 0) env.emplace_back(*e);
-  env.push_back("OMP_NUM_THREADS=" + std::to_string(threads));
-  std::vector<char*> argv, envp;
-  std::vector<std::string> a = args;
-  for (auto& s : a) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  for (auto& s : env) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
-  pid_t pid = -1;
-  const int rc = posix_spawn(&pid, argv[0], &fa, nullptr, argv.data(), envp.data());
-  posix_spawn_file_actions_destroy(&fa);
-  if (rc != 0) throw std::runtime_error("cannot start " + args[0] + ": " + std::strerror(rc));
+  const pid_t pid = spawn_logged(args,
+                                 environment_with({"OMP_NUM_THREADS=" + std::to_string(threads)},
+                                                  [](const std::string& name) { return name == "OMP_NUM_THREADS"; }),
+                                 log, /*append=*/true);
   int status = 0;
   while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
   }
@@ -121,6 +104,7 @@ void validate_evals(const Plan& p) {
     if (p.grid.ppl.enabled) check(eval_data(p.grid.ppl.data, r, "evals.ppl.data"), "evals.ppl.data");
     if (p.grid.stats.enabled) check(eval_data(p.grid.stats.data, r, "evals.stats.data"), "evals.stats.data");
   }
+  if (p.grid.passkey.enabled && !p.grid.passkey.haystack.empty()) check(p.grid.passkey.haystack, "evals.passkey.haystack");
 }
 
 bool finished(const std::string& run_dir) {
@@ -169,6 +153,8 @@ std::string execute(const Plan& p, const RunSpec& run, std::ostream& progress, s
   if (g.passkey.enabled) {
     std::vector<std::string> a = {p.binary, "eval", "passkey", "--ckpt", dir, "--lengths", join(g.passkey.lengths)};
     if (g.passkey.trials > 0) a.insert(a.end(), {"--trials", std::to_string(g.passkey.trials)});
+    if (!g.passkey.format.empty()) a.insert(a.end(), {"--format", g.passkey.format});
+    if (!g.passkey.haystack.empty()) a.insert(a.end(), {"--haystack", g.passkey.haystack});
     for (const auto& o : g.passkey.overrides) a.insert(a.end(), {"--set", o});
     evals.push_back({true, "passkey.json", a});
   }

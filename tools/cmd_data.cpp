@@ -1,18 +1,68 @@
-// `sluice data train-tokenizer | prepare | inspect`
+// `sluice data train-tokenizer | prepare | inspect | passkey-corpus`
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <filesystem>
 #include <fstream>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <ostream>
 
 #include "cli.h"
 #include "data/prepare.h"
 #include "data/shard.h"
+#include "eval/passkey_corpus.h"
 #include "sluice/errors.h"
 #include "sluice/tokenizer.h"
 
 namespace sluice::cli {
+
+namespace {
+
+void add_passkey_corpus(CLI::App& data, Io io) {
+  struct Args {
+    std::string haystack, tokenizer = "byte", out;
+    PasskeyCorpusOptions o;
+  };
+  auto a = std::make_shared<Args>();
+  CLI::App* cmd = data.add_subcommand(
+      "passkey-corpus", "Training text for passkey retrieval: compact passkey prompts and their answers, with the "
+                        "haystack's consecutive words as filler (docs/eval.md).");
+  cmd->add_option("--haystack", a->haystack, "UTF-8 text whose words fill the samples, in order")->required();
+  cmd->add_option("--tokens", a->o.tokens, "write samples until they hold this many tokens")->required();
+  cmd->add_option("--min-length", a->o.min_tokens, "shortest sample (prompt + answer) in tokens");
+  cmd->add_option("--max-length", a->o.max_tokens, "longest sample in tokens (at most the training seq_len)");
+  cmd->add_option("--seed", a->o.seed, "seed of sample lengths, needle depths and passkeys");
+  cmd->add_option("--tokenizer", a->tokenizer, "tokenizer the lengths are counted in: byte, a folder or a .model");
+  cmd->add_option("--out", a->out, "output text file (written whole or not at all)")->required();
+  cmd->callback([a, io] {
+    const std::unique_ptr<Tokenizer> tok = load_tokenizer(a->tokenizer, "--tokenizer");
+    const PasskeyFiller words = PasskeyFiller::from_file(a->haystack).words();
+    const std::string tmp = a->out + ".tmp";
+    PasskeyCorpusSummary s;
+    {
+      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
+      if (!out) throw InputError("--out: cannot write '" + tmp + "'");
+      try {
+        s = write_passkey_corpus(*tok, words, a->o, out);
+      } catch (...) {
+        out.close();
+        std::filesystem::remove(tmp);
+        throw;
+      }
+      out.close();
+      if (!out) {
+        std::filesystem::remove(tmp);
+        throw InputError("--out: writing '" + tmp + "' failed");
+      }
+    }
+    std::filesystem::rename(tmp, a->out);
+    io.out << fmt::format("passkey corpus: {} ({} samples, {} tokens, {} haystack words used, {} passed over)\n",
+                          a->out, s.samples, s.tokens, s.filler_units, s.skipped_units);
+  });
+}
+
+}  // namespace
 
 void add_data_commands(CLI::App& app, Io io) {
   CLI::App* data = app.add_subcommand("data", "Tokenizers and token shards.");
@@ -55,6 +105,8 @@ void add_data_commands(CLI::App& app, Io io) {
         o.out_dir, s.shards, s.train_tokens, s.train_documents, s.val_tokens, s.val_documents, s.bytes / 1e6,
         s.seconds, s.bytes / 1e6 / std::max(s.seconds, 1e-9));
   });
+
+  add_passkey_corpus(*data, io);
 
   auto dir = std::make_shared<std::string>();
   CLI::App* inspect = data->add_subcommand("inspect", "Check every shard of a dataset folder and summarise it.");

@@ -68,7 +68,7 @@ void add_generate(CLI::App& app, Io io) {
 
 void add_passkey(CLI::App& eval, Io io) {
   struct Args {
-    std::string ckpt, lengths, haystack, out;
+    std::string ckpt, lengths, haystack, out, format = "landmark";
     int64_t trials = 20, depth_buckets = 5;
     uint64_t seed = 0;
     std::vector<std::string> sets;
@@ -80,6 +80,9 @@ void add_passkey(CLI::App& eval, Io io) {
   cmd->add_option("--trials", a->trials, "trials per length")->check(CLI::PositiveNumber);
   cmd->add_option("--seed", a->seed, "seed of depths and passkeys");
   cmd->add_option("--haystack", a->haystack, "text file whose consecutive text replaces the repeated filler");
+  cmd->add_option("--format", a->format,
+                  "landmark: the Landmark/CoCA prompt; compact: no task line, a short needle, filler cut into "
+                  "words (fits 128 tokens; what `sluice data passkey-corpus` trains on)");
   cmd->add_option("--depth-buckets", a->depth_buckets, "depth buckets [0,1/n), ... for the per-depth accuracy")
       ->check(CLI::PositiveNumber);
   cmd->add_option("--out", a->out, "result JSON")->required();
@@ -91,10 +94,12 @@ void add_passkey(CLI::App& eval, Io io) {
     o.trials = a->trials;
     o.seed = a->seed;
     o.depth_buckets = a->depth_buckets;
-    const PasskeyFiller filler = a->haystack.empty() ? PasskeyFiller::repeated() : PasskeyFiller::from_file(a->haystack);
+    o.format = parse_passkey_format(a->format, "--format");
+    PasskeyFiller filler = a->haystack.empty() ? PasskeyFiller::repeated() : PasskeyFiller::from_file(a->haystack);
+    if (o.format == PasskeyFormat::compact) filler = filler.words();
     EvalModel m = load_eval_model(a->ckpt, a->sets);
     // Every prompt is built before the model runs, so a length too short fails at once.
-    for (int64_t len : o.lengths) make_passkey_prompt(*m.tokenizer, filler, len, 0.5, 10000);
+    for (int64_t len : o.lengths) make_passkey_prompt(*m.tokenizer, filler, len, 0.5, 10000, o.format);
     const auto t0 = std::chrono::steady_clock::now();
     const PasskeyResult r = run_passkey(*m.tokenizer, filler, o, model_passkey_decoder(m));
     nlohmann::json j = passkey_json(r, o, eval_settings_json(m),

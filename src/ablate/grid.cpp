@@ -154,10 +154,16 @@ Grid parse_grid(const std::string& yaml_text, const std::string& path) {
     }
     if (const YAML::Node p = evals["passkey"]) {
       if (!p.IsMap() || !p["lengths"]) fail(path, p, "evals.passkey", "expected {lengths: [...]}");
-      allow_only(path, p, "evals.passkey", {"lengths", "trials", "set"});
+      allow_only(path, p, "evals.passkey", {"lengths", "trials", "format", "haystack", "set"});
       g.passkey.enabled = true;
       g.passkey.lengths = int_list(path, p["lengths"], "evals.passkey.lengths");
       if (p["trials"]) g.passkey.trials = int_list(path, p["trials"], "evals.passkey.trials").front();
+      if (const YAML::Node f = p["format"]) {
+        g.passkey.format = f.IsScalar() ? f.as<std::string>() : std::string();
+        if (g.passkey.format != "landmark" && g.passkey.format != "compact")
+          fail(path, f, "evals.passkey.format", "expected landmark or compact");
+      }
+      if (p["haystack"]) g.passkey.haystack = p["haystack"].as<std::string>();
       g.passkey.overrides = overrides_of(path, p["set"], "evals.passkey.set");
     }
     if (const YAML::Node p = evals["stats"]) {

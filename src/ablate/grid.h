@@ -33,6 +33,8 @@ struct PasskeyEval {
   bool enabled = false;
   std::vector<int64_t> lengths;
   int64_t trials = 0;  // 0: the command's default
+  std::string format;    // landmark | compact; empty: the command's default (landmark)
+  std::string haystack;  // a text file; empty: the protocol's repeated filler
   std::vector<std::string> overrides;
 };
 

@@ -27,6 +27,14 @@ std::string passkey_needle(const std::string& passkey) {
   return "The passkey is " + passkey + ". Remember it. " + passkey + " is the passkey.";
 }
 
+PasskeyFormat parse_passkey_format(const std::string& s, const std::string& arg) {
+  if (s == "landmark") return PasskeyFormat::landmark;
+  if (s == "compact") return PasskeyFormat::compact;
+  throw InputError(arg + ": expected landmark or compact, got '" + s + "'");
+}
+
+const char* passkey_format_name(PasskeyFormat f) { return f == PasskeyFormat::compact ? "compact" : "landmark"; }
+
 namespace {
 
 constexpr size_t kMaxUnitBytes = 400;
@@ -63,11 +71,14 @@ void push_unit(std::vector<std::string>& units, std::string u) {
   units.push_back(std::move(u));
 }
 
+const std::string& unit(const PasskeyFiller& f, int64_t i) {
+  return f.units[static_cast<size_t>(i % static_cast<int64_t>(f.units.size()))];
+}
+
 // Filler units a..b-1 (cyclic), trailing whitespace trimmed.
 std::string filler_text(const PasskeyFiller& f, int64_t a, int64_t b) {
   std::string s;
-  const auto U = static_cast<int64_t>(f.units.size());
-  for (int64_t i = a; i < b; ++i) s += f.units[static_cast<size_t>(i % U)];
+  for (int64_t i = a; i < b; ++i) s += unit(f, i);
   return rtrim(std::move(s));
 }
 
@@ -126,22 +137,39 @@ PasskeyFiller PasskeyFiller::from_file(const std::string& path, const std::strin
   return f;
 }
 
+PasskeyFiller PasskeyFiller::words() const {
+  PasskeyFiller f;
+  f.source = source;
+  for (const std::string& u : units) {
+    size_t start = 0;
+    for (size_t i = 0; i < u.size(); ++i) {
+      if (is_space(u[i]) && (i + 1 == u.size() || !is_space(u[i + 1]))) {
+        push_unit(f.units, u.substr(start, i + 1 - start));
+        start = i + 1;
+      }
+    }
+    if (start < u.size()) push_unit(f.units, u.substr(start));
+  }
+  return f;
+}
+
 PasskeyPrompt make_passkey_prompt(const Tokenizer& tok, const PasskeyFiller& filler, int64_t length,
-                                  double target_depth, int64_t passkey) {
+                                  double target_depth, int64_t passkey, PasskeyFormat format, int64_t first_unit) {
   if (filler.units.empty()) throw InputError("passkey: the filler has no text");
   PasskeyPrompt p;
   p.passkey = std::to_string(passkey);
   p.target_depth = target_depth;
-  const std::string head = std::string(kPasskeyTask) + "\n";
-  const std::string needle = "\n" + passkey_needle(p.passkey) + "\n";
+  const bool compact = format == PasskeyFormat::compact;
+  const std::string head = compact ? std::string() : std::string(kPasskeyTask) + "\n";
+  const std::string needle = "\n" + (compact ? "The passkey is " + p.passkey + "." : passkey_needle(p.passkey)) + "\n";
   const std::string tail = "\n" + std::string(kPasskeyQuestion);
+  const int64_t s0 = first_unit;
   // k: the unit boundary whose share of the filler's characters is closest to the target, so the
   // needle's depth is within half a unit of it whatever the units' lengths.
   auto before = [&](int64_t n) {
     std::vector<double> cum(static_cast<size_t>(n) + 1, 0.0);
     for (int64_t i = 0; i < n; ++i) {
-      cum[static_cast<size_t>(i) + 1] =
-          cum[static_cast<size_t>(i)] + static_cast<double>(filler.units[static_cast<size_t>(i) % filler.units.size()].size());
+      cum[static_cast<size_t>(i) + 1] = cum[static_cast<size_t>(i)] + static_cast<double>(unit(filler, s0 + i).size());
     }
     const double want = target_depth * cum.back();
     const auto it = std::lower_bound(cum.begin(), cum.end(), want);
@@ -151,7 +179,7 @@ PasskeyPrompt make_passkey_prompt(const Tokenizer& tok, const PasskeyFiller& fil
   };
   auto build = [&](int64_t n) {
     const int64_t k = before(n);
-    return head + filler_text(filler, 0, k) + needle + filler_text(filler, k, n) + tail;
+    return head + filler_text(filler, s0, s0 + k) + needle + filler_text(filler, s0 + k, s0 + n) + tail;
   };
   std::map<int64_t, int64_t> measured;  // filler units -> prompt tokens
   auto tokens = [&](int64_t n) {
@@ -198,8 +226,8 @@ PasskeyPrompt make_passkey_prompt(const Tokenizer& tok, const PasskeyFiller& fil
   p.units_before = before(lo);
   p.text = build(lo);
   p.ids = tok.encode(p.text);
-  const double pre = static_cast<double>(filler_text(filler, 0, p.units_before).size());
-  const double post = static_cast<double>(filler_text(filler, p.units_before, lo).size());
+  const double pre = static_cast<double>(filler_text(filler, s0, s0 + p.units_before).size());
+  const double post = static_cast<double>(filler_text(filler, s0 + p.units_before, s0 + lo).size());
   p.depth = pre + post > 0 ? pre / (pre + post) : 0.0;
   return p;
 }
@@ -248,7 +276,7 @@ PasskeyResult run_passkey(const Tokenizer& tok, const PasskeyFiller& filler, con
     }
     for (int64_t t = 0; t < o.trials; ++t) {
       const PasskeyDraw d = draw_passkey_trial(o.seed, length, t, B);
-      const PasskeyPrompt p = make_passkey_prompt(tok, filler, length, d.target_depth, d.passkey);
+      const PasskeyPrompt p = make_passkey_prompt(tok, filler, length, d.target_depth, d.passkey, o.format);
       const std::string answer = tok.decode(decode(p.ids));
       const bool correct = first_digits(answer) == p.passkey;
       const auto n = static_cast<int64_t>(p.ids.size());
@@ -299,9 +327,15 @@ nlohmann::json passkey_json(const PasskeyResult& r, const PasskeyOptions& o, con
           {"haystack", haystack.empty() ? json(nullptr) : json(haystack)},
           {"depth_buckets", o.depth_buckets},
           {"answer_tokens", kPasskeyAnswerTokens},
-          {"protocol", "Landmark/CoCA passkey retrieval (docs/eval.md): task line, filler, needle at the depth of the "
-                       "filler, filler, question; at most `length` tokens; greedy continuation of answer_tokens "
-                       "tokens; correct when its first run of digits equals the passkey"},
+          {"format", passkey_format_name(o.format)},
+          {"protocol", o.format == PasskeyFormat::compact
+                           ? "compact passkey retrieval (docs/eval.md): filler words, needle 'The passkey is NNNNN.' "
+                             "at the depth of the filler, filler, question; at most `length` tokens; greedy "
+                             "continuation of answer_tokens tokens; correct when its first run of digits equals the "
+                             "passkey"
+                           : "Landmark/CoCA passkey retrieval (docs/eval.md): task line, filler, needle at the depth "
+                             "of the filler, filler, question; at most `length` tokens; greedy continuation of "
+                             "answer_tokens tokens; correct when its first run of digits equals the passkey"},
           {"results", results},
           {"samples", samples}};
 }

@@ -24,6 +24,15 @@ extern const char* const kPasskeyQuestion;  // the last line, answered by the co
 // "The passkey is NNNNN. Remember it. NNNNN is the passkey."
 std::string passkey_needle(const std::string& passkey);
 
+// landmark: the protocol above (task line, needle said twice). compact: no task line and the
+// needle "The passkey is NNNNN.", so that a prompt fits in a small model's short training
+// length (1x and 2x of 128 tokens can then be evaluated) and a model can be trained on the
+// same format (make_passkey_corpus); meant with word-sized filler units (PasskeyFiller::words).
+enum class PasskeyFormat { landmark, compact };
+// "landmark" / "compact"; anything else throws InputError naming `arg`.
+PasskeyFormat parse_passkey_format(const std::string& s, const std::string& arg);
+const char* passkey_format_name(PasskeyFormat f);
+
 // Tokens greedily decoded for an answer: 5 digits and a space take at most 6 tokens in any
 // tokenizer with a piece per digit (SentencePiece with byte fallback, bytes); 2 to spare.
 constexpr int64_t kPasskeyAnswerTokens = 8;
@@ -42,6 +51,9 @@ struct PasskeyFiller {
   // non-UTF-8 file.
   static PasskeyFiller from_file(const std::string& path, const std::string& arg = "--haystack");
   static PasskeyFiller from_text(const std::string& text);
+  // The same text with one unit per word: split after each run of whitespace, so a prompt's
+  // length can be met to within one word (the compact format's short prompts).
+  PasskeyFiller words() const;
 };
 
 struct PasskeyPrompt {
@@ -56,13 +68,16 @@ struct PasskeyPrompt {
 };
 
 // The prompt
-//   TASK \n PREFIX \n NEEDLE \n SUFFIX \n QUESTION
-// where PREFIX is filler units 0..k-1 and SUFFIX units k..N-1 (trailing whitespace of each
-// trimmed), N the largest count for which the prompt takes at most `length` tokens of `tok`,
-// and k the unit boundary whose share of the N units' characters is closest to target_depth.
-// Deterministic. Throws InputError naming --lengths when even one filler unit does not fit.
+//   TASK \n PREFIX \n NEEDLE \n SUFFIX \n QUESTION      (landmark)
+//   PREFIX \n NEEDLE \n SUFFIX \n QUESTION             (compact: needle "The passkey is NNNNN.")
+// where PREFIX is filler units s..s+k-1 and SUFFIX units s+k..s+N-1 (cyclic, trailing whitespace
+// of each trimmed; s = first_unit, 0 for evaluation), N the largest count for which the prompt
+// takes at most `length` tokens of `tok`, and k the unit boundary whose share of the N units'
+// characters is closest to target_depth. Deterministic. Throws InputError naming --lengths when
+// even one filler unit does not fit.
 PasskeyPrompt make_passkey_prompt(const Tokenizer& tok, const PasskeyFiller& filler, int64_t length,
-                                  double target_depth, int64_t passkey);
+                                  double target_depth, int64_t passkey,
+                                  PasskeyFormat format = PasskeyFormat::landmark, int64_t first_unit = 0);
 
 // What trial `trial` at `length` draws, from (seed, length, trial) alone: the target depth uniform
 // within bucket trial mod `buckets` (so the buckets get equal shares of the trials), and the
@@ -87,6 +102,7 @@ struct PasskeyOptions {
   uint64_t seed = 0;
   int64_t depth_buckets = 5;
   int64_t samples_per_length = 3;  // the first trials of each length are kept as samples
+  PasskeyFormat format = PasskeyFormat::landmark;
 };
 
 struct PasskeySample {
