@@ -1,10 +1,8 @@
 // Child processes for the tests that run the `sluice` binary: spawned with stdout and stderr
 // into a log file, waited for with a bound (a hung child is killed and fails the test).
 #pragma once
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,9 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "dist/child_process.h"
 #include "test_util.h"
-
-extern char** environ;
 
 namespace sluice::testing {
 
@@ -50,34 +47,23 @@ inline std::vector<std::string> environment_with(const std::vector<std::string>&
   static const std::set<std::string> launcher = {"RANK",        "WORLD_SIZE",      "LOCAL_RANK",
                                                  "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                                                  "OMP_NUM_THREADS",  "GLOO_SOCKET_IFNAME"};
-  std::vector<std::string> env;
-  for (char** e = environ; *e; ++e) {
-    const std::string v = *e, name = v.substr(0, v.find('='));
-    if (drop_launcher && (launcher.count(name) || name.rfind("SLURM_", 0) == 0 || name.rfind("TORCHELASTIC_", 0) == 0))
-      continue;
-    env.push_back(v);
-  }
-  env.insert(env.end(), extra.begin(), extra.end());
-  return env;
+  return sluice::environment_with(extra, [drop_launcher](const std::string& name) {
+    return drop_launcher &&
+           (launcher.count(name) || name.rfind("SLURM_", 0) == 0 || name.rfind("TORCHELASTIC_", 0) == 0);
+  });
 }
 
 inline Child spawn_process(const std::string& program, const std::vector<std::string>& args, const std::string& log,
                            std::vector<std::string> env) {
   std::vector<std::string> all = {program};
   all.insert(all.end(), args.begin(), args.end());
-  std::vector<char*> argv, envp;
-  for (auto& a : all) argv.push_back(a.data());
-  argv.push_back(nullptr);
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  posix_spawn_file_actions_t fa;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawn_file_actions_addopen(&fa, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_adddup2(&fa, 1, 2);
   Child c;
   c.log = log;
-  EXPECT_EQ(posix_spawn(&c.pid, program.c_str(), &fa, nullptr, argv.data(), envp.data()), 0);
-  posix_spawn_file_actions_destroy(&fa);
+  try {
+    c.pid = spawn_logged(std::move(all), std::move(env), log, /*append=*/false);
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << e.what();
+  }
   return c;
 }
 
