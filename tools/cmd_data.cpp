@@ -2,8 +2,12 @@
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <ostream>
@@ -13,11 +17,14 @@
 #include "data/shard.h"
 #include "eval/passkey_corpus.h"
 #include "sluice/errors.h"
+#include "sluice/fs.h"
 #include "sluice/tokenizer.h"
 
 namespace sluice::cli {
 
 namespace {
+
+namespace fs = std::filesystem;
 
 void add_passkey_corpus(CLI::App& data, Io io) {
   struct Args {
@@ -38,25 +45,16 @@ void add_passkey_corpus(CLI::App& data, Io io) {
   cmd->callback([a, io] {
     const std::unique_ptr<Tokenizer> tok = load_tokenizer(a->tokenizer, "--tokenizer");
     const PasskeyFiller words = PasskeyFiller::from_file(a->haystack).words();
+    const std::string dir = fs::path(a->out).parent_path().string();
+    if (!dir.empty() && !fs::is_directory(dir)) throw InputError("--out: folder '" + dir + "' does not exist");
+    std::ostringstream text;  // a few MB: written whole, through a temporary file, or not at all
+    const PasskeyCorpusSummary s = write_passkey_corpus(*tok, words, a->o, text);
     const std::string tmp = a->out + ".tmp";
-    PasskeyCorpusSummary s;
-    {
-      std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-      if (!out) throw InputError("--out: cannot write '" + tmp + "'");
-      try {
-        s = write_passkey_corpus(*tok, words, a->o, out);
-      } catch (...) {
-        out.close();
-        std::filesystem::remove(tmp);
-        throw;
-      }
-      out.close();
-      if (!out) {
-        std::filesystem::remove(tmp);
-        throw InputError("--out: writing '" + tmp + "' failed");
-      }
+    write_file_synced(tmp, text.str());
+    if (std::rename(tmp.c_str(), a->out.c_str()) != 0) {
+      std::remove(tmp.c_str());
+      throw std::runtime_error("cannot rename " + tmp + " to " + a->out + ": " + std::strerror(errno));
     }
-    std::filesystem::rename(tmp, a->out);
     io.out << fmt::format("passkey corpus: {} ({} samples, {} tokens, {} haystack words used, {} passed over)\n",
                           a->out, s.samples, s.tokens, s.filler_units, s.skipped_units);
   });

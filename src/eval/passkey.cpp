@@ -163,13 +163,12 @@ PasskeyPrompt make_passkey_prompt(const Tokenizer& tok, const PasskeyFiller& fil
   const std::string head = compact ? std::string() : std::string(kPasskeyTask) + "\n";
   const std::string needle = "\n" + (compact ? "The passkey is " + p.passkey + "." : passkey_needle(p.passkey)) + "\n";
   const std::string tail = "\n" + std::string(kPasskeyQuestion);
-  const int64_t s0 = first_unit;
   // k: the unit boundary whose share of the filler's characters is closest to the target, so the
   // needle's depth is within half a unit of it whatever the units' lengths.
   auto before = [&](int64_t n) {
     std::vector<double> cum(static_cast<size_t>(n) + 1, 0.0);
     for (int64_t i = 0; i < n; ++i) {
-      cum[static_cast<size_t>(i) + 1] = cum[static_cast<size_t>(i)] + static_cast<double>(unit(filler, s0 + i).size());
+      cum[static_cast<size_t>(i) + 1] = cum[static_cast<size_t>(i)] + static_cast<double>(unit(filler, first_unit + i).size());
     }
     const double want = target_depth * cum.back();
     const auto it = std::lower_bound(cum.begin(), cum.end(), want);
@@ -179,7 +178,7 @@ PasskeyPrompt make_passkey_prompt(const Tokenizer& tok, const PasskeyFiller& fil
   };
   auto build = [&](int64_t n) {
     const int64_t k = before(n);
-    return head + filler_text(filler, s0, s0 + k) + needle + filler_text(filler, s0 + k, s0 + n) + tail;
+    return head + filler_text(filler, first_unit, first_unit + k) + needle + filler_text(filler, first_unit + k, first_unit + n) + tail;
   };
   std::map<int64_t, int64_t> measured;  // filler units -> prompt tokens
   auto tokens = [&](int64_t n) {
@@ -226,8 +225,8 @@ PasskeyPrompt make_passkey_prompt(const Tokenizer& tok, const PasskeyFiller& fil
   p.units_before = before(lo);
   p.text = build(lo);
   p.ids = tok.encode(p.text);
-  const double pre = static_cast<double>(filler_text(filler, s0, s0 + p.units_before).size());
-  const double post = static_cast<double>(filler_text(filler, s0 + p.units_before, s0 + lo).size());
+  const double pre = static_cast<double>(filler_text(filler, first_unit, first_unit + p.units_before).size());
+  const double post = static_cast<double>(filler_text(filler, first_unit + p.units_before, first_unit + lo).size());
   p.depth = pre + post > 0 ? pre / (pre + post) : 0.0;
   return p;
 }
@@ -328,14 +327,13 @@ nlohmann::json passkey_json(const PasskeyResult& r, const PasskeyOptions& o, con
           {"depth_buckets", o.depth_buckets},
           {"answer_tokens", kPasskeyAnswerTokens},
           {"format", passkey_format_name(o.format)},
-          {"protocol", o.format == PasskeyFormat::compact
-                           ? "compact passkey retrieval (docs/eval.md): filler words, needle 'The passkey is NNNNN.' "
-                             "at the depth of the filler, filler, question; at most `length` tokens; greedy "
-                             "continuation of answer_tokens tokens; correct when its first run of digits equals the "
-                             "passkey"
-                           : "Landmark/CoCA passkey retrieval (docs/eval.md): task line, filler, needle at the depth "
-                             "of the filler, filler, question; at most `length` tokens; greedy continuation of "
-                             "answer_tokens tokens; correct when its first run of digits equals the passkey"},
+          {"protocol", std::string(o.format == PasskeyFormat::compact
+                                       ? "compact passkey retrieval (docs/eval.md): filler words, needle 'The passkey "
+                                         "is NNNNN.'"
+                                       : "Landmark/CoCA passkey retrieval (docs/eval.md): task line, filler, needle") +
+                           " at the depth of the filler, filler, question; at most `length` tokens; greedy "
+                           "continuation of answer_tokens tokens; correct when its first run of digits equals the "
+                           "passkey"},
           {"results", results},
           {"samples", samples}};
 }
