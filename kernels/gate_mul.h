@@ -1,6 +1,7 @@
 // Fused sigmoid gate kernels, forward and backward (kernels/gate_mul.cuh has the formulas and the
-// layout): the G1 gate after a non-fused attention core in one elementwise kernel each way. Not
-// wired into the model yet: this is the kernel API. Tested against an ATen/autograd reference on
+// layout): the G1 gate after a non-fused attention core in one elementwise kernel each way. The
+// model launches them with model.elementwise_kernels: fused (src/model/fused_gate.cpp, through
+// src/model/elementwise_launcher.h). Tested against an ATen/autograd reference on
 // the GPU (tests/test_gate_mul_gpu.cpp) and, running the same kernel code on the CPU under
 // cuda_sim, without one (tests/test_gate_mul_sim.cpp).
 //

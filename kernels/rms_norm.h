@@ -1,5 +1,6 @@
 // Fused RMSNorm (+ residual add) CUDA kernels, forward and backward (kernels/rms_norm.cuh has the
-// formulas and the layout). Not wired into the model yet: this is the kernel API. Tested against
+// formulas and the layout). The model launches them with model.elementwise_kernels: fused
+// (src/model/fused_rms_norm.cpp, through src/model/elementwise_launcher.h). Tested against
 // an ATen/autograd reference on the GPU (tests/test_rms_norm_gpu.cpp) and, running the same
 // kernel code on the CPU under cuda_sim, without one (tests/test_rms_norm_sim.cpp).
 //

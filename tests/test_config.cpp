@@ -237,6 +237,8 @@ const std::vector<BadCase> kBadCases = {
     {"NotANumber", "optim:\n  lr: .nan\n", {}, {"optim.lr", "expected a finite number"}},
     {"NullLeaf", "train:\n  steps:\n", {}, {"train.steps", "got nothing"}},
     {"BadBackend", "", {"model.attention.backend=flash9"}, {"model.attention.backend", "got 'flash9'"}},
+    {"BadElementwiseKernels", "model:\n  elementwise_kernels: triton\n", {},
+     {"t.yaml:4:24: model.elementwise_kernels", "got 'triton'", "aten, fused"}},
     {"BadDevice", "train:\n  device: tpu\n", {}, {"train.device", "auto, cpu, cuda"}},
     // attention variants
     {"GatePositionUnknown", "", {"model.attention.gate.position=G6"}, {"model.attention.gate.position", "got 'G6'"}},

@@ -81,6 +81,7 @@ struct ModelConfig {
   AttentionConfig attention;
   bool qk_norm = false;
   bool fused_projections = false;  // q/k/v(/gate) and SwiGLU's gate/up as one GEMM each (weights packed)
+  std::string elementwise_kernels = "aten";  // aten | fused: the decoder's RMSNorms and G1 gate (kernels/)
   bool tie_embeddings = true;
   double norm_eps = 1e-5;
   double init_std = 0.02;

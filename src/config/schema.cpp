@@ -273,6 +273,15 @@ std::vector<Field> build_schema() {
         "so no step concatenates them. Same math; sums of other GEMM shapes, so equal to `false` up to fp32 "
         "rounding. Its speed is measured by scripts/gpu_perf.sh (not yet on a GPU).");
   b.add(KEY(model.qk_norm), "RMSNorm on each query and key head before RoPE (Qwen3 / OLMo-2 style).");
+  b.add(KEY(model.elementwise_kernels),
+        "Kernels of the decoder's RMSNorms and of the G1 output gate: `aten` (ATen ops) or `fused` (Sluice's "
+        "CUDA kernels, kernels/rms_norm.h and kernels/gate_mul.h: every RMSNorm of a block, QK-norm and the "
+        "final norm, with the residual add before a block's second norm in the same kernel, and the G1 "
+        "sigmoid gate, elementwise or headwise, when the attention core does not apply it itself). "
+        "`fused` falls back to `aten` for inputs the kernels do not take (CPU tensors, fp64), logging why "
+        "once. Same math up to fp32 rounding. `aten` is the default because the fused path's speed has not "
+        "been measured on a GPU yet (scripts/gpu_perf.sh). May change on resume. See docs/performance.md.")
+      .choices({"aten", "fused"});
   b.add(KEY(model.tie_embeddings), "Share the token embedding with the output head (no `lm_head.weight`).");
   b.add(KEY(model.norm_eps), "RMSNorm epsilon.").min(0.0, true).max(1.0);
   b.add(KEY(model.init_std), "Std of the normal init of linear and embedding weights; output projections "

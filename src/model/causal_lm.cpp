@@ -21,7 +21,8 @@ DecoderImpl::DecoderImpl(const ModelConfig& cfg) : cfg_(cfg) {
   embed_tokens = register_module("embed_tokens", nn::Embedding(cfg.vocab_size, cfg.d_model));
   layers = register_module("layers", nn::ModuleList());
   for (int64_t i = 0; i < cfg.n_layers; ++i) layers->push_back(DecoderBlock(cfg, i));
-  norm = register_module("norm", std::make_shared<RMSNormImpl>(cfg.d_model, cfg.norm_eps));
+  norm = register_module("norm", std::make_shared<RMSNormImpl>(cfg.d_model, cfg.norm_eps,
+                                                                cfg.elementwise_kernels == "fused"));
   if (cfg.position == "rope") rotary_ = std::make_shared<Rotary>(cfg.resolved_head_dim(), cfg.rope);
 }
 

@@ -4,10 +4,12 @@
 
 namespace sluice {
 
-DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg, int64_t layer) : layer_(layer) {
-  input_layernorm = register_module("input_layernorm", RMSNorm(cfg.d_model, cfg.norm_eps));
+DecoderBlockImpl::DecoderBlockImpl(const ModelConfig& cfg, int64_t layer)
+    : layer_(layer), fused_elementwise_(cfg.elementwise_kernels == "fused") {
+  input_layernorm = register_module("input_layernorm", RMSNorm(cfg.d_model, cfg.norm_eps, fused_elementwise_));
   self_attn = register_module("self_attn", SelfAttention(cfg, layer));
-  post_attention_layernorm = register_module("post_attention_layernorm", RMSNorm(cfg.d_model, cfg.norm_eps));
+  post_attention_layernorm =
+      register_module("post_attention_layernorm", RMSNorm(cfg.d_model, cfg.norm_eps, fused_elementwise_));
   if (cfg.is_moe_layer(layer)) {
     moe_mlp = register_module("mlp", MoE(cfg));
   } else {
@@ -23,23 +25,30 @@ void DecoderBlockImpl::set_activation_checkpointing(ActivationCheckpointing mode
   if (moe_mlp && moe_mlp->shared_expert) moe_mlp->shared_expert->set_recompute_product(selective);
 }
 
-at::Tensor DecoderBlockImpl::attention_half(const at::Tensor& x, const ForwardContext& ctx) {
-  return x + self_attn->forward(input_layernorm->forward(x), ctx);
+at::Tensor DecoderBlockImpl::attention_output(const at::Tensor& x, const ForwardContext& ctx) {
+  return self_attn->forward(input_layernorm->forward(x), ctx);
+}
+
+std::pair<at::Tensor, at::Tensor> DecoderBlockImpl::residual_and_norm(const at::Tensor& x, const at::Tensor& attn) {
+  if (fused_elementwise_) return post_attention_layernorm->forward_with_residual(x, attn);
+  const at::Tensor h = x + attn;
+  return {h, post_attention_layernorm->forward(h)};
 }
 
 at::Tensor DecoderBlockImpl::feed_forward(const at::Tensor& n) { return mlp ? mlp->forward(n) : moe_mlp->forward(n); }
 
 at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, const ForwardContext& ctx) {
   if (ctx.observer) {
-    const at::Tensor attn = self_attn->forward(input_layernorm->forward(x), ctx);
-    const at::Tensor h = x + attn;
-    const at::Tensor ffn = feed_forward(post_attention_layernorm->forward(h));
+    const at::Tensor attn = attention_output(x, ctx);
+    const auto [h, n] = residual_and_norm(x, attn);
+    const at::Tensor ffn = feed_forward(n);
     const at::Tensor out = h + ffn;
     ctx.observer->on_block_output(layer_, attn, ffn, out);
     return out;
   }
   if (checkpointing_ == ActivationCheckpointing::Selective && !ctx.cache) {
-    // The norms' outputs are read only by the GEMMs after them: recomputed, not kept.
+    // The norms' outputs are read only by the GEMMs after them: recomputed, not kept (so the
+    // second norm reads h, not the residual form's pair).
     auto norm = [](const RMSNorm& n) {
       return [n](const std::vector<at::Tensor>& in) { return std::vector<at::Tensor>{n->forward(in[0])}; };
     };
@@ -49,22 +58,28 @@ at::Tensor DecoderBlockImpl::forward(const at::Tensor& x, const ForwardContext& 
                                      [&](const at::Tensor& n) { return feed_forward(n); });
   }
   if (checkpointing_ != ActivationCheckpointing::Full || ctx.cache) {
-    const at::Tensor h = attention_half(x, ctx);
-    return h + feed_forward(post_attention_layernorm->forward(h));
+    const auto [h, n] = residual_and_norm(x, attention_output(x, ctx));
+    return h + feed_forward(n);
   }
   const ForwardContext region_ctx = ctx;
   if (mlp) {
     auto block = [this, region_ctx](const std::vector<at::Tensor>& in) {
-      const at::Tensor h = attention_half(in[0], region_ctx);
-      return std::vector<at::Tensor>{h + mlp->forward(post_attention_layernorm->forward(h))};
+      const auto [h, n] = residual_and_norm(in[0], attention_output(in[0], region_ctx));
+      return std::vector<at::Tensor>{h + mlp->forward(n)};
     };
     return checkpoint(block, {x})[0];
   }
+  // MoE: the attention half is recomputed, the MoE layer runs outside the region. With fused
+  // kernels the region ends with the residual form and returns both h and norm(h).
   auto half = [this, region_ctx](const std::vector<at::Tensor>& in) {
-    return std::vector<at::Tensor>{attention_half(in[0], region_ctx)};
+    const at::Tensor attn = attention_output(in[0], region_ctx);
+    if (!fused_elementwise_) return std::vector<at::Tensor>{in[0] + attn};
+    const auto [h, n] = residual_and_norm(in[0], attn);
+    return std::vector<at::Tensor>{h, n};
   };
-  const at::Tensor h = checkpoint(half, {x})[0];
-  return h + moe_mlp->forward(post_attention_layernorm->forward(h));
+  const std::vector<at::Tensor> hn = checkpoint(half, {x});
+  const at::Tensor n = hn.size() > 1 ? hn[1] : post_attention_layernorm->forward(hn[0]);
+  return hn[0] + moe_mlp->forward(n);
 }
 
 }  // namespace sluice

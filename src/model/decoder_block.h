@@ -10,7 +10,10 @@
 namespace sluice {
 
 // Pre-norm block: h = x + attn(norm(x)); out = h + mlp(norm(h)). The feed-forward ("mlp")
-// is a dense SwiGLU, or an MoE layer in block `layer` when cfg.is_moe_layer(layer).
+// is a dense SwiGLU, or an MoE layer in block `layer` when cfg.is_moe_layer(layer). With
+// model.elementwise_kernels: fused the norms run the fused RMSNorm kernels, and h and norm(h)
+// come from one kernel (the residual form) except under selective checkpointing, which
+// recomputes norm(h) from h. The aten path is the ATen ops of before, bitwise.
 // Full activation checkpointing recomputes a dense block whole; an MoE block only up to h:
 // the MoE layer's forward has effects a second run would repeat (routing statistics, the
 // step's expert counts, router losses, the token exchange of expert parallelism).
@@ -26,10 +29,13 @@ class DecoderBlockImpl : public torch::nn::Module {
   SwiGLU mlp{nullptr};   // dense blocks
   MoE moe_mlp{nullptr};  // MoE blocks (registered as "mlp" too)
  private:
-  at::Tensor attention_half(const at::Tensor& x, const ForwardContext& ctx);  // x + attn(norm(x))
+  at::Tensor attention_output(const at::Tensor& x, const ForwardContext& ctx);  // attn(norm(x))
+  // {h, norm(h)} with h = x + attn: one kernel call with fused elementwise kernels.
+  std::pair<at::Tensor, at::Tensor> residual_and_norm(const at::Tensor& x, const at::Tensor& attn);
   at::Tensor feed_forward(const at::Tensor& n);
 
   int64_t layer_;
+  bool fused_elementwise_;
   ActivationCheckpointing checkpointing_ = ActivationCheckpointing::None;
 };
 TORCH_MODULE(DecoderBlock);

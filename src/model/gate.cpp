@@ -5,6 +5,9 @@
 #include <cmath>
 #include <stdexcept>
 
+#include "model/elementwise_launcher.h"
+#include "model/fused_gate.h"
+
 namespace sluice {
 
 GateSite parse_gate_site(const std::string& p) {
@@ -38,7 +41,10 @@ int64_t gate_projection_outputs(const ModelConfig& cfg) {
 }
 
 GateImpl::GateImpl(const ModelConfig& cfg, int64_t layer)
-    : site_(parse_gate_site(cfg.attention.gate.position)), cfg_(cfg.attention.gate), layer_(layer) {
+    : site_(parse_gate_site(cfg.attention.gate.position)),
+      cfg_(cfg.attention.gate),
+      layer_(layer),
+      fused_(cfg.elementwise_kernels == "fused") {
   if (site_ == GateSite::None) return;
   groups_ = heads_at(site_, cfg);
   head_dim_ = cfg.resolved_head_dim();
@@ -92,8 +98,25 @@ at::Tensor GateImpl::output_gate_logits(const GateInput& in) const {
   return l.reshape({l.size(0), l.size(1), groups_, width}).transpose(1, 2);
 }
 
+at::Tensor GateImpl::apply_fused(const at::Tensor& y, const GateInput& in) const {
+  const std::string why = fused_gate_unsupported(y);
+  if (!why.empty()) {
+    warn_elementwise_fallback_once("G1 gate", why);
+    return {};
+  }
+  // One logit per element of y [B, T, H, D] (elementwise) or per head (headwise: width D), in
+  // the projection's [B, T, H·W] order; input constant: the same [H·W] logits for every token.
+  at::Tensor z = in.logits.defined() ? in.logits : logits(in.x);
+  if (z.dim() == 1) z = z.expand({y.size(0), y.size(1), z.size(0)});
+  return fused_gate_mul(y, z, cfg_.granularity == "headwise" ? head_dim_ : 1);
+}
+
 at::Tensor GateImpl::apply(GateSite site, const at::Tensor& y, const GateInput& in, ForwardObserver* observer) const {
   if (site != site_) return y;
+  if (fused_ && site == GateSite::G1 && !observer && fusable_output_gate()) {
+    at::Tensor out = apply_fused(y, in);
+    if (out.defined()) return out;
+  }
   at::Tensor s;
   if (cfg_.input == "self") {
     s = activate(y);

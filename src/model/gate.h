@@ -29,7 +29,9 @@ class GateImpl : public torch::nn::Module {
   GateImpl(const ModelConfig& cfg, int64_t layer);
 
   // `y` gated when `site` is this gate's position, else `y` itself. Layouts: [B, T, heads, D]
-  // at G1-G4 (heads: n_heads at G1/G4, n_kv_heads at G2/G3), [B, T, d_model] at G5.
+  // at G1-G4 (heads: n_heads at G1/G4, n_kv_heads at G2/G3), [B, T, d_model] at G5. With
+  // model.elementwise_kernels: fused, a fusable G1 gate (fusable_output_gate) runs the fused
+  // kernel when there is no observer (it reads the scores) and the kernels take y.
   at::Tensor apply(GateSite site, const at::Tensor& y, const GateInput& in, ForwardObserver* observer) const;
 
   // act(logits) shaped for broadcasting against the gated tensor (see ForwardObserver).
@@ -55,10 +57,14 @@ class GateImpl : public torch::nn::Module {
 
  private:
   at::Tensor activate(const at::Tensor& z) const;
+  // model.elementwise_kernels: fused at a fusable G1 gate: y ⊙ σ(logits) in one kernel
+  // (model/fused_gate.h); undefined when the kernels do not take y (the caller goes on in ATen).
+  at::Tensor apply_fused(const at::Tensor& y, const GateInput& in) const;
 
   GateSite site_ = GateSite::None;
   GateConfig cfg_;
   int64_t layer_ = 0, groups_ = 1, head_dim_ = 1, n_out_ = 0;
+  bool fused_ = false;  // model.elementwise_kernels: fused
 };
 TORCH_MODULE(Gate);
 

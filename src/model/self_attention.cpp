@@ -27,8 +27,9 @@ SelfAttentionImpl::SelfAttentionImpl(const ModelConfig& cfg, int64_t layer)
   v_proj = register_module("v_proj", nn::Linear(nn::LinearOptions(d, n_kv_heads_ * head_dim_).bias(false)));
   o_proj = register_module("o_proj", nn::Linear(nn::LinearOptions(n_heads_ * head_dim_, d).bias(false)));
   if (cfg.qk_norm) {
-    q_norm = register_module("q_norm", RMSNorm(head_dim_, cfg.norm_eps));
-    k_norm = register_module("k_norm", RMSNorm(head_dim_, cfg.norm_eps));
+    const bool fused = cfg.elementwise_kernels == "fused";
+    q_norm = register_module("q_norm", RMSNorm(head_dim_, cfg.norm_eps, fused));
+    k_norm = register_module("k_norm", RMSNorm(head_dim_, cfg.norm_eps, fused));
   }
   if (cfg.attention.output_norm) o_norm = register_module("o_norm", RMSNorm(n_heads_ * head_dim_, cfg.norm_eps));
   gate = Gate(cfg, layer);

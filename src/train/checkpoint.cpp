@@ -265,10 +265,12 @@ ConfigDiff diff_for_resume(const Config& checkpoint, const Config& current) {
   // Changing these would make the weights, the optimizer state or the data position mean
   // something else, or change what the model computes (model.*, data.respect_documents: the
   // attention mask). Everything else (logging, evaluation, schedule length, checkpointing,
-  // attention backend, data paths, the world size, micro-batch and accumulation, ZeRO) may
-  // change between a save and a resume; the trainer checks that the data position converts.
+  // attention backend, elementwise kernels, data paths, the world size, micro-batch and
+  // accumulation, ZeRO) may change between a save and a resume; the trainer checks that the
+  // data position converts.
   auto fixed = [](const std::string& key) {
-    if (key == "model.attention.backend" || key == "model.moe.gemm") return false;  // same math
+    if (key == "model.attention.backend" || key == "model.moe.gemm" || key == "model.elementwise_kernels")
+      return false;  // same math
     for (const char* p : {"model.", "data.tokenizer", "data.seq_len", "data.respect_documents", "train.seed",
                           "optim.name"})
       if (key.rfind(p, 0) == 0) return true;
