@@ -347,7 +347,8 @@ std::vector<Field> build_schema() {
                                     "the earlier positions of its target's document (a document's EOS opens the "
                                     "next one, as a BOS would; every target is still trained). Applies to training "
                                     "and validation loss, not to `sluice eval` or decoding. Costs `sdpa` its causal "
-                                    "fast path (explicit mask); `fused` falls back to `sdpa`. Cannot change on "
+                                    "fast path (explicit mask); `fused` masks documents in its kernels (per-position "
+                                    "bounds, tiles outside a document skipped). Cannot change on "
                                     "resume. See docs/data.md.");
   b.add(KEY(data.tokenizer), "`byte` (UTF-8 bytes, ids 0-255, then BOS 256, EOS 257, PAD 258), a folder holding "
                              "`tokenizer.model` (`sluice data train-tokenizer`), or a SentencePiece `.model` file. "
