@@ -932,6 +932,16 @@ TEST_F(Commands, PasskeyCorpusWritesSamplesAndTheCompactEvalReadsThem) {
   EXPECT_GE(corpus.size(), 3000u);
   EXPECT_NE(corpus.find("What is the passkey? The passkey is "), std::string::npos);
   EXPECT_FALSE(fs::exists(out_file + ".tmp"));
+  EXPECT_EQ(corpus.find("The grass is green."), std::string::npos);
+  // without --haystack: the protocol's repeated filler, the text the compact evaluation uses by default
+  const std::string repeated_file = dir_->file("pk/repeated.txt");
+  ASSERT_EQ(sluice({"data", "passkey-corpus", "--tokens", "2000", "--min-length", "90", "--max-length", "128",
+                    "--out", repeated_file}),
+            0)
+      << err.str();
+  const std::string repeated = read_file(repeated_file);
+  EXPECT_NE(repeated.find("The grass is green. The sky is blue."), std::string::npos);
+  EXPECT_NE(repeated.find("What is the passkey? The passkey is "), std::string::npos);
   // refused: nothing written
   const std::string refused = dir_->file("pk/refused.txt");
   EXPECT_EQ(sluice({"data", "passkey-corpus", "--haystack", hay, "--tokens", "3000", "--min-length", "30",

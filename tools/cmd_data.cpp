@@ -34,8 +34,10 @@ void add_passkey_corpus(CLI::App& data, Io io) {
   auto a = std::make_shared<Args>();
   CLI::App* cmd = data.add_subcommand(
       "passkey-corpus", "Training text for passkey retrieval: compact passkey prompts and their answers, with the "
-                        "haystack's consecutive words as filler (docs/eval.md).");
-  cmd->add_option("--haystack", a->haystack, "UTF-8 text whose words fill the samples, in order")->required();
+                        "haystack's consecutive words (or the repeated filler) as filler (docs/eval.md).");
+  cmd->add_option("--haystack", a->haystack,
+                  "UTF-8 text whose words fill the samples, in order (default: the protocol's repeated "
+                  "filler, the text `sluice eval passkey` uses without --haystack)");
   cmd->add_option("--tokens", a->o.tokens, "write samples until they hold this many tokens")->required();
   cmd->add_option("--min-length", a->o.min_tokens, "shortest sample (prompt + answer) in tokens");
   cmd->add_option("--max-length", a->o.max_tokens, "longest sample in tokens (at most the training seq_len)");
@@ -44,7 +46,8 @@ void add_passkey_corpus(CLI::App& data, Io io) {
   cmd->add_option("--out", a->out, "output text file (written whole or not at all)")->required();
   cmd->callback([a, io] {
     const std::unique_ptr<Tokenizer> tok = load_tokenizer(a->tokenizer, "--tokenizer");
-    const PasskeyFiller words = PasskeyFiller::from_file(a->haystack).words();
+    const PasskeyFiller words =
+        (a->haystack.empty() ? PasskeyFiller::repeated() : PasskeyFiller::from_file(a->haystack)).words();
     const std::string dir = fs::path(a->out).parent_path().string();
     if (!dir.empty() && !fs::is_directory(dir)) throw InputError("--out: folder '" + dir + "' does not exist");
     std::ostringstream text;  // a few MB: written whole, through a temporary file, or not at all
