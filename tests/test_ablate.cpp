@@ -200,10 +200,12 @@ TEST(AblateGrid, TheCommittedGpuStudyGridsValidate) {
   tok.out_dir = data + "/tokenizer";
   tok.threads = 1;
   train_tokenizer(tok);
-  for (const char* split : {"train", "val"}) {
+  // prepare_data.sh's train/ and val/; prepare_passkey.sh's passkey_train/ and passkey_val/
+  // (any text will do for validating the grids: they only need datasets of this tokenizer).
+  for (const char* split : {"train", "val", "passkey_train", "passkey_val"}) {
     PrepareOptions p;
     p.tokenizer = tok.out_dir;
-    p.inputs = {data + "/books/" + split};
+    p.inputs = {data + "/books/" + (std::string(split).rfind("passkey_", 0) == 0 ? "val" : split)};
     p.out_dir = data + "/" + split;
     p.workers = 1;
     p.progress = false;
@@ -257,7 +259,7 @@ TEST(AblateGrid, TheCommittedGpuStudyGridsValidate) {
     }
     ++grids;
   }
-  EXPECT_EQ(grids, 3);
+  EXPECT_EQ(grids, 4);
 }
 
 // --- the real binary ------------------------------------------------------------------------
