@@ -120,8 +120,14 @@ TEST(AblateResults, ReadsTheRunsFilesAndTablesMeanAndStdOverSeeds) {
   };
   make("a-s1", 2.0, 10.0);
   make("a-s2", 3.0, 20.0);
+  // a-s3 is still training (step 3 of 6): its partial loss and curve must stay out of the table.
+  make("a-s3", 9.0, 90.0);
+  write_file(runs + "/a-s3/summary.json",
+             nlohmann::json({{"steps", 3}, {"target_steps", 6}, {"stopped_by_signal", true}, {"final_loss", 9.1},
+                             {"final_val_loss", 9.0}})
+                 .dump());
   std::vector<ablate::RunResult> results;
-  for (const char* n : {"a-s1", "a-s2"}) {
+  for (const char* n : {"a-s1", "a-s2", "a-s3"}) {
     ablate::RunSpec spec;
     spec.name = n;
     spec.variant = "a";
@@ -130,23 +136,28 @@ TEST(AblateResults, ReadsTheRunsFilesAndTablesMeanAndStdOverSeeds) {
   }
   const ablate::RunResult& r = results[1];
   EXPECT_TRUE(r.finished);
+  EXPECT_FALSE(results[2].finished);
   EXPECT_EQ(r.final_val_loss, 3.0);
   EXPECT_EQ(r.ppl.at(64), 20.0);
   EXPECT_EQ(r.first_token_attention, 0.25);
   EXPECT_DOUBLE_EQ(*r.gate_mean, 0.3);  // the null layer skipped
   EXPECT_EQ(r.max_activation, 7.5);
   EXPECT_FALSE(r.gate_sparsity.has_value());
-  // mean 2.5, sample std sqrt(0.5) = 0.71
+  // mean 2.5, sample std sqrt(0.5) = 0.71, over the two finished runs of three
   const std::string table = ablate::summary_table(results);
+  EXPECT_NE(table.find("2 of 3"), std::string::npos) << table;
   EXPECT_NE(table.find("2.5 ± 0.71"), std::string::npos) << table;
   EXPECT_NE(table.find("15 ± 7.1"), std::string::npos) << table;
+  EXPECT_NE(table.find("7.5 ± 0  1 ± 0"), std::string::npos) << table;  // max_act, spikes
+  for (const char* partial : {"9.1", "90", "4.667", "4.767", "40 ±"}) EXPECT_EQ(table.find(partial), std::string::npos) << partial << "\n" << table;
   ablate::write_results(results, dir.path());
   const std::string csv = read_file(dir.file("results.csv"));
   EXPECT_EQ(csv.substr(0, csv.find('\n')),
             "variant,seed,params,tokens,final_loss,final_val_loss,ppl_64,first_token_attention,gate_mean,gate_sparsity,"
-            "max_activation,loss_spikes,skipped_steps,tokens_per_s");
-  EXPECT_NE(csv.find("\na,2,1000,960,3.1,3,20,0.25,0.3,,7.5,1,0,5\n"), std::string::npos) << csv;
-  EXPECT_EQ(nlohmann::json::parse(read_file(dir.file("results.json"))).size(), 2u);
+            "max_activation,loss_spikes,skipped_steps,tokens_per_s,finished");
+  EXPECT_NE(csv.find("\na,2,1000,960,3.1,3,20,0.25,0.3,,7.5,1,0,5,1\n"), std::string::npos) << csv;
+  EXPECT_NE(csv.find("\na,3,,,9.1,9,90,0.25,0.3,,7.5,1,,,0\n"), std::string::npos) << csv;  // per run, as read
+  EXPECT_EQ(nlohmann::json::parse(read_file(dir.file("results.json"))).size(), 3u);
 }
 
 // The study grids under configs/studies/ stay valid against the config schema: each is parsed,

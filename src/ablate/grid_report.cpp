@@ -15,7 +15,8 @@ namespace fs = std::filesystem;
 std::string grid_section_html(const std::vector<RunResult>& results) {
   const auto rows = grouped_rows(results);
   std::string html = "<section id=\"grid\">\n<h2>Grid: variants</h2>\n<p class=\"note\">Per variant (and axis values): "
-                     "runs, and the mean \u00b1 sample standard deviation over them (from DIR/results.csv).</p>\n"
+                     "finished runs (\"k of N\" while the grid is partly done), and the mean \u00b1 sample standard deviation over them "
+                     "(from DIR/results.csv).</p>\n"
                      "<div class=\"scroll\">\n<table class=\"grid\">\n<thead><tr>";
   for (size_t i = 0; i < rows.front().size(); ++i)
     html += "<th" + std::string(i == 0 ? " class=\"text\"" : "") + ">" + report::escape(rows.front()[i]) + "</th>";
@@ -33,6 +34,7 @@ std::string grid_section_html(const std::vector<RunResult>& results) {
   std::map<std::string, std::map<int64_t, std::pair<double, int>>> sums;
   std::set<double> lengths;
   for (const RunResult& r : results) {
+    if (!r.finished) continue;  // as the table: finished runs only
     std::string key = r.variant;
     for (const auto& [k, v] : r.axis_values) key += " " + k + "=" + v;
     if (!sums.count(key)) order.push_back(key);

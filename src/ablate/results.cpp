@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -182,7 +183,7 @@ void write_results(const std::vector<RunResult>& results, const std::string& out
   csv << ",params,tokens,final_loss,final_val_loss";
   for (int64_t l : ppl_lengths) csv << ",ppl_" << l;
   for (int64_t l : passkey_lengths) csv << ",passkey_" << l;
-  csv << ",first_token_attention,gate_mean,gate_sparsity,max_activation,loss_spikes,skipped_steps,tokens_per_s\n";
+  csv << ",first_token_attention,gate_mean,gate_sparsity,max_activation,loss_spikes,skipped_steps,tokens_per_s,finished\n";
   for (const auto& r : results) {
     csv << r.variant << "," << (r.seed >= 0 ? std::to_string(r.seed) : std::string());
     for (const auto& a : axes) csv << "," << (r.axis_values.count(a) ? r.axis_values.at(a) : std::string());
@@ -191,7 +192,7 @@ void write_results(const std::vector<RunResult>& results, const std::string& out
     for (int64_t l : passkey_lengths) csv << "," << (r.passkey.count(l) ? cell(r.passkey.at(l)) : std::string());
     csv << "," << cell(r.first_token_attention) << "," << cell(r.gate_mean) << "," << cell(r.gate_sparsity) << ","
         << cell(r.max_activation) << "," << cell(r.loss_spikes) << "," << cell(r.skipped_steps) << ","
-        << cell(r.tokens_per_s) << "\n";
+        << cell(r.tokens_per_s) << "," << (r.finished ? 1 : 0) << "\n";
   }
   write_atomic(fs::path(out_dir) / "results.csv", csv.str());
 }
@@ -209,11 +210,15 @@ std::vector<std::vector<std::string>> grouped_rows(const std::vector<RunResult>&
     for (const auto& kv : r.ppl) ppl_lengths.insert(kv.first);
     for (const auto& kv : r.passkey) passkey_lengths.insert(kv.first);
   }
-  // mean ± sample std over the group's runs that have the value ("n/a" when none does).
+  // mean ± sample std over the group's finished runs that have the value ("n/a" when none
+  // does): a run still training (or killed) has a partial loss curve and no evaluations, and
+  // must not pass for a seed in a grid that is only partly done.
   auto stat = [](const std::vector<const RunResult*>& g, const std::function<std::optional<double>(const RunResult&)>& f) {
     std::vector<double> v;
-    for (const RunResult* r : g)
+    for (const RunResult* r : g) {
+      if (!r->finished) continue;
       if (auto x = f(*r)) v.push_back(*x);
+    }
     if (v.empty()) return std::string("n/a");
     double mean = 0;
     for (double x : v) mean += x;
@@ -230,7 +235,10 @@ std::vector<std::vector<std::string>> grouped_rows(const std::vector<RunResult>&
   std::vector<std::vector<std::string>> rows = {header};
   for (const auto& key : order) {
     const auto& g = groups[key];
-    std::vector<std::string> row = {key, std::to_string(g.size()),
+    const auto done = std::count_if(g.begin(), g.end(), [](const RunResult* r) { return r->finished; });
+    const std::string runs =
+        done == static_cast<std::ptrdiff_t>(g.size()) ? std::to_string(done) : fmt::format("{} of {}", done, g.size());
+    std::vector<std::string> row = {key, runs,
                                     stat(g, [](const RunResult& r) { return r.final_val_loss; }),
                                     stat(g, [](const RunResult& r) { return r.final_loss; })};
     for (int64_t l : ppl_lengths)
