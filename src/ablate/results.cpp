@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <iterator>
 #include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -210,15 +211,11 @@ std::vector<std::vector<std::string>> grouped_rows(const std::vector<RunResult>&
     for (const auto& kv : r.ppl) ppl_lengths.insert(kv.first);
     for (const auto& kv : r.passkey) passkey_lengths.insert(kv.first);
   }
-  // mean ± sample std over the group's finished runs that have the value ("n/a" when none
-  // does): a run still training (or killed) has a partial loss curve and no evaluations, and
-  // must not pass for a seed in a grid that is only partly done.
+  // mean ± sample std over the runs that have the value ("n/a" when none does).
   auto stat = [](const std::vector<const RunResult*>& g, const std::function<std::optional<double>(const RunResult&)>& f) {
     std::vector<double> v;
-    for (const RunResult* r : g) {
-      if (!r->finished) continue;
+    for (const RunResult* r : g)
       if (auto x = f(*r)) v.push_back(*x);
-    }
     if (v.empty()) return std::string("n/a");
     double mean = 0;
     for (double x : v) mean += x;
@@ -234,10 +231,12 @@ std::vector<std::vector<std::string>> grouped_rows(const std::vector<RunResult>&
   header.insert(header.end(), {"sink", "gate_mean", "gate_sparsity", "max_act", "spikes"});
   std::vector<std::vector<std::string>> rows = {header};
   for (const auto& key : order) {
-    const auto& g = groups[key];
-    const auto done = std::count_if(g.begin(), g.end(), [](const RunResult* r) { return r->finished; });
-    const std::string runs =
-        done == static_cast<std::ptrdiff_t>(g.size()) ? std::to_string(done) : fmt::format("{} of {}", done, g.size());
+    // Statistics over the finished runs only: a run still training (or killed) has a partial
+    // loss curve and no evaluations, and must not pass for a seed of a partly done grid.
+    const auto& all = groups[key];
+    std::vector<const RunResult*> g;
+    std::copy_if(all.begin(), all.end(), std::back_inserter(g), [](const RunResult* r) { return r->finished; });
+    const std::string runs = g.size() == all.size() ? std::to_string(g.size()) : fmt::format("{} of {}", g.size(), all.size());
     std::vector<std::string> row = {key, runs,
                                     stat(g, [](const RunResult& r) { return r.final_val_loss; }),
                                     stat(g, [](const RunResult& r) { return r.final_loss; })};
