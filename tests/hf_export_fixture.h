@@ -47,10 +47,16 @@ class HfExportTest : public ::testing::Test {
     return code;
   }
 
-  // Exports `run`, writes Sluice's logits and greedy tokens, and returns hf_check.py's verdict.
-  nlohmann::json export_and_check(const std::string& run, const std::vector<std::string>& export_args = {}) const {
-    const std::string out = run + "-hf";
-    std::vector<std::string> args = {"export", "hf", "--ckpt", run, "--out", out};
+  // What hf_check.py compares for one run: its export and the file of Sluice's outputs.
+  struct HfCase {
+    std::string export_dir, expected;
+    std::vector<int64_t> sluice_generated;
+  };
+
+  // Exports `run` and writes Sluice's logits on a fixed batch and its greedy tokens beside it.
+  HfCase export_for_check(const std::string& run, const std::vector<std::string>& export_args = {}) const {
+    HfCase c{run + "-hf", run + "-expected.safetensors", {}};
+    std::vector<std::string> args = {"export", "hf", "--ckpt", run, "--out", c.export_dir};
     args.insert(args.end(), export_args.begin(), export_args.end());
     std::string err;
     EXPECT_EQ(sluice(args, &err), 0) << err;
@@ -68,26 +74,42 @@ class HfExportTest : public ::testing::Test {
     o.sampling.temperature = 0;
     const std::vector<int64_t> p(prompt.data_ptr<int64_t>(), prompt.data_ptr<int64_t>() + prompt.numel());
     const GenerateResult g = generate(*m.model, std::vector<int32_t>(p.begin(), p.end()), o, m.device, false);
-    std::vector<int64_t> generated(g.tokens.begin(), g.tokens.end());
-    const std::string expected = run + "-expected.safetensors";
-    write_safetensors(expected, {{"tokens", tokens},
-                                 {"logits", logits},
-                                 {"prompt", prompt},
-                                 {"generated", at::tensor(generated, at::kLong)}});
-    const std::string result = run + "-check.json";
-    const std::string cmd = std::string("'") + SLUICE_PYTHON + "' '" + SLUICE_SOURCE_DIR + "/tests/hf_check.py' '" + out +
-                            "' '" + expected + "' > '" + result + "' 2> '" + result + ".err'";
+    c.sluice_generated.assign(g.tokens.begin(), g.tokens.end());
+    write_safetensors(c.expected, {{"tokens", tokens},
+                                   {"logits", logits},
+                                   {"prompt", prompt},
+                                   {"generated", at::tensor(c.sluice_generated, at::kLong)}});
+    return c;
+  }
+
+  // hf_check.py's verdict on each case, in order, from one start of transformers (null for all
+  // when the script itself fails; {"error"} for a case it could not load or run).
+  std::vector<nlohmann::json> hf_check(const std::vector<HfCase>& cases) const {
+    const std::string result = cases.at(0).export_dir + "-check.json";
+    std::string cmd = std::string("'") + SLUICE_PYTHON + "' '" + SLUICE_SOURCE_DIR + "/tests/hf_check.py'";
+    for (const HfCase& c : cases) cmd += " '" + c.export_dir + "' '" + c.expected + "'";
+    cmd += " > '" + result + "' 2> '" + result + ".err'";
+    std::vector<nlohmann::json> out(cases.size());
     if (std::system(cmd.c_str()) != 0) {
       ADD_FAILURE() << "hf_check.py failed:\n" << testing::read_file(result + ".err");
-      return {};
+      return out;
     }
-    nlohmann::json j = nlohmann::json::parse(testing::read_file(result));
-    j["sluice_generated"] = generated;
-    return j;
+    const nlohmann::json j = nlohmann::json::parse(testing::read_file(result));
+    EXPECT_EQ(j.size(), cases.size()) << j.dump();
+    for (size_t i = 0; i < cases.size() && i < j.size(); ++i) {
+      out[i] = j[i];
+      out[i]["sluice_generated"] = cases[i].sluice_generated;
+    }
+    return out;
+  }
+
+  nlohmann::json export_and_check(const std::string& run, const std::vector<std::string>& export_args = {}) const {
+    return hf_check({export_for_check(run, export_args)}).at(0);
   }
 
   static void expect_equal_outputs(const nlohmann::json& j, const std::string& architecture) {
     ASSERT_FALSE(j.is_null());
+    ASSERT_FALSE(j.contains("error")) << j["error"].get<std::string>();
     EXPECT_EQ(j["architecture"], architecture);
     EXPECT_LE(j["max_abs_logits"].get<double>(), 1e-5) << j.dump();
     std::cout << "[hf_check] " << j["architecture"].get<std::string>() << ": max |logits - Sluice's| "

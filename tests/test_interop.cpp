@@ -43,14 +43,20 @@ TEST_F(HfExport, QkNormLoadsAsQwen3) {
 }
 
 TEST_F(HfExport, RopeScalingsMapToTransformersRopeTypes) {
+  std::vector<std::string> names;
+  std::vector<HfCase> cases;
   for (const std::vector<std::string>& sets :
        {std::vector<std::string>{"model.rope.scaling=linear", "model.rope.factor=2"},
         {"model.rope.scaling=ntk", "model.rope.factor=4"},
         {"model.rope.scaling=dynamic_ntk", "model.rope.factor=2", "model.rope.original_max_len=32"},
         {"model.rope.scaling=yarn", "model.rope.factor=4", "model.rope.original_max_len=32"}}) {
-    SCOPED_TRACE(sets[0]);
-    const std::string run = train_run(sets[0].substr(sets[0].find('=') + 1), sets);
-    expect_equal_outputs(export_and_check(run), "LlamaForCausalLM");
+    names.push_back(sets[0]);
+    cases.push_back(export_for_check(train_run(sets[0].substr(sets[0].find('=') + 1), sets)));
+  }
+  const std::vector<nlohmann::json> verdicts = hf_check(cases);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    SCOPED_TRACE(names[i]);
+    expect_equal_outputs(verdicts[i], "LlamaForCausalLM");
   }
 }
 

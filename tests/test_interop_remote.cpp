@@ -4,8 +4,8 @@
 // hf_export_fixture.h): a briefly trained tiny model's logits on a fixed [2, 80] batch equal
 // Sluice's within 1e-5 (max abs), and 20 greedy tokens with transformers' KV cache equal
 // Sluice's cached decoding. Every file of configs/ablations/ that exports as remote code is
-// run with its model keys on the tiny model, then combinations the files do not have. Each run
-// costs one start of transformers (about 4 s here), so the combinations pack several keys.
+// run with its model keys on the tiny model, then combinations the files do not have. A test's
+// runs share one start of transformers (about 4 s here).
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -110,12 +110,17 @@ class HfExportRemote : public testing::HfExportTest {
   // Trains, exports and checks each variant; returns the runs.
   std::vector<std::string> expect_each_matches_sluice(const std::vector<Variant>& variants) const {
     std::vector<std::string> runs;
+    std::vector<HfCase> cases;
     for (const Variant& v : variants) {
       SCOPED_TRACE(v.name + ": " + joined(v.sets));
-      const std::string run = train_run(v.name, v.sets);
-      std::printf("[variant] %s\n", v.name.c_str());  // the fixture prints the logits' difference next
-      expect_equal_outputs(export_and_check(run), "SluiceForCausalLM");
-      runs.push_back(run);
+      runs.push_back(train_run(v.name, v.sets));
+      cases.push_back(export_for_check(runs.back()));
+    }
+    const std::vector<nlohmann::json> verdicts = hf_check(cases);  // one start of transformers for all
+    for (size_t i = 0; i < variants.size(); ++i) {
+      SCOPED_TRACE(variants[i].name + ": " + joined(variants[i].sets));
+      std::printf("[variant] %s\n", variants[i].name.c_str());  // the fixture prints the logits' difference next
+      expect_equal_outputs(verdicts[i], "SluiceForCausalLM");
     }
     return runs;
   }
