@@ -117,16 +117,25 @@ TEST_F(HfExport, MoeModelsLoadAsQwenMoe) {
     std::string name, architecture;
     std::vector<std::string> sets;
   };
-  for (const Case& c : std::vector<Case>{
-           {"qwen3moe", "Qwen3MoeForCausalLM", {"model.qk_norm=true", "model.moe.every=2", "model.moe.norm_topk_prob=true"}},
-           {"qwen2moe", "Qwen2MoeForCausalLM",
-            {"model.moe.shared_experts=1", "model.moe.shared_ffn_hidden=48", "model.moe.shared_expert_gate=true",
-             "model.moe.norm_topk_prob=false"}}}) {
-    SCOPED_TRACE(c.name);
+  const std::vector<Case> cases = {
+      {"qwen3moe", "Qwen3MoeForCausalLM", {"model.qk_norm=true", "model.moe.every=2", "model.moe.norm_topk_prob=true"}},
+      {"qwen2moe", "Qwen2MoeForCausalLM",
+       {"model.moe.shared_experts=1", "model.moe.shared_ffn_hidden=48", "model.moe.shared_expert_gate=true",
+        "model.moe.norm_topk_prob=false"}}};
+  std::vector<std::string> runs;
+  std::vector<HfCase> checks;
+  for (const Case& c : cases) {
     std::vector<std::string> sets = moe;
     sets.insert(sets.end(), c.sets.begin(), c.sets.end());
-    const std::string run = train_run(c.name, sets);
-    expect_equal_outputs(export_and_check(run), c.architecture);
+    runs.push_back(train_run(c.name, sets));
+    checks.push_back(export_for_check(runs.back()));
+  }
+  const std::vector<nlohmann::json> verdicts = hf_check(checks);
+  for (size_t i = 0; i < cases.size(); ++i) {
+    const Case& c = cases[i];
+    const std::string& run = runs[i];
+    SCOPED_TRACE(c.name);
+    expect_equal_outputs(verdicts[i], c.architecture);
     const nlohmann::json cfg = nlohmann::json::parse(testing::read_file(run + "-hf/config.json"));
     EXPECT_EQ(cfg["num_experts"], 4);
     const SafetensorsFile files = read_safetensors(run + "-hf/model.safetensors");
@@ -143,11 +152,20 @@ TEST_F(HfExport, MoeModelsLoadAsQwenMoe) {
 
 // Variants no stock class computes load as the remote-code model (trust_remote_code=True).
 TEST_F(HfExport, WindowsLoadAsTheRemoteCodeModel) {
-  for (const std::vector<std::string>& sets : {std::vector<std::string>{"model.attention.window=8"},
-                                               {"model.attention.window_pattern=[8,0]", "model.qk_norm=true"}}) {
+  const std::vector<std::vector<std::string>> variants = {{"model.attention.window=8"},
+                                                          {"model.attention.window_pattern=[8,0]", "model.qk_norm=true"}};
+  std::vector<std::string> runs;
+  std::vector<HfCase> checks;
+  for (const std::vector<std::string>& sets : variants) {
+    runs.push_back(train_run(sets.size() == 1 ? "window" : "pattern", sets));
+    checks.push_back(export_for_check(runs.back()));
+  }
+  const std::vector<nlohmann::json> verdicts = hf_check(checks);
+  for (size_t i = 0; i < variants.size(); ++i) {
+    const std::vector<std::string>& sets = variants[i];
+    const std::string& run = runs[i];
     SCOPED_TRACE(sets[0]);
-    const std::string run = train_run(sets.size() == 1 ? "window" : "pattern", sets);
-    expect_equal_outputs(export_and_check(run), "SluiceForCausalLM");
+    expect_equal_outputs(verdicts[i], "SluiceForCausalLM");
     const nlohmann::json cfg = nlohmann::json::parse(testing::read_file(run + "-hf/config.json"));
     EXPECT_EQ(cfg["auto_map"]["AutoModelForCausalLM"], "modeling_sluice.SluiceForCausalLM");
     EXPECT_EQ(cfg["sluice"]["attention"]["window"], sets.size() == 1 ? 8 : 0);
@@ -266,22 +284,25 @@ TEST_F(HfExport, ImportsWhatTransformersSaves) {
   struct Case {
     std::string name, kind, dtype, overrides;
   };
-  for (const Case& c : std::vector<Case>{
-           {"llama-fp32", "llama", "float32", "{}"},
-           {"llama-bf16-linear", "llama", "bfloat16",
-            R"({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0}})"},
-           {"qwen3-fp16-tied-yarn", "qwen3", "float16",
-            R"({"tie_word_embeddings": true, "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 16}})"},
-           {"qwen3-next", "qwen3_next", "float32", "{}"},
-           {"qwen3-moe-bf16", "qwen3_moe", "bfloat16", "{}"},
-           {"qwen2-moe", "qwen2_moe", "float32", "{}"},
-           {"llama-dynamic", "llama", "float32",
-            R"({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}, "max_position_embeddings": 16})"}}) {
+  const std::vector<Case> cases = {
+      {"llama-fp32", "llama", "float32", "{}"},
+      {"llama-bf16-linear", "llama", "bfloat16",
+       R"({"rope_parameters": {"rope_type": "linear", "factor": 2.0, "rope_theta": 5000.0}})"},
+      {"qwen3-fp16-tied-yarn", "qwen3", "float16",
+       R"({"tie_word_embeddings": true, "rope_parameters": {"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0, "original_max_position_embeddings": 16}})"},
+      {"qwen3-next", "qwen3_next", "float32", "{}"},
+      {"qwen3-moe-bf16", "qwen3_moe", "bfloat16", "{}"},
+      {"qwen2-moe", "qwen2_moe", "float32", "{}"},
+      {"llama-dynamic", "llama", "float32",
+       R"({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}, "max_position_embeddings": 16})"}};
+  // all made by one start of Python (the bulk of the time)
+  std::string cmd = std::string("'") + SLUICE_PYTHON + "' '" + SLUICE_SOURCE_DIR + "/tests/hf_make_model.py'";
+  for (const Case& c : cases) cmd += " '" + dir.file(c.name) + "' " + c.kind + " " + c.dtype + " '" + c.overrides + "'";
+  const std::string log = dir.file("hf_make_model.log");
+  ASSERT_EQ(std::system((cmd + " > '" + log + "' 2>&1").c_str()), 0) << testing::read_file(log);
+  for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     const std::string d = dir.file(c.name);
-    const std::string cmd = std::string("'") + SLUICE_PYTHON + "' '" + SLUICE_SOURCE_DIR + "/tests/hf_make_model.py' '" + d +
-                            "' " + c.kind + " " + c.dtype + " '" + c.overrides + "' > '" + d + ".log' 2>&1";
-    ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_file(d + ".log");
     std::string err;
     ASSERT_EQ(sluice({"import", "hf", "--model", d, "--out", d + "-imported"}, &err), 0) << err;
     const SafetensorsFile expected = read_safetensors(d + "/expected.safetensors");
@@ -394,13 +415,21 @@ TEST_F(HfExport, BadModelDirectoriesAreRefusedNamingFileAndTensor) {
 // RMSNorms compute x̂·(1 + w), which the export writes as w - 1; a headwise gate's row repeats
 // over the head's dimensions.
 TEST_F(HfExport, G1WithQkNormLoadsAsQwen3Next) {
-  for (const char* granularity : {"elementwise", "headwise"}) {
+  const std::vector<std::string> granularities = {"elementwise", "headwise"};
+  std::vector<std::string> runs;
+  std::vector<HfCase> checks;
+  for (const std::string& granularity : granularities) {
+    runs.push_back(train_run("next-" + granularity,
+                             {"model.qk_norm=true", "model.attention.gate.position=G1",
+                              "model.attention.gate.granularity=" + granularity, "model.rope.base=50000"}));
+    checks.push_back(export_for_check(runs.back()));
+  }
+  const std::vector<nlohmann::json> verdicts = hf_check(checks);
+  for (size_t i = 0; i < granularities.size(); ++i) {
+    const std::string& granularity = granularities[i];
+    const std::string& run = runs[i];
     SCOPED_TRACE(granularity);
-    const std::string run =
-        train_run(std::string("next-") + granularity,
-                  {"model.qk_norm=true", "model.attention.gate.position=G1",
-                   std::string("model.attention.gate.granularity=") + granularity, "model.rope.base=50000"});
-    expect_equal_outputs(export_and_check(run), "Qwen3NextForCausalLM");
+    expect_equal_outputs(verdicts[i], "Qwen3NextForCausalLM");
     // and back: elementwise as it was; headwise comes back as the elementwise gate it equals
     std::string err;
     ASSERT_EQ(sluice({"import", "hf", "--model", run + "-hf", "--out", run + "-imported"}, &err), 0) << err;
@@ -408,7 +437,7 @@ TEST_F(HfExport, G1WithQkNormLoadsAsQwen3Next) {
     const auto b = read_safetensors_sharded(resolve_checkpoint(run + "-imported"), "model").tensors;
     for (const auto& [name, t] : a) {
       ASSERT_TRUE(b.count(name)) << name;
-      const at::Tensor want = std::string(granularity) == "headwise" && name.find("g_proj") != std::string::npos
+      const at::Tensor want = granularity == "headwise" && name.find("g_proj") != std::string::npos
                                   ? t.repeat_interleave(8, 0)  // each head's row over its head_dim (32 / 4)
                                   : t;
       if (name.find("norm") != std::string::npos) {
