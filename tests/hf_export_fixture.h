@@ -49,13 +49,13 @@ class HfExportTest : public ::testing::Test {
 
   // What hf_check.py compares for one run: its export and the file of Sluice's outputs.
   struct HfCase {
-    std::string export_dir, expected;
+    std::string run, export_dir, expected;
     std::vector<int64_t> sluice_generated;
   };
 
   // Exports `run` and writes Sluice's logits on a fixed batch and its greedy tokens beside it.
   HfCase export_for_check(const std::string& run, const std::vector<std::string>& export_args = {}) const {
-    HfCase c{run + "-hf", run + "-expected.safetensors", {}};
+    HfCase c{run, run + "-hf", run + "-expected.safetensors", {}};
     std::vector<std::string> args = {"export", "hf", "--ckpt", run, "--out", c.export_dir};
     args.insert(args.end(), export_args.begin(), export_args.end());
     std::string err;

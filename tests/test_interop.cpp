@@ -122,18 +122,16 @@ TEST_F(HfExport, MoeModelsLoadAsQwenMoe) {
       {"qwen2moe", "Qwen2MoeForCausalLM",
        {"model.moe.shared_experts=1", "model.moe.shared_ffn_hidden=48", "model.moe.shared_expert_gate=true",
         "model.moe.norm_topk_prob=false"}}};
-  std::vector<std::string> runs;
   std::vector<HfCase> checks;
   for (const Case& c : cases) {
     std::vector<std::string> sets = moe;
     sets.insert(sets.end(), c.sets.begin(), c.sets.end());
-    runs.push_back(train_run(c.name, sets));
-    checks.push_back(export_for_check(runs.back()));
+    checks.push_back(export_for_check(train_run(c.name, sets)));
   }
   const std::vector<nlohmann::json> verdicts = hf_check(checks);
   for (size_t i = 0; i < cases.size(); ++i) {
     const Case& c = cases[i];
-    const std::string& run = runs[i];
+    const std::string& run = checks[i].run;
     SCOPED_TRACE(c.name);
     expect_equal_outputs(verdicts[i], c.architecture);
     const nlohmann::json cfg = nlohmann::json::parse(testing::read_file(run + "-hf/config.json"));
@@ -154,16 +152,13 @@ TEST_F(HfExport, MoeModelsLoadAsQwenMoe) {
 TEST_F(HfExport, WindowsLoadAsTheRemoteCodeModel) {
   const std::vector<std::vector<std::string>> variants = {{"model.attention.window=8"},
                                                           {"model.attention.window_pattern=[8,0]", "model.qk_norm=true"}};
-  std::vector<std::string> runs;
   std::vector<HfCase> checks;
-  for (const std::vector<std::string>& sets : variants) {
-    runs.push_back(train_run(sets.size() == 1 ? "window" : "pattern", sets));
-    checks.push_back(export_for_check(runs.back()));
-  }
+  for (const std::vector<std::string>& sets : variants)
+    checks.push_back(export_for_check(train_run(sets.size() == 1 ? "window" : "pattern", sets)));
   const std::vector<nlohmann::json> verdicts = hf_check(checks);
   for (size_t i = 0; i < variants.size(); ++i) {
     const std::vector<std::string>& sets = variants[i];
-    const std::string& run = runs[i];
+    const std::string& run = checks[i].run;
     SCOPED_TRACE(sets[0]);
     expect_equal_outputs(verdicts[i], "SluiceForCausalLM");
     const nlohmann::json cfg = nlohmann::json::parse(testing::read_file(run + "-hf/config.json"));
@@ -416,18 +411,16 @@ TEST_F(HfExport, BadModelDirectoriesAreRefusedNamingFileAndTensor) {
 // over the head's dimensions.
 TEST_F(HfExport, G1WithQkNormLoadsAsQwen3Next) {
   const std::vector<std::string> granularities = {"elementwise", "headwise"};
-  std::vector<std::string> runs;
   std::vector<HfCase> checks;
-  for (const std::string& granularity : granularities) {
-    runs.push_back(train_run("next-" + granularity,
-                             {"model.qk_norm=true", "model.attention.gate.position=G1",
-                              "model.attention.gate.granularity=" + granularity, "model.rope.base=50000"}));
-    checks.push_back(export_for_check(runs.back()));
-  }
+  for (const std::string& granularity : granularities)
+    checks.push_back(export_for_check(train_run("next-" + granularity,
+                                                {"model.qk_norm=true", "model.attention.gate.position=G1",
+                                                 "model.attention.gate.granularity=" + granularity,
+                                                 "model.rope.base=50000"})));
   const std::vector<nlohmann::json> verdicts = hf_check(checks);
   for (size_t i = 0; i < granularities.size(); ++i) {
     const std::string& granularity = granularities[i];
-    const std::string& run = runs[i];
+    const std::string& run = checks[i].run;
     SCOPED_TRACE(granularity);
     expect_equal_outputs(verdicts[i], "Qwen3NextForCausalLM");
     // and back: elementwise as it was; headwise comes back as the elementwise gate it equals
