@@ -16,6 +16,7 @@
 #include "eval/generate.h"
 #include "sluice/config.h"
 #include "sluice/trainer.h"
+#include "shell_command.h"
 #include "test_util.h"
 #include "train/safetensors.h"
 
@@ -86,9 +87,9 @@ class HfExportTest : public ::testing::Test {
   // when the script itself fails; {"error"} for a case it could not load or run).
   std::vector<nlohmann::json> hf_check(const std::vector<HfCase>& cases) const {
     const std::string result = cases.at(0).export_dir + "-check.json";
-    std::string cmd = std::string("'") + SLUICE_PYTHON + "' '" + SLUICE_SOURCE_DIR + "/tests/hf_check.py'";
-    for (const HfCase& c : cases) cmd += " '" + c.export_dir + "' '" + c.expected + "'";
-    cmd += " > '" + result + "' 2> '" + result + ".err'";
+    std::vector<std::string> args = {std::string(SLUICE_SOURCE_DIR) + "/tests/hf_check.py"};
+    for (const HfCase& c : cases) args.insert(args.end(), {c.export_dir, c.expected});
+    const std::string cmd = python_command(args) + " > '" + result + "' 2> '" + result + ".err'";
     std::vector<nlohmann::json> out(cases.size());
     if (std::system(cmd.c_str()) != 0) {
       ADD_FAILURE() << "hf_check.py failed:\n" << testing::read_file(result + ".err");

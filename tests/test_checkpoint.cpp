@@ -20,6 +20,7 @@
 #include "sluice/errors.h"
 #include "sluice/trainer.h"
 #include "process_util.h"
+#include "shell_command.h"
 #include "test_util.h"
 #include "train/adamw.h"
 #include "train/checkpoint.h"
@@ -169,8 +170,9 @@ TEST_F(Ckpt, TensorBoardsReaderSeesEveryScalarOnceAfterAResume) {
   EXPECT_EQ(run("tb").resumed_from_step, 10);
 
   const std::string out = dir.file("scalars.json");
-  const std::string cmd = std::string("'") + SLUICE_PYTHON + "' '" + SLUICE_SOURCE_DIR + "/tests/read_tensorboard.py' '" +
-                          dir.file("tb/tb") + "' > '" + out + "' 2> '" + out + ".err'";
+  const std::string read_tb = std::string(SLUICE_SOURCE_DIR) + "/tests/read_tensorboard.py";
+  const std::string cmd =
+      testing::python_command({read_tb, dir.file("tb/tb")}) + " > '" + out + "' 2> '" + out + ".err'";
   ASSERT_EQ(std::system(cmd.c_str()), 0) << read_file(out + ".err");
   const nlohmann::json tb = nlohmann::json::parse(read_file(out));
   std::map<std::string, std::vector<std::pair<int64_t, float>>> want;
@@ -194,8 +196,8 @@ TEST_F(Ckpt, TensorBoardsReaderSeesEveryScalarOnceAfterAResume) {
   const std::string eval_cmd = std::string("'") + SLUICE_BIN + "' eval ppl --ckpt '" + dir.file("tb") + "' --data '" + corpus +
                                "' --seq-len 16,24 --max-docs 1 --out '" + dir.file("ppl.json") + "' > '" + out + ".eval' 2>&1";
   ASSERT_EQ(std::system(eval_cmd.c_str()), 0) << read_file(out + ".eval");
-  const std::string read_eval = std::string("'") + SLUICE_PYTHON + "' '" + SLUICE_SOURCE_DIR + "/tests/read_tensorboard.py' '" +
-                                dir.file("tb/tb/eval") + "' > '" + out + "' 2> '" + out + ".err'";
+  const std::string read_eval =
+      testing::python_command({read_tb, dir.file("tb/tb/eval")}) + " > '" + out + "' 2> '" + out + ".err'";
   ASSERT_EQ(std::system(read_eval.c_str()), 0) << read_file(out + ".err");
   const nlohmann::json eval_tb = nlohmann::json::parse(read_file(out));
   const nlohmann::json ppl = nlohmann::json::parse(read_file(dir.file("ppl.json")));

@@ -11,6 +11,7 @@
 #include <memory>
 
 #include "hf_export_fixture.h"
+#include "shell_command.h"
 #include "sluice/tokenizer.h"
 #include "train/checkpoint.h"
 
@@ -177,11 +178,13 @@ TEST_F(HfExport, SentencePieceTokenizerGivesSluicesIds) {
   ASSERT_EQ(sluice({"data", "train-tokenizer", "--input", text, "--vocab-size", "300", "--out", dir.file("tok-sluice")}, &err), 0)
       << err;
   fs::create_directories(dir.file("tok-prefix"));
-  const std::string train_sp = std::string("'") + SLUICE_PYTHON +
-                               "' -c 'import sentencepiece as s, sys; s.SentencePieceTrainer.train(input=sys.argv[1], "
-                               "model_prefix=sys.argv[2], vocab_size=300, hard_vocab_limit=False, add_dummy_prefix=True, byte_fallback=True, "
-                               "bos_id=1, eos_id=2, unk_id=0, pad_id=3)' '" +
-                               text + "' '" + dir.file("tok-prefix/tokenizer") + "' > '" + dir.file("sp.log") + "' 2>&1";
+  const std::string train_sp =
+      testing::python_command({"-c",
+                               "import sentencepiece as s, sys; s.SentencePieceTrainer.train(input=sys.argv[1], "
+                               "model_prefix=sys.argv[2], vocab_size=300, hard_vocab_limit=False, add_dummy_prefix=True, "
+                               "byte_fallback=True, bos_id=1, eos_id=2, unk_id=0, pad_id=3)",
+                               text, dir.file("tok-prefix/tokenizer")}) +
+      " > '" + dir.file("sp.log") + "' 2>&1";
   ASSERT_EQ(std::system(train_sp.c_str()), 0) << testing::read_file(dir.file("sp.log"));
   const std::vector<std::string> samples = {"The quick brown fox.", " leading space", "two\nlines\n\nand  double  spaces",
                                             "Ünïcödé ✓ 漢字", "trailing space ", "x", "\ttab"};
@@ -193,11 +196,13 @@ TEST_F(HfExport, SentencePieceTokenizerGivesSluicesIds) {
     nlohmann::json want = nlohmann::json::array(), texts = samples;
     for (const std::string& s : samples) want.push_back(sluice_tok->encode(s));
     testing::write_file(run + "-texts.json", texts.dump());
-    const std::string cmd = std::string("'") + SLUICE_PYTHON +
-                            "' -c 'import json, sys; from transformers import AutoTokenizer; t = "
-                            "AutoTokenizer.from_pretrained(sys.argv[1]); print(json.dumps([t(s)[\"input_ids\"] for s in "
-                            "json.load(open(sys.argv[2]))]))' '" +
-                            run + "-hf' '" + run + "-texts.json' > '" + run + "-ids.json' 2> '" + run + "-ids.err'";
+    const std::string cmd =
+        testing::python_command({"-c",
+                                 "import json, sys; from transformers import AutoTokenizer; "
+                                 "t = AutoTokenizer.from_pretrained(sys.argv[1]); "
+                                 "print(json.dumps([t(s)['input_ids'] for s in json.load(open(sys.argv[2]))]))",
+                                 run + "-hf", run + "-texts.json"}) +
+        " > '" + run + "-ids.json' 2> '" + run + "-ids.err'";
     ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_file(run + "-ids.err");
     const nlohmann::json got = nlohmann::json::parse(testing::read_file(run + "-ids.json"));
     for (size_t i = 0; i < samples.size(); ++i) {
@@ -291,8 +296,9 @@ TEST_F(HfExport, ImportsWhatTransformersSaves) {
       {"llama-dynamic", "llama", "float32",
        R"({"rope_parameters": {"rope_type": "dynamic", "factor": 2.0, "rope_theta": 10000.0}, "max_position_embeddings": 16})"}};
   // all made by one start of Python (the bulk of the time)
-  std::string cmd = std::string("'") + SLUICE_PYTHON + "' '" + SLUICE_SOURCE_DIR + "/tests/hf_make_model.py'";
-  for (const Case& c : cases) cmd += " '" + dir.file(c.name) + "' " + c.kind + " " + c.dtype + " '" + c.overrides + "'";
+  std::vector<std::string> args = {std::string(SLUICE_SOURCE_DIR) + "/tests/hf_make_model.py"};
+  for (const Case& c : cases) args.insert(args.end(), {dir.file(c.name), c.kind, c.dtype, c.overrides});
+  const std::string cmd = testing::python_command(args);
   const std::string log = dir.file("hf_make_model.log");
   ASSERT_EQ(std::system((cmd + " > '" + log + "' 2>&1").c_str()), 0) << testing::read_file(log);
   for (const Case& c : cases) {

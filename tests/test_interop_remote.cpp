@@ -15,6 +15,7 @@
 #include <set>
 
 #include "hf_export_fixture.h"
+#include "shell_command.h"
 #include "interop/hf_config.h"
 #include "model/kv_cache.h"
 
@@ -147,10 +148,10 @@ class HfExportRemote : public testing::HfExportTest {
   // transformers' cached logits of each run's export against Sluice's (one Python start for all).
   void expect_equal_cached_logits(const std::vector<std::string>& runs) const {
     const std::string script = testing::write_file(dir.file("cached_check.py"), kCachedCheck);
-    std::string cmd = std::string("'") + SLUICE_PYTHON + "' '" + script + "'";
-    for (const std::string& run : runs) cmd += " '" + run + "-hf' '" + run + "-cached.safetensors'";
+    std::vector<std::string> args = {script};
+    for (const std::string& run : runs) args.insert(args.end(), {run + "-hf", run + "-cached.safetensors"});
     const std::string result = dir.file("cached_check.json");
-    cmd += " > '" + result + "' 2> '" + result + ".err'";
+    const std::string cmd = testing::python_command(args) + " > '" + result + "' 2> '" + result + ".err'";
     ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_file(result + ".err");
     const nlohmann::json j = nlohmann::json::parse(testing::read_file(result));
     for (const std::string& run : runs) {
