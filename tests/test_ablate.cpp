@@ -182,7 +182,7 @@ TEST(AblateGrid, TheCommittedStudyGridsValidate) {
       yaml.insert(at, root + "/");
     SCOPED_TRACE(e.path().string());
     const auto runs = ablate::expand(ablate::parse_grid(yaml, e.path().string()));
-    EXPECT_GE(runs.size(), 5u);  // passkey_extrapolation_3x: 5 variants, one seed
+    EXPECT_GE(runs.size(), 5u);  // the smallest has 5 runs
     EXPECT_NO_THROW(ablate::validate_runs(runs));
     ++grids;
   }
