@@ -8,6 +8,7 @@
 
 #include <cstring>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -268,6 +269,21 @@ TEST(ShardMemory, ValidateShardSeesWhatTheWriterWrote) {
   aligned[8] ^= 1;  // a token: the checksum no longer matches
   EXPECT_THROW(validate_shard(p, bytes.size(), path, 0, true), InputError);
   EXPECT_NO_THROW(validate_shard(p, bytes.size(), path, 0, false));
+}
+
+// read_whole_file (sluice/fs.h), which the file readers of checkpoints, corpora, event files and
+// imports share: every byte, NULs included, over several reads; nullopt, not an empty string,
+// for what cannot be read.
+TEST(ReadWholeFile, ReturnsEveryByteOrNulloptForWhatCannotBeRead) {
+  testing::TempDir dir;
+  std::string bytes(200000, '\0');  // > the 64 KiB read buffer
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7 % 256);
+  testing::write_file(dir.file("f.bin"), bytes);
+  testing::write_file(dir.file("empty"), "");
+  EXPECT_EQ(read_whole_file(dir.file("f.bin")), bytes);
+  EXPECT_EQ(read_whole_file(dir.file("empty")), std::string());
+  EXPECT_EQ(read_whole_file(dir.file("missing")), std::nullopt);
+  EXPECT_EQ(read_whole_file(dir.path()), std::nullopt);  // a directory opens but does not read
 }
 
 }  // namespace

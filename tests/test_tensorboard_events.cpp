@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "sluice/errors.h"
 #include "test_util.h"
 #include "train/tensorboard_events.h"
 #include "train/tensorboard_writer.h"
@@ -197,6 +198,8 @@ TEST(TensorBoardWriter, ResumeCutsBackAndAppendsWithoutRepeatingSteps) {
   }
   EXPECT_EQ(truncate_event_file(path, 2), 4u);  // steps 3..6
   EXPECT_EQ(read_events(path).scalars.size(), 2u);
+  // one it cannot read is an error, not an empty file left uncut
+  EXPECT_THROW(truncate_event_file(dir.path(), 2), ResourceError);
 }
 
 TEST(TensorBoardWriter, ARunWithoutEventsGetsItsMetricsRecordsFirst) {

@@ -5,10 +5,8 @@
 
 #include <CLI/CLI.hpp>
 #include <filesystem>
-#include <fstream>
 #include <memory>
 #include <set>
-#include <sstream>
 #include <string>
 
 #include "cli.h"
@@ -30,12 +28,6 @@ struct ImportArgs {
   std::string model, out;
 };
 
-std::string read_text(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
 
 // The weights file(s) of `dir`, read and validated (named in errors).
 SafetensorsFile read_weights(const fs::path& dir, std::string& described) {
@@ -59,7 +51,9 @@ void import_hf(const ImportArgs& a, Io io) {
   if (!fs::exists(config_file, ec)) throw InputError("--model: '" + a.model + "' has no config.json");
   if (fs::exists(a.out, ec) && !fs::is_empty(a.out, ec))
     throw InputError("--out: '" + a.out + "' exists and is not empty; import into a new directory");
-  HfImportPlan plan = plan_hf_import(read_text(config_file), config_file.string());
+  const std::optional<std::string> config_text = read_whole_file(config_file.string());
+  if (!config_text) throw InputError("--model: cannot read '" + config_file.string() + "'");
+  HfImportPlan plan = plan_hf_import(*config_text, config_file.string());
   Config& cfg = plan.config;
 
   const fs::path out = fs::absolute(a.out).lexically_normal();  // where write_new_directory puts it

@@ -5,11 +5,13 @@
 #pragma once
 #include <fcntl.h>
 #include <ftw.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <optional>
 #include <stdexcept>
 #include <string>
 
@@ -20,6 +22,29 @@ inline bool remove_tree(const std::string& path) {
   if (access(path.c_str(), F_OK) != 0) return true;
   auto remove_entry = [](const char* p, const struct stat*, int, struct FTW*) -> int { return std::remove(p); };
   return nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS) == 0;
+}
+
+// The whole of `path`, or nullopt when it cannot be opened or read (a directory included), so
+// that each caller names the file and what it was for in its own error.
+inline std::optional<std::string> read_whole_file(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return std::nullopt;
+  std::string out;
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && st.st_size > 0) out.reserve(static_cast<size_t>(st.st_size));
+  char buf[1 << 16];
+  for (;;) {
+    const ssize_t r = ::read(fd, buf, sizeof buf);
+    if (r == 0) break;
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      ::close(fd);
+      return std::nullopt;
+    }
+    out.append(buf, static_cast<size_t>(r));
+  }
+  ::close(fd);
+  return out;
 }
 
 // Writes all `n` bytes to `fd` (retrying short writes and EINTR); throws naming `path`.

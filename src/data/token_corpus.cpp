@@ -4,13 +4,13 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
-#include <sstream>
 
 #include "data/cached_encoder.h"
 #include "data/hash.h"
 #include "data/shard.h"
 #include "data/utf8.h"
 #include "sluice/errors.h"
+#include "sluice/fs.h"
 
 namespace sluice {
 
@@ -51,11 +51,9 @@ class MemorySegment final : public TokenSegment {
 };
 
 std::string read_text_file(const std::string& path, const std::string& key) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(key + ": cannot read '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  std::string text = ss.str();
+  std::optional<std::string> read = read_whole_file(path);
+  if (!read) throw InputError(key + ": cannot read '" + path + "'");
+  std::string text = std::move(*read);
   if (const uint64_t bad = find_invalid_utf8(text); bad != Utf8Validator::npos) {
     throw InputError(key + ": '" + path + "' is not valid UTF-8: invalid byte sequence at byte offset " +
                      std::to_string(bad));

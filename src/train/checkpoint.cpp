@@ -16,7 +16,6 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <thread>
@@ -70,9 +69,9 @@ nlohmann::json to_json(const TrainingState& s) {
 }
 
 std::string read_text(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError("checkpoint file '" + path.string() + "' is missing");
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::optional<std::string> text = read_whole_file(path.string());
+  if (!text) throw InputError("checkpoint file '" + path.string() + "' is missing or unreadable");
+  return std::move(*text);
 }
 
 // Complete checkpoints (meta.json present), oldest first.

@@ -11,7 +11,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 
 #include "sluice/errors.h"
 #include "sluice/fs.h"
@@ -24,13 +23,6 @@ constexpr const char* kFilePrefix = "events.out.tfevents.";
 
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
 }
 
 void add_scalars(const std::string& prefix, const nlohmann::json& value, const nlohmann::json* layers,
@@ -167,7 +159,10 @@ std::string write_eval_event(const std::string& run_dir, int64_t step, const std
 }
 
 size_t truncate_event_file(const std::string& path, int64_t last_step) {
-  const std::string bytes = read_file(path);
+  const std::optional<std::string> read = read_whole_file(path);
+  // Unread, its records past `last_step` would stay and show twice after the resume.
+  if (!read) throw ResourceError(fmt::format("cannot read the TensorBoard event file {} to cut it back to step {}", path, last_step));
+  const std::string& bytes = *read;
   const tb::RecordScan scan = tb::scan_records(bytes);
   size_t keep = 0, kept = 0;
   for (const std::string& payload : scan.payloads) {
