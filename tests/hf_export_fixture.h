@@ -48,16 +48,19 @@ class HfExportTest : public ::testing::Test {
     return code;
   }
 
-  // What hf_check.py compares for one run: its export and the file of Sluice's outputs.
+  // What hf_check.py compares for one run: its export and the file of Sluice's outputs, both named
+  // after the run.
   struct HfCase {
-    std::string run, export_dir, expected;
+    std::string run;
     std::vector<int64_t> sluice_generated;
+    std::string export_dir() const { return run + "-hf"; }
+    std::string expected() const { return run + "-expected.safetensors"; }
   };
 
   // Exports `run` and writes Sluice's logits on a fixed batch and its greedy tokens beside it.
   HfCase export_for_check(const std::string& run, const std::vector<std::string>& export_args = {}) const {
-    HfCase c{run, run + "-hf", run + "-expected.safetensors", {}};
-    std::vector<std::string> args = {"export", "hf", "--ckpt", run, "--out", c.export_dir};
+    HfCase c{run, {}};
+    std::vector<std::string> args = {"export", "hf", "--ckpt", run, "--out", c.export_dir()};
     args.insert(args.end(), export_args.begin(), export_args.end());
     std::string err;
     EXPECT_EQ(sluice(args, &err), 0) << err;
@@ -76,7 +79,7 @@ class HfExportTest : public ::testing::Test {
     const std::vector<int64_t> p(prompt.data_ptr<int64_t>(), prompt.data_ptr<int64_t>() + prompt.numel());
     const GenerateResult g = generate(*m.model, std::vector<int32_t>(p.begin(), p.end()), o, m.device, false);
     c.sluice_generated.assign(g.tokens.begin(), g.tokens.end());
-    write_safetensors(c.expected, {{"tokens", tokens},
+    write_safetensors(c.expected(), {{"tokens", tokens},
                                    {"logits", logits},
                                    {"prompt", prompt},
                                    {"generated", at::tensor(c.sluice_generated, at::kLong)}});
@@ -86,9 +89,9 @@ class HfExportTest : public ::testing::Test {
   // hf_check.py's verdict on each case, in order, from one start of transformers (null for all
   // when the script itself fails; {"error"} for a case it could not load or run).
   std::vector<nlohmann::json> hf_check(const std::vector<HfCase>& cases) const {
-    const std::string result = cases.at(0).export_dir + "-check.json";
+    const std::string result = cases.at(0).export_dir() + "-check.json";
     std::vector<std::string> args = {std::string(SLUICE_SOURCE_DIR) + "/tests/hf_check.py"};
-    for (const HfCase& c : cases) args.insert(args.end(), {c.export_dir, c.expected});
+    for (const HfCase& c : cases) args.insert(args.end(), {c.export_dir(), c.expected()});
     const std::string cmd = python_command(args) + " > '" + result + "' 2> '" + result + ".err'";
     std::vector<nlohmann::json> out(cases.size());
     if (std::system(cmd.c_str()) != 0) {
