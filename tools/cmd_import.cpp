@@ -28,7 +28,6 @@ struct ImportArgs {
   std::string model, out;
 };
 
-
 // The weights file(s) of `dir`, read and validated (named in errors).
 SafetensorsFile read_weights(const fs::path& dir, std::string& described) {
   std::error_code ec;
