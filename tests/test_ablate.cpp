@@ -91,6 +91,22 @@ TEST(AblateGrid, BadGridsAreRefusedNamingTheKey) {
   EXPECT_EQ(g.passkey.haystack, "h.txt");
 }
 
+TEST(AblateGrid, AnUnreadableGridFileIsAnInputErrorNamingIt) {
+  TempDir dir;
+  auto error = [](const std::string& path) {
+    try {
+      ablate::load_grid(path);
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  for (const std::string& path : {dir.file("missing.yaml"), dir.path()})
+    EXPECT_NE(error(path).find("ablation grid '" + path + "' cannot be read"), std::string::npos) << error(path);
+  const std::string ok = testing::write_file(dir.file("g.yaml"), "base: b.yaml\nvariants: [{name: a}]\n");
+  EXPECT_EQ(ablate::load_grid(ok).variants.size(), 1u);
+}
+
 TEST(AblateResults, LossSpikesAreRisesOverTheLowestSoFarAndNonFiniteLosses) {
   EXPECT_EQ(ablate::count_loss_spikes({5, 4, 3, 3.5, 3.61, 2}), 1);  // 3.61 > 1.2 x 3
   EXPECT_EQ(ablate::count_loss_spikes({5, 6.5, std::nan(""), 4}), 2);

@@ -85,6 +85,17 @@ TEST(Safetensors, ShardsWithAHuggingFaceIndex) {
   EXPECT_EQ(index["weight_map"]["w4"], "model-00003-of-00003.safetensors");
   const SafetensorsFile back = read_safetensors_sharded(dir.path(), "model");
   for (int i = 0; i < 5; ++i) EXPECT_EQ(back.tensors.at("w" + std::to_string(i))[0].item<float>(), i);
+
+  // An index that cannot be read names itself (a directory used to read as empty, then as bad JSON).
+  TempDir other;
+  const std::string index_path = other.file("model.safetensors.index.json");
+  fs::create_directory(index_path);
+  try {
+    read_safetensors_sharded(other.path(), "model");
+    ADD_FAILURE() << "an unreadable index was accepted";
+  } catch (const InputError& e) {
+    EXPECT_EQ(std::string(e.what()), "checkpoint file '" + index_path + "' cannot be read");
+  }
 }
 
 TEST(AdamW, FoundInfSkipsTheUpdateAndTheStepCount) {

@@ -592,6 +592,28 @@ std::string collapse_whitespace(const std::string& s) {
   return out;
 }
 
+// A directory used to open as an empty stream and was reported as "holds no text".
+TEST(PasskeyPrompt, AHaystackFileIsReadWholeAndAnUnreadableOneIsNamed) {
+  TempDir dir;
+  auto error = [](const std::string& path) {
+    try {
+      PasskeyFiller::from_file(path, "--haystack");
+    } catch (const InputError& e) {
+      return std::string(e.what());
+    }
+    return std::string("(accepted)");
+  };
+  for (const std::string& path : {dir.file("missing.txt"), dir.path()})
+    EXPECT_EQ(error(path), "--haystack: cannot read '" + path + "'");
+  EXPECT_EQ(error(testing::write_file(dir.file("blank.txt"), " \n\n")),
+            "--haystack: '" + dir.file("blank.txt") + "' holds no text");
+  const std::string text = "First words. Then more words.\n";
+  const PasskeyFiller f = PasskeyFiller::from_file(testing::write_file(dir.file("h.txt"), text), "--haystack");
+  EXPECT_EQ(f.source, dir.file("h.txt"));
+  EXPECT_EQ(f.units, PasskeyFiller::from_text(text).units);
+  EXPECT_FALSE(f.units.empty());
+}
+
 TEST(PasskeyPrompt, CompactFormatFitsShortLengthsToWithinOneWord) {
   const PasskeyFiller h = PasskeyFiller::from_text("One. Two! Three?  Four\nline two\n\n\nlast words").words();
   EXPECT_EQ(h.units, (std::vector<std::string>{"One. ", "Two! ", "Three?  ", "Four\n", "line ", "two\n\n\n", "last ", "words"}));

@@ -3,12 +3,12 @@
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
-#include <fstream>
+#include <optional>
 #include <set>
-#include <sstream>
 
 #include "sluice/config.h"
 #include "sluice/errors.h"
+#include "sluice/fs.h"
 
 namespace sluice::ablate {
 
@@ -89,11 +89,9 @@ std::string short_key(const std::string& key) {
 }  // namespace
 
 Grid load_grid(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) throw InputError("ablation grid '" + path + "' cannot be read (missing?)");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return parse_grid(ss.str(), path);
+  const std::optional<std::string> text = read_whole_file(path);
+  if (!text) throw InputError("ablation grid '" + path + "' cannot be read (missing or a directory?)");
+  return parse_grid(*text, path);
 }
 
 Grid parse_grid(const std::string& yaml_text, const std::string& path) {

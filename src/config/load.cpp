@@ -2,13 +2,14 @@
 // collected with its location so one run of `sluice config validate` reports them all.
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
+#include <optional>
 #include <set>
 #include <sstream>
 
 #include "config/check.h"
 #include "config/schema.h"
 #include "sluice/errors.h"
+#include "sluice/fs.h"
 #include "sluice/tokenizer.h"
 
 namespace sluice {
@@ -204,11 +205,9 @@ LoadedConfig load_config(const std::string& path, const std::vector<std::string>
   std::error_code ec;
   if (!std::filesystem::exists(path, ec)) throw InputError("config file '" + path + "' does not exist");
   if (std::filesystem::is_directory(path, ec)) throw InputError("config file '" + path + "' is a directory");
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError("cannot read config file '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return load_config_text(ss.str(), path, overrides, check_paths);
+  const std::optional<std::string> text = read_whole_file(path);
+  if (!text) throw InputError("cannot read config file '" + path + "'");
+  return load_config_text(*text, path, overrides, check_paths);
 }
 
 }  // namespace sluice

@@ -4,15 +4,15 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <map>
+#include <optional>
 #include <random>
-#include <sstream>
 
 #include "data/utf8.h"
 #include "eval/eval_model.h"
 #include "eval/generate.h"
 #include "sluice/errors.h"
+#include "sluice/fs.h"
 
 namespace sluice {
 
@@ -124,11 +124,9 @@ PasskeyFiller PasskeyFiller::repeated() {
 }
 
 PasskeyFiller PasskeyFiller::from_file(const std::string& path, const std::string& arg) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw InputError(arg + ": cannot read '" + path + "'");
-  std::stringstream ss;
-  ss << in.rdbuf();
-  const std::string text = ss.str();
+  const std::optional<std::string> read = read_whole_file(path);
+  if (!read) throw InputError(arg + ": cannot read '" + path + "'");
+  const std::string& text = *read;
   if (rtrim(text).empty()) throw InputError(arg + ": '" + path + "' holds no text");
   const uint64_t bad = find_invalid_utf8(text);
   if (bad != Utf8Validator::npos) throw InputError(fmt::format("{}: '{}' is not UTF-8 (byte {})", arg, path, bad));

@@ -11,7 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "sluice/errors.h"
@@ -159,10 +159,9 @@ SafetensorsFile read_safetensors_sharded(const std::string& dir, const std::stri
   const fs::path single = fs::path(dir) / (stem + ".safetensors");
   const fs::path index = fs::path(dir) / (stem + ".safetensors.index.json");
   if (!fs::exists(index)) return read_safetensors(single.string());
-  std::ifstream in(index, std::ios::binary);
-  if (!in) throw InputError("checkpoint file '" + index.string() + "' cannot be read");
-  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  const SafetensorsIndex map = parse_safetensors_index(text, index.string());
+  const std::optional<std::string> text = read_whole_file(index.string());
+  if (!text) throw InputError("checkpoint file '" + index.string() + "' cannot be read");
+  const SafetensorsIndex map = parse_safetensors_index(*text, index.string());
   SafetensorsFile out;
   for (const auto& f : map.files) {
     SafetensorsFile part = read_safetensors((fs::path(dir) / f).string());
