@@ -92,7 +92,7 @@ class HfExportTest : public ::testing::Test {
     const std::string result = cases.at(0).export_dir() + "-check.json";
     std::vector<std::string> args = {std::string(SLUICE_SOURCE_DIR) + "/tests/hf_check.py"};
     for (const HfCase& c : cases) args.insert(args.end(), {c.export_dir(), c.expected()});
-    const std::string cmd = python_command(args) + " > '" + result + "' 2> '" + result + ".err'";
+    const std::string cmd = redirected(python_command(args), result, result + ".err");
     std::vector<nlohmann::json> out(cases.size());
     if (std::system(cmd.c_str()) != 0) {
       ADD_FAILURE() << "hf_check.py failed:\n" << testing::read_file(result + ".err");

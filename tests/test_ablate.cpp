@@ -2,7 +2,6 @@
 // results read back from run directories, and the real binary over a small grid: the same
 // losses as `sluice train` with the same overrides, resumable, and the tables.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
 #include <cmath>
 #include <filesystem>
@@ -18,6 +17,7 @@
 #include "sluice/errors.h"
 #include "sluice/model.h"
 #include "sluice/tokenizer.h"
+#include "shell_command.h"
 #include "test_util.h"
 
 namespace sluice {
@@ -313,9 +313,7 @@ class Ablate : public ::testing::Test {
                                                            "}, stats: {sequences: 2, data: " + held_out + "}, "
                                                            "passkey: {lengths: [64], trials: 2, format: compact, haystack: " + held_out + "}}\n");
   int sluice(const std::string& args, const std::string& log) const {
-    const std::string cmd = std::string(SLUICE_BIN) + " " + args + " >" + log + " 2>&1";
-    const int status = std::system(cmd.c_str());
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    return testing::run_sluice(args, log);
   }
   std::string out() const { return dir.file("out"); }
 };

@@ -182,8 +182,7 @@ TEST_F(Ckpt, TensorBoardsReaderSeesEveryScalarOnceAfterAResume) {
 
   const std::string out = dir.file("scalars.json");
   const std::string read_tb = std::string(SLUICE_SOURCE_DIR) + "/tests/read_tensorboard.py";
-  const std::string cmd =
-      testing::python_command({read_tb, dir.file("tb/tb")}) + " > '" + out + "' 2> '" + out + ".err'";
+  const std::string cmd = testing::redirected(testing::python_command({read_tb, dir.file("tb/tb")}), out, out + ".err");
   ASSERT_EQ(std::system(cmd.c_str()), 0) << read_file(out + ".err");
   const nlohmann::json tb = nlohmann::json::parse(read_file(out));
   std::map<std::string, std::vector<std::pair<int64_t, float>>> want;
@@ -204,11 +203,13 @@ TEST_F(Ckpt, TensorBoardsReaderSeesEveryScalarOnceAfterAResume) {
     }
   }
   // `sluice eval ppl` of the run's checkpoint: its results at the checkpoint's step in tb/eval/
-  const std::string eval_cmd = std::string("'") + SLUICE_BIN + "' eval ppl --ckpt '" + dir.file("tb") + "' --data '" + corpus +
-                               "' --seq-len 16,24 --max-docs 1 --out '" + dir.file("ppl.json") + "' > '" + out + ".eval' 2>&1";
+  const std::string eval_cmd =
+      testing::redirected(testing::shell_command({SLUICE_BIN, "eval", "ppl", "--ckpt", dir.file("tb"), "--data", corpus,
+                                                  "--seq-len", "16,24", "--max-docs", "1", "--out", dir.file("ppl.json")}),
+                          out + ".eval");
   ASSERT_EQ(std::system(eval_cmd.c_str()), 0) << read_file(out + ".eval");
   const std::string read_eval =
-      testing::python_command({read_tb, dir.file("tb/tb/eval")}) + " > '" + out + "' 2> '" + out + ".err'";
+      testing::redirected(testing::python_command({read_tb, dir.file("tb/tb/eval")}), out, out + ".err");
   ASSERT_EQ(std::system(read_eval.c_str()), 0) << read_file(out + ".err");
   const nlohmann::json eval_tb = nlohmann::json::parse(read_file(out));
   const nlohmann::json ppl = nlohmann::json::parse(read_file(dir.file("ppl.json")));

@@ -1,16 +1,18 @@
 // The `sluice` command line: in-process for messages, through the real binary for exit codes.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 
 #include "cli.h"
+#include "shell_command.h"
 #include "test_util.h"
 
 namespace sluice {
 namespace {
 
+using testing::run_sluice;
 using testing::TempDir;
 using testing::write_file;
 
@@ -23,13 +25,6 @@ Result cli(const std::vector<std::string>& args) {
   std::ostringstream out, err;
   const int code = cli::run(args, {out, err});
   return {code, out.str(), err.str()};
-}
-
-// Runs the real binary through the shell; returns its exit status.
-int run_binary(const std::string& args, const std::string& out_file) {
-  const std::string cmd = std::string(SLUICE_BIN) + " " + args + " >" + out_file + " 2>&1";
-  const int status = std::system(cmd.c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
 
 class Cli : public ::testing::Test {
@@ -96,19 +91,36 @@ TEST_F(Cli, BadConfigNeverCreatesARunDir) {
 
 TEST_F(Cli, RealBinaryExitCodesAndRunFiles) {
   const std::string log = dir.file("log.txt");
-  EXPECT_EQ(run_binary("config validate " + bad, log), 2);
+  EXPECT_EQ(run_sluice("config validate " + bad, log), 2);
   EXPECT_NE(testing::read_file(log).find("expected an integer"), std::string::npos);
-  EXPECT_EQ(run_binary("--version", log), 0);
-  EXPECT_EQ(run_binary("train " + good + " --set train.nope=1", log), 2);
+  EXPECT_EQ(run_sluice("--version", log), 0);
+  EXPECT_EQ(run_sluice("train " + good + " --set train.nope=1", log), 2);
   EXPECT_NE(testing::read_file(log).find("train.nope: unknown key"), std::string::npos);
 
   const std::string run_dir = dir.file("run");
-  ASSERT_EQ(run_binary("train " + good + " --run-dir " + run_dir, log), 0) << testing::read_file(log);
+  ASSERT_EQ(run_sluice("train " + good + " --run-dir " + run_dir, log), 0) << testing::read_file(log);
   EXPECT_NE(testing::read_file(log).find("results: " + run_dir), std::string::npos);
   for (const char* f : {"config.yaml", "metrics.jsonl", "summary.json"})
     EXPECT_TRUE(std::filesystem::exists(run_dir + "/" + f)) << f;
   // running into the same directory again is refused
-  EXPECT_EQ(run_binary("train " + good + " --run-dir " + run_dir, log), 2);
+  EXPECT_EQ(run_sluice("train " + good + " --run-dir " + run_dir, log), 2);
+}
+
+// The tests' command lines reach /bin/sh: arguments and log paths with spaces and quotes arrive whole.
+TEST_F(Cli, ShellCommandsQuoteEveryArgument) {
+  const std::string odd = dir.file("it's a dir");
+  std::filesystem::create_directory(odd);
+  const std::string out = odd + "/out 1.txt", err = odd + "/err's.txt";
+  const std::string cmd = testing::shell_command({"sh", "-c", "printf '%s|' \"$@\"; echo oops >&2", "sh", "a b", "it's", "",
+                                                  "$HOME", "*"});
+  ASSERT_EQ(std::system(testing::redirected(cmd, out, err).c_str()), 0);
+  EXPECT_EQ(testing::read_file(out), "a b|it's||$HOME|*|");
+  EXPECT_EQ(testing::read_file(err), "oops\n");
+  ASSERT_EQ(std::system(testing::redirected(cmd, out).c_str()), 0);
+  EXPECT_EQ(testing::read_file(out), "a b|it's||$HOME|*|oops\n");
+  EXPECT_EQ(run_sluice("--version", odd + "/v.log"), 0);
+  EXPECT_NE(testing::read_file(odd + "/v.log").find("sluice"), std::string::npos);
+  EXPECT_EQ(run_sluice("no-such-command", odd + "/v.log"), 2);
 }
 
 TEST_F(Cli, DataCommands) {

@@ -178,13 +178,13 @@ TEST_F(HfExport, SentencePieceTokenizerGivesSluicesIds) {
   ASSERT_EQ(sluice({"data", "train-tokenizer", "--input", text, "--vocab-size", "300", "--out", dir.file("tok-sluice")}, &err), 0)
       << err;
   fs::create_directories(dir.file("tok-prefix"));
-  const std::string train_sp =
+  const std::string train_sp = testing::redirected(
       testing::python_command({"-c",
                                "import sentencepiece as s, sys; s.SentencePieceTrainer.train(input=sys.argv[1], "
                                "model_prefix=sys.argv[2], vocab_size=300, hard_vocab_limit=False, add_dummy_prefix=True, "
                                "byte_fallback=True, bos_id=1, eos_id=2, unk_id=0, pad_id=3)",
-                               text, dir.file("tok-prefix/tokenizer")}) +
-      " > '" + dir.file("sp.log") + "' 2>&1";
+                               text, dir.file("tok-prefix/tokenizer")}),
+      dir.file("sp.log"));
   ASSERT_EQ(std::system(train_sp.c_str()), 0) << testing::read_file(dir.file("sp.log"));
   const std::vector<std::string> samples = {"The quick brown fox.", " leading space", "two\nlines\n\nand  double  spaces",
                                             "Ünïcödé ✓ 漢字", "trailing space ", "x", "\ttab"};
@@ -196,13 +196,13 @@ TEST_F(HfExport, SentencePieceTokenizerGivesSluicesIds) {
     nlohmann::json want = nlohmann::json::array(), texts = samples;
     for (const std::string& s : samples) want.push_back(sluice_tok->encode(s));
     testing::write_file(run + "-texts.json", texts.dump());
-    const std::string cmd =
+    const std::string cmd = testing::redirected(
         testing::python_command({"-c",
                                  "import json, sys; from transformers import AutoTokenizer; "
                                  "t = AutoTokenizer.from_pretrained(sys.argv[1]); "
                                  "print(json.dumps([t(s)['input_ids'] for s in json.load(open(sys.argv[2]))]))",
-                                 run + "-hf", run + "-texts.json"}) +
-        " > '" + run + "-ids.json' 2> '" + run + "-ids.err'";
+                                 run + "-hf", run + "-texts.json"}),
+        run + "-ids.json", run + "-ids.err");
     ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_file(run + "-ids.err");
     const nlohmann::json got = nlohmann::json::parse(testing::read_file(run + "-ids.json"));
     for (size_t i = 0; i < samples.size(); ++i) {
@@ -300,7 +300,7 @@ TEST_F(HfExport, ImportsWhatTransformersSaves) {
   for (const Case& c : cases) args.insert(args.end(), {dir.file(c.name), c.kind, c.dtype, c.overrides});
   const std::string cmd = testing::python_command(args);
   const std::string log = dir.file("hf_make_model.log");
-  ASSERT_EQ(std::system((cmd + " > '" + log + "' 2>&1").c_str()), 0) << testing::read_file(log);
+  ASSERT_EQ(std::system(testing::redirected(cmd, log).c_str()), 0) << testing::read_file(log);
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
     const std::string d = dir.file(c.name);

@@ -151,7 +151,7 @@ class HfExportRemote : public testing::HfExportTest {
     std::vector<std::string> args = {script};
     for (const std::string& run : runs) args.insert(args.end(), {run + "-hf", run + "-cached.safetensors"});
     const std::string result = dir.file("cached_check.json");
-    const std::string cmd = testing::python_command(args) + " > '" + result + "' 2> '" + result + ".err'";
+    const std::string cmd = testing::redirected(testing::python_command(args), result, result + ".err");
     ASSERT_EQ(std::system(cmd.c_str()), 0) << testing::read_file(result + ".err");
     const nlohmann::json j = nlohmann::json::parse(testing::read_file(result));
     for (const std::string& run : runs) {

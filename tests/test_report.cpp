@@ -16,12 +16,14 @@
 #include "report/svg_chart.h"
 #include "report/text.h"
 #include "sluice/errors.h"
+#include "shell_command.h"
 #include "test_util.h"
 
 namespace sluice {
 namespace {
 
 namespace fs = std::filesystem;
+using testing::run_sluice;
 using testing::TempDir;
 using testing::read_file;
 using testing::write_file;
@@ -459,25 +461,20 @@ TEST_F(Report, BadInputWritesNothing) {
   }
 }
 
-int run_binary(const std::string& args, const std::string& log) {
-  const int status = std::system((std::string(SLUICE_BIN) + " " + args + " >" + log + " 2>&1").c_str());
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
 TEST_F(Report, CommandLineExitCodes) {
   const std::string log = tmp.file("log.txt");
-  EXPECT_EQ(run_binary("report " + run_a + " " + run_b + " --out " + out, log), 0) << read_file(log);
+  EXPECT_EQ(run_sluice("report " + run_a + " " + run_b + " --out " + out, log), 0) << read_file(log);
   EXPECT_NE(read_file(log).find("report: " + out + " (2 runs, 11 charts)"), std::string::npos) << read_file(log);
   EXPECT_NE(read_file(log).find("warning: "), std::string::npos);
   EXPECT_TRUE(fs::exists(out));
 
   const std::string out2 = tmp.file("r2.html");
-  EXPECT_EQ(run_binary("report " + run_a + " " + tmp.file("nope") + " --out " + out2, log), 2);
+  EXPECT_EQ(run_sluice("report " + run_a + " " + tmp.file("nope") + " --out " + out2, log), 2);
   EXPECT_NE(read_file(log).find(tmp.file("nope")), std::string::npos) << read_file(log);
   fs::create_directories(tmp.file("no-metrics"));
-  EXPECT_EQ(run_binary("report " + tmp.file("no-metrics") + " --out " + out2, log), 2);
+  EXPECT_EQ(run_sluice("report " + tmp.file("no-metrics") + " --out " + out2, log), 2);
   EXPECT_NE(read_file(log).find("metrics.jsonl"), std::string::npos) << read_file(log);
-  EXPECT_EQ(run_binary("report " + run_a, log), 2);  // --out is required
+  EXPECT_EQ(run_sluice("report " + run_a, log), 2);  // --out is required
   EXPECT_FALSE(fs::exists(out2));
 }
 
@@ -699,9 +696,10 @@ bool have_chromium() { return std::system("command -v chromium >/dev/null 2>&1")
 // Runs headless Chromium on `page` with its own profile; returns its stderr (console messages).
 std::string chromium(const std::string& flags, const std::string& page, const TempDir& tmp, const std::string& tag) {
   const std::string log = tmp.file(tag + ".stderr"), dom = tmp.file(tag + ".dom");
-  const std::string cmd = "timeout 120 chromium --headless --no-sandbox --disable-gpu --enable-logging=stderr --v=0 "
-                          "--user-data-dir=" + tmp.file(tag + ".profile") + " " + flags + " file://" + page +
-                          " >" + dom + " 2>" + log;
+  const std::string cmd = testing::redirected(
+      "timeout 120 chromium --headless --no-sandbox --disable-gpu --enable-logging=stderr --v=0 --user-data-dir=" +
+          testing::shell_quote(tmp.file(tag + ".profile")) + " " + flags + " " + testing::shell_quote("file://" + page),
+      dom, log);
   const int status = std::system(cmd.c_str());
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << cmd << "\n" << read_file(log);
   return read_file(log) + read_file(dom);
