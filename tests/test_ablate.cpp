@@ -13,11 +13,11 @@
 #include "ablate/grid_report.h"
 #include "ablate/results.h"
 #include "data/prepare.h"
+#include "shell_command.h"
 #include "sluice/config.h"
 #include "sluice/errors.h"
 #include "sluice/model.h"
 #include "sluice/tokenizer.h"
-#include "shell_command.h"
 #include "test_util.h"
 
 namespace sluice {
@@ -25,6 +25,7 @@ namespace {
 
 namespace fs = std::filesystem;
 using testing::read_file;
+using testing::run_sluice;
 using testing::TempDir;
 using testing::write_file;
 
@@ -312,19 +313,16 @@ class Ablate : public ::testing::Test {
                                                            "evals: {ppl: {seq_len: [24, 48], stride: 12, data: " + held_out +
                                                            "}, stats: {sequences: 2, data: " + held_out + "}, "
                                                            "passkey: {lengths: [64], trials: 2, format: compact, haystack: " + held_out + "}}\n");
-  int sluice(const std::string& args, const std::string& log) const {
-    return testing::run_sluice(args, log);
-  }
   std::string out() const { return dir.file("out"); }
 };
 
 TEST_F(Ablate, RunsTheGridLikeSluiceTrainResumesAndWritesTheTables) {
   // One run alone first (--only, as a Slurm array task would), then the whole grid: that run is
   // skipped, not trained again.
-  ASSERT_EQ(sluice("ablate " + grid + " --out " + out() + " --only 2", dir.file("only.log")), 0) << read_file(dir.file("only.log"));
+  ASSERT_EQ(run_sluice("ablate " + grid + " --out " + out() + " --only 2", dir.file("only.log")), 0) << read_file(dir.file("only.log"));
   const std::string first_summary = read_file(out() + "/runs/g1-s1/summary.json");
   ASSERT_FALSE(fs::exists(out() + "/runs/baseline-s1"));
-  ASSERT_EQ(sluice("ablate " + grid + " --out " + out() + " --jobs 2", dir.file("all.log")), 0) << read_file(dir.file("all.log"));
+  ASSERT_EQ(run_sluice("ablate " + grid + " --out " + out() + " --jobs 2", dir.file("all.log")), 0) << read_file(dir.file("all.log"));
   const std::string log = read_file(dir.file("all.log"));
   EXPECT_NE(log.find("g1-s1: trained (skipped)"), std::string::npos) << log;
   EXPECT_EQ(read_file(out() + "/runs/g1-s1/summary.json"), first_summary);
@@ -355,10 +353,10 @@ TEST_F(Ablate, RunsTheGridLikeSluiceTrainResumesAndWritesTheTables) {
   // The grid's run is the run `sluice train` makes with the same overrides (threads as the grid
   // gave them: the cores split between 2 jobs).
   const int threads = std::max(1u, std::thread::hardware_concurrency() / 2);
-  ASSERT_EQ(sluice("train " + base + " --run-dir " + dir.file("direct") + " --set data.train=" + corpus +
-                       " --set model.attention.gate.position=G1 --set train.seed=2 --set train.threads=" +
-                       std::to_string(threads),
-                   dir.file("direct.log")),
+  ASSERT_EQ(run_sluice("train " + base + " --run-dir " + dir.file("direct") + " --set data.train=" + corpus +
+                           " --set model.attention.gate.position=G1 --set train.seed=2 --set train.threads=" +
+                           std::to_string(threads),
+                       dir.file("direct.log")),
             0)
       << read_file(dir.file("direct.log"));
   const auto direct = nlohmann::json::parse(read_file(dir.file("direct/summary.json")));
@@ -367,14 +365,14 @@ TEST_F(Ablate, RunsTheGridLikeSluiceTrainResumesAndWritesTheTables) {
   EXPECT_EQ(direct["final_loss"].get<double>(), grid_run["final_loss"].get<double>());
 
   // A rerun of a finished grid trains and evaluates nothing.
-  ASSERT_EQ(sluice("ablate " + grid + " --out " + out(), dir.file("again.log")), 0);
+  ASSERT_EQ(run_sluice("ablate " + grid + " --out " + out(), dir.file("again.log")), 0);
   const std::string again = read_file(dir.file("again.log"));
   EXPECT_EQ(again.find("evaluating"), std::string::npos) << again;
   EXPECT_EQ(again.find(": training"), std::string::npos) << again;
 }
 
 TEST_F(Ablate, DryRunAndBadVariantsStartNothing) {
-  ASSERT_EQ(sluice("ablate " + grid + " --out " + out() + " --dry-run", dir.file("dry.log")), 0);
+  ASSERT_EQ(run_sluice("ablate " + grid + " --out " + out() + " --dry-run", dir.file("dry.log")), 0);
   const std::string dry = read_file(dir.file("dry.log"));
   EXPECT_NE(dry.find("4 run(s)"), std::string::npos) << dry;
   EXPECT_NE(dry.find("[3] g1-s2"), std::string::npos) << dry;
@@ -383,7 +381,7 @@ TEST_F(Ablate, DryRunAndBadVariantsStartNothing) {
   EXPECT_FALSE(fs::exists(out()));
 
   const std::string bad = write_file(dir.file("bad.yaml"), read_file(grid) + "axes: {model.attention.gate.position: [G1, G9]}\n");
-  EXPECT_EQ(sluice("ablate " + bad + " --out " + out(), dir.file("bad.log")), 2);
+  EXPECT_EQ(run_sluice("ablate " + bad + " --out " + out(), dir.file("bad.log")), 2);
   const std::string err = read_file(dir.file("bad.log"));
   EXPECT_NE(err.find("run 'baseline-position=G9-s1' (variant baseline)"), std::string::npos) << err;
   EXPECT_NE(err.find("model.attention.gate.position"), std::string::npos) << err;
@@ -392,20 +390,20 @@ TEST_F(Ablate, DryRunAndBadVariantsStartNothing) {
   // Perplexity on the training text itself is refused: held-out data must be named.
   std::string no_data = read_file(grid);
   no_data = no_data.substr(0, no_data.find("evals:")) + "evals: {ppl: {seq_len: [24]}}\n";
-  EXPECT_EQ(sluice("ablate " + write_file(dir.file("nodata.yaml"), no_data) + " --out " + out(), dir.file("nodata.log")), 2);
+  EXPECT_EQ(run_sluice("ablate " + write_file(dir.file("nodata.yaml"), no_data) + " --out " + out(), dir.file("nodata.log")), 2);
   EXPECT_NE(read_file(dir.file("nodata.log")).find("evals.ppl.data: required for run 'baseline-s1'"), std::string::npos)
       << read_file(dir.file("nodata.log"));
   EXPECT_FALSE(fs::exists(out()));
 
   std::string no_haystack = read_file(grid);
   no_haystack.replace(no_haystack.rfind(held_out), held_out.size(), dir.file("none.txt"));
-  EXPECT_EQ(sluice("ablate " + write_file(dir.file("nohay.yaml"), no_haystack) + " --out " + out(), dir.file("nohay.log")), 2);
+  EXPECT_EQ(run_sluice("ablate " + write_file(dir.file("nohay.yaml"), no_haystack) + " --out " + out(), dir.file("nohay.log")), 2);
   EXPECT_NE(read_file(dir.file("nohay.log")).find("evals.passkey.haystack: '" + dir.file("none.txt") + "' does not exist"),
             std::string::npos)
       << read_file(dir.file("nohay.log"));
   EXPECT_FALSE(fs::exists(out()));
 
-  ASSERT_EQ(sluice("ablate " + grid + " --out " + out() + " --slurm", dir.file("slurm.log")), 0);
+  ASSERT_EQ(run_sluice("ablate " + grid + " --out " + out() + " --slurm", dir.file("slurm.log")), 0);
   const std::string sbatch = read_file(out() + "/ablate.sbatch");
   EXPECT_NE(sbatch.find("#SBATCH --array=0-3"), std::string::npos) << sbatch;
   EXPECT_NE(sbatch.find("--only \"$SLURM_ARRAY_TASK_ID\""), std::string::npos) << sbatch;

@@ -15,8 +15,8 @@
 #include "report/run_data.h"
 #include "report/svg_chart.h"
 #include "report/text.h"
-#include "sluice/errors.h"
 #include "shell_command.h"
+#include "sluice/errors.h"
 #include "test_util.h"
 
 namespace sluice {
