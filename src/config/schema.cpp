@@ -369,7 +369,9 @@ std::vector<Field> build_schema() {
   b.add(KEY(train.log_every), "Steps between progress lines and metrics records.").min(1);
   b.add(KEY(train.eval_every), "Steps between validation passes; 0 = only at the end.").min(0);
   b.add(KEY(train.eval_batches), "Micro-batches per validation pass.").min(1);
-  b.add(KEY(train.seed), "Seed for initialisation and data order; same seed and config give the same CPU loss curve.")
+  b.add(KEY(train.seed),
+        "Seed for initialisation and data order; same seed and config give the same CPU loss curve, bitwise on "
+        "one instruction set (ATen picks its vector kernels by it: ATEN_CPU_CAPABILITY, README).")
       .min(0);
   b.add(KEY(train.threads), "CPU threads for LibTorch per process; 0 = OMP_NUM_THREADS when set, else the "
                               "machine's cores divided by the ranks on this node.")
